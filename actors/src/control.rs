@@ -1,0 +1,427 @@
+//! The cluster port (DESIGN §4): the one listener per node that every other node and the CLI
+//! reach over mutual TLS, split into protocols by ALPN through a small routing table. This
+//! module owns the listener, its bounds (connections, handshake and idle timeouts, frame size),
+//! frame I/O on its streams, the control protocol's server side, and the CLI's control client.
+//!
+//! A connection is served only after the handshake verified its certificate against the cluster
+//! CA; the peer's node id is read from that certificate (INV-6: no plaintext, no anonymous
+//! peers). A plaintext, unauthenticated or foreign-CA client is closed with a debug log and the
+//! listener keeps serving.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use hamster_protocol::wire::{
+    decode_message, encode_message, frame_len, ControlRequest, ControlResponse, WireError,
+    ALPN_CONTROL, FRAME_HEADER_BYTES,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::timeout;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tracing::{debug, info, warn};
+
+use crate::tls::{client_config, cluster_server_name, peer_node_id, server_config, TlsMaterial};
+
+/// Most connections served at once; one more is closed on arrival so that a flood cannot
+/// exhaust file descriptors or memory.
+pub const CONNECTIONS_MAX: usize = 256;
+/// Time a client gets to complete the TLS handshake; a stalled or plaintext client must not
+/// hold a connection slot.
+pub const HANDSHAKE_MS: u64 = 10_000;
+/// Time a control connection may sit idle between requests before it is closed.
+pub const CONTROL_IDLE_MS: u64 = 60_000;
+/// Time one control request may take to be answered, on the node's side.
+pub const CONTROL_HANDLER_MS: u64 = 30_000;
+/// Most requests on one control connection; the CLI sends one, so this only stops a client
+/// from holding a connection forever.
+pub const CONTROL_REQUESTS_MAX: usize = 1024;
+/// Time to write one frame before the peer is considered stuck.
+pub const WRITE_MS: u64 = 10_000;
+/// Time the CLI waits for the TCP connection.
+pub const CLIENT_CONNECT_MS: u64 = 5_000;
+/// Time the CLI waits for an answer: longer than the node's own handler bound, so that the
+/// node's timeout error reaches the CLI rather than a bare client timeout.
+pub const CLIENT_RESPONSE_MS: u64 = CONTROL_HANDLER_MS + 5_000;
+/// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_BACKOFF_MS: u64 = 100;
+
+/// Answers one control request; the second argument is the peer's node id, taken from its
+/// certificate. Supplied by the node's wiring at start-up.
+pub type ControlHandler = Arc<
+    dyn Fn(ControlRequest, String) -> Pin<Box<dyn Future<Output = ControlResponse> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A server-side cluster connection after a successful mutual-TLS handshake.
+pub type ClusterStream = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// Serves one whole connection of one ALPN protocol; the second argument is the peer's node id,
+/// taken from its certificate. Raft, shard transfer and join register one each.
+pub type ProtocolHandler =
+    Arc<dyn Fn(ClusterStream, String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// The routing table of the cluster port: negotiated ALPN name to the handler that serves it.
+/// Only the names in the table are offered in the handshake, so a client asking for anything
+/// else is refused by TLS itself.
+#[derive(Clone)]
+pub struct Routes {
+    table: BTreeMap<Vec<u8>, ProtocolHandler>,
+}
+
+impl Routes {
+    /// A table serving the control protocol with `control`.
+    pub fn new(control: ControlHandler) -> Self {
+        let mut table = BTreeMap::new();
+        table.insert(ALPN_CONTROL.to_vec(), control_protocol(control));
+        Routes { table }
+    }
+
+    /// Adds (or replaces) the handler for `alpn`.
+    pub fn with(mut self, alpn: &[u8], handler: ProtocolHandler) -> Self {
+        self.table.insert(alpn.to_vec(), handler);
+        self
+    }
+
+    fn alpn_names(&self) -> Vec<&[u8]> {
+        self.table.keys().map(Vec::as_slice).collect()
+    }
+}
+
+impl fmt::Debug for Routes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<_> = self
+            .table
+            .keys()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        f.debug_struct("Routes").field("alpn", &names).finish()
+    }
+}
+
+/// A running cluster port. Dropping it (or [`ClusterPort::shutdown`]) stops the listener and
+/// every connection it is serving.
+#[derive(Debug)]
+pub struct ClusterPort {
+    local_addr: SocketAddr,
+    accept_task: JoinHandle<()>,
+}
+
+impl ClusterPort {
+    /// The address the port listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting and closes every open connection.
+    pub fn shutdown(self) {
+        // Drop does the work; this names the intent at call sites.
+    }
+}
+
+impl Drop for ClusterPort {
+    fn drop(&mut self) {
+        // The accept task owns the connection tasks in a JoinSet, so aborting it aborts them.
+        self.accept_task.abort();
+    }
+}
+
+/// Binds the cluster port on `addr` serving only the control protocol. Returns once bound; the
+/// port runs on the current tokio runtime.
+pub async fn bind(
+    addr: SocketAddr,
+    material: &TlsMaterial,
+    control: ControlHandler,
+) -> anyhow::Result<ClusterPort> {
+    bind_routes(addr, material, Routes::new(control)).await
+}
+
+/// Binds the cluster port on `addr` serving every protocol in `routes`. Returns once bound; the
+/// port runs on the current tokio runtime.
+pub async fn bind_routes(
+    addr: SocketAddr,
+    material: &TlsMaterial,
+    routes: Routes,
+) -> anyhow::Result<ClusterPort> {
+    let config = server_config(material, &routes.alpn_names())?;
+    let listener = TcpListener::bind(addr).await.map_err(|e| match e.kind() {
+        io::ErrorKind::AddrInUse => {
+            anyhow!(
+                "cannot listen on {addr}: address in use; is another hamster node running there?"
+            )
+        }
+        _ => anyhow!("cannot listen on {addr}: {e}; check the cluster address"),
+    })?;
+    let local_addr = listener
+        .local_addr()
+        .with_context(|| format!("cannot read the address bound for {addr}"))?;
+    info!(%local_addr, ?routes, "cluster port listening");
+    let accept_task = tokio::spawn(accept_loop(
+        listener,
+        TlsAcceptor::from(config),
+        Arc::new(routes),
+    ));
+    Ok(ClusterPort {
+        local_addr,
+        accept_task,
+    })
+}
+
+async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, routes: Arc<Routes>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some(done) = connections.join_next(), if !connections.is_empty() => {
+                if let Err(e) = done {
+                    if e.is_panic() {
+                        warn!(error = %e, "cluster port: a connection handler panicked");
+                    }
+                }
+            }
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer_addr)) => {
+                    if connections.len() >= CONNECTIONS_MAX {
+                        warn!(%peer_addr, CONNECTIONS_MAX, "cluster port full; closing new connection");
+                        continue;
+                    }
+                    connections.spawn(serve_connection(
+                        tcp,
+                        peer_addr,
+                        acceptor.clone(),
+                        routes.clone(),
+                    ));
+                }
+                Err(e) => {
+                    warn!(error = %e, "cluster port: accept failed; backing off");
+                    tokio::time::sleep(Duration::from_millis(ACCEPT_BACKOFF_MS)).await;
+                }
+            },
+        }
+    }
+}
+
+async fn serve_connection(
+    tcp: TcpStream,
+    peer_addr: SocketAddr,
+    acceptor: TlsAcceptor,
+    routes: Arc<Routes>,
+) {
+    // Frames are small request/response messages; batching them only adds latency.
+    let _ = tcp.set_nodelay(true);
+    let stream = match timeout(Duration::from_millis(HANDSHAKE_MS), acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            debug!(%peer_addr, error = %e, "cluster port: TLS handshake failed; closing");
+            return;
+        }
+        Err(_) => {
+            debug!(%peer_addr, HANDSHAKE_MS, "cluster port: TLS handshake timed out; closing");
+            return;
+        }
+    };
+    let (_, session) = stream.get_ref();
+    let Some(node_id) = session.peer_certificates().and_then(peer_node_id) else {
+        debug!(%peer_addr, "cluster port: peer certificate names no node; closing");
+        return;
+    };
+    let Some(handler) = session
+        .alpn_protocol()
+        .and_then(|alpn| routes.table.get(alpn))
+        .cloned()
+    else {
+        debug!(%peer_addr, %node_id, "cluster port: no protocol negotiated; closing");
+        return;
+    };
+    handler(stream, node_id).await;
+}
+
+fn control_protocol(control: ControlHandler) -> ProtocolHandler {
+    Arc::new(move |stream, peer| Box::pin(serve_control(stream, peer, control.clone())))
+}
+
+/// Answers control requests on one connection until the client closes it, goes idle, or breaks
+/// the framing.
+async fn serve_control(mut stream: ClusterStream, peer: String, control: ControlHandler) {
+    for _ in 0..CONTROL_REQUESTS_MAX {
+        let payload = match read_frame(&mut stream, CONTROL_IDLE_MS).await {
+            Ok(Some(payload)) => payload,
+            Ok(None) => return,
+            Err(FrameError::Wire(e)) => {
+                // The stream cannot be resynchronised after a bad header; say why, then close.
+                debug!(%peer, error = %e, "control: refusing frame");
+                let refusal = ControlResponse::Error {
+                    message: e.to_string(),
+                };
+                let _ = write_message(&mut stream, &refusal).await;
+                let _ = stream.shutdown().await;
+                return;
+            }
+            Err(e) => {
+                debug!(%peer, error = %e, "control: connection ended");
+                return;
+            }
+        };
+        let response = match decode_message::<ControlRequest>(&payload) {
+            Ok(request) => answer(&control, request, &peer).await,
+            Err(e) => ControlResponse::Error {
+                message: e.to_string(),
+            },
+        };
+        if let Err(e) = write_message(&mut stream, &response).await {
+            debug!(%peer, error = %e, "control: cannot send the answer");
+            return;
+        }
+    }
+    let _ = stream.shutdown().await;
+}
+
+async fn answer(control: &ControlHandler, request: ControlRequest, peer: &str) -> ControlResponse {
+    let work = control(request, peer.to_string());
+    match timeout(Duration::from_millis(CONTROL_HANDLER_MS), work).await {
+        Ok(response) => response,
+        Err(_) => ControlResponse::Error {
+            message: format!(
+                "the node did not answer within {} s; check its log and retry",
+                CONTROL_HANDLER_MS / 1000
+            ),
+        },
+    }
+}
+
+/// Why reading or writing a frame on a cluster stream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The frame broke the wire rules (too large, or not the expected message).
+    #[error("{0}")]
+    Wire(#[from] WireError),
+    /// The peer sent nothing for the allowed time.
+    #[error("peer sent nothing for {0} ms; closing")]
+    Idle(u64),
+    /// The peer stopped reading for the allowed time.
+    #[error("peer did not take a frame within {0} ms; closing")]
+    Stuck(u64),
+    /// The stream failed or ended in the middle of a frame.
+    #[error("connection failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Reads one frame's payload, waiting at most `idle_ms` for it to arrive. `Ok(None)` means
+/// the peer closed the connection between frames. A length over the frame limit is refused
+/// before any of it is read.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    idle_ms: u64,
+) -> Result<Option<Vec<u8>>, FrameError> {
+    let work = async {
+        let mut header = [0u8; FRAME_HEADER_BYTES];
+        match reader.read_exact(&mut header).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(FrameError::Io(e)),
+        }
+        let len = frame_len(header)?;
+        let mut payload = vec![0u8; len];
+        reader.read_exact(&mut payload).await?;
+        Ok(Some(payload))
+    };
+    timeout(Duration::from_millis(idle_ms), work)
+        .await
+        .map_err(|_| FrameError::Idle(idle_ms))?
+}
+
+/// Writes one already-encoded frame and flushes it, giving up after [`WRITE_MS`].
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    frame: &[u8],
+) -> Result<(), FrameError> {
+    let work = async {
+        writer.write_all(frame).await?;
+        writer.flush().await
+    };
+    timeout(Duration::from_millis(WRITE_MS), work)
+        .await
+        .map_err(|_| FrameError::Stuck(WRITE_MS))?
+        .map_err(FrameError::Io)
+}
+
+async fn write_message<W: AsyncWrite + Unpin, T: serde::Serialize>(
+    writer: &mut W,
+    message: &T,
+) -> Result<(), FrameError> {
+    write_frame(writer, &encode_message(message)?).await
+}
+
+/// Sends one control request to the node at `addr` and returns its answer: the CLI's client.
+/// Authenticates with `material` (the node's own certificate from `<data>/tls`).
+pub async fn control_request(
+    addr: &str,
+    material: &TlsMaterial,
+    req: &ControlRequest,
+) -> anyhow::Result<ControlResponse> {
+    let connector = TlsConnector::from(client_config(material, &[ALPN_CONTROL])?);
+    let tcp = connect(addr).await?;
+    let _ = tcp.set_nodelay(true);
+    let handshake = connector.connect(cluster_server_name(), tcp);
+    let mut stream = match timeout(Duration::from_millis(HANDSHAKE_MS), handshake).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => bail!(
+            "TLS handshake with {addr} failed: {e}; is it a node of the cluster this data dir belongs to?"
+        ),
+        Err(_) => bail!(
+            "TLS handshake with {addr} timed out after {} s; is it a hamster cluster port?",
+            HANDSHAKE_MS / 1000
+        ),
+    };
+    if stream.get_ref().1.alpn_protocol() != Some(ALPN_CONTROL) {
+        bail!(
+            "{addr} does not speak the hamster control protocol; is it the same hamster version?"
+        );
+    }
+    write_message(&mut stream, req)
+        .await
+        .map_err(|e| anyhow!("cannot send the request to {addr}: {e}; retry"))?;
+    let payload = match read_frame(&mut stream, CLIENT_RESPONSE_MS).await {
+        Ok(Some(payload)) => payload,
+        Ok(None) => {
+            bail!("the node at {addr} closed the connection without answering; check its log")
+        }
+        Err(FrameError::Io(e)) => {
+            bail!("the node at {addr} refused the request: {e}; is this data dir's certificate from its cluster?")
+        }
+        Err(e) => bail!("no answer from the node at {addr}: {e}; check its log and retry"),
+    };
+    let response = decode_message::<ControlResponse>(&payload)
+        .map_err(|e| anyhow!("bad answer from the node at {addr}: {e}"))?;
+    // Closing politely lets the node see a clean end rather than a reset.
+    let _ = stream.shutdown().await;
+    Ok(response)
+}
+
+async fn connect(addr: &str) -> anyhow::Result<TcpStream> {
+    match timeout(
+        Duration::from_millis(CLIENT_CONNECT_MS),
+        TcpStream::connect(addr),
+    )
+    .await
+    {
+        Ok(Ok(tcp)) => Ok(tcp),
+        Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            bail!("no hamster node is listening on {addr}; is `hamster serve` running?")
+        }
+        Ok(Err(e)) => bail!("cannot connect to {addr}: {e}; check the address"),
+        Err(_) => bail!(
+            "connecting to {addr} timed out after {} s; check the address and that the node is up",
+            CLIENT_CONNECT_MS / 1000
+        ),
+    }
+}

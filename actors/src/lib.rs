@@ -1,0 +1,12 @@
+//! Hamster's actors and the effects they own: the Raft node and its LMDB storage, shard files,
+//! the S3 front, the admin endpoint, TLS material and the control protocol.
+
+pub mod admin;
+pub mod clock;
+pub mod control;
+pub mod metrics;
+pub mod node;
+pub mod raft;
+pub mod s3;
+pub mod shards;
+pub mod tls;

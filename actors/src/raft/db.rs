@@ -1,0 +1,174 @@
+//! The one LMDB environment under `<data>/meta` (DESIGN §3) and the named databases in it: the
+//! Raft log and its pointers, and the metadata state machine tables. The log store, the state
+//! machine and the node's readers all share one [`MetaDb`]; they differ only in which tables
+//! they touch.
+
+use std::path::Path;
+use std::time::Duration;
+
+use heed::types::Bytes;
+use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, WithoutTls};
+
+/// Named databases we create; `max_dbs` is set from this.
+const TABLE_COUNT: u32 = 7;
+
+/// How long [`MetaDb::open`] waits for a previous environment on the same path (a node that is
+/// still shutting down in this process) to close before giving up.
+const REOPEN_WAIT_MAX: Duration = Duration::from_secs(10);
+const REOPEN_POLL: Duration = Duration::from_millis(20);
+
+/// An untyped table: keys and values are our own encodings (big-endian integers, UTF-8 names,
+/// JSON records), so the encoding lives next to the code that reads it.
+pub type Table = Database<'static, Bytes, Bytes>;
+
+/// Why a storage operation failed. Every one of these is a fault, not an answer: the caller
+/// stops (Raft) or reports a server error (reads).
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// LMDB refused (full map, I/O error, ...).
+    #[error("lmdb: {0}")]
+    Lmdb(#[from] heed::Error),
+    /// A stored record did not decode, or a record did not encode.
+    #[error("record encoding: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A stored key or record broke a format rule.
+    #[error("corrupt metadata store: {0}")]
+    Corrupt(String),
+}
+
+/// The environment and its tables. Cloning is cheap (the environment is reference counted).
+#[derive(Clone)]
+pub struct MetaDb {
+    /// The environment. Read transactions are not tied to a thread (`WithoutTls`) so a read
+    /// may be taken in one task and finished in another.
+    pub env: Env<WithoutTls>,
+    /// Raft log: big-endian u64 index → JSON entry.
+    pub log: Table,
+    /// Raft log pointers: `vote`, `committed`, `purged` → JSON.
+    pub raft: Table,
+    /// Buckets: name → JSON `BucketRecord`.
+    pub buckets: Table,
+    /// Objects: `bucket + "/" + key` → JSON `VersionList`. Bucket names hold no '/', so the
+    /// keys of one bucket are exactly the range [`bucket/`, `bucket0`) ('0' follows '/').
+    pub objects: Table,
+    /// Access keys: access key id → JSON `AccessKey`.
+    pub keys: Table,
+    /// State machine pointers: `applied`, `membership` → JSON.
+    pub sm_meta: Table,
+    /// The current snapshot: `meta` → JSON `SnapshotMeta`, `data` → snapshot bytes.
+    pub snapshot: Table,
+}
+
+impl MetaDb {
+    /// Opens (creating if needed) the environment in `dir`. If this process still has the
+    /// environment open from a node that is shutting down, waits (bounded) for it to close.
+    pub async fn open(dir: &Path, map_size_bytes: usize) -> anyhow::Result<MetaDb> {
+        std::fs::create_dir_all(dir)?;
+        let mut waited = Duration::ZERO;
+        loop {
+            match Self::open_once(dir, map_size_bytes) {
+                Err(DbError::Lmdb(heed::Error::EnvAlreadyOpened)) if waited < REOPEN_WAIT_MAX => {
+                    tokio::time::sleep(REOPEN_POLL).await;
+                    waited += REOPEN_POLL;
+                }
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    fn open_once(dir: &Path, map_size_bytes: usize) -> Result<MetaDb, DbError> {
+        // LMDB needs a whole number of pages. Rounding to 64 KiB covers every page size in use
+        // (4, 16 and 64 KiB), and the map is sparse, so rounding up costs nothing.
+        let granule = 64 * 1024;
+        let map_size = map_size_bytes.div_ceil(granule).max(1) * granule;
+        // SAFETY: the environment is opened once per process (heed refuses a second open of
+        // the same path) and nothing else maps these files; we keep the default durable sync
+        // mode, so a committed write transaction is on disk.
+        let env = unsafe {
+            EnvOpenOptions::new()
+                .read_txn_without_tls()
+                .map_size(map_size)
+                .max_dbs(TABLE_COUNT)
+                .open(dir)?
+        };
+        let wtxn = env.write_txn()?;
+        let tables = env
+            .create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_, DbError> {
+                let mut t = |name| opener.create_database::<Bytes, Bytes>(wtxn, Some(name));
+                Ok(CommitOrAbort::<_, ()>::Commit((
+                    t("raft_log")?,
+                    t("raft_state")?,
+                    t("buckets")?,
+                    t("objects")?,
+                    t("keys")?,
+                    t("sm_meta")?,
+                    t("snapshot")?,
+                )))
+            })?
+            .unwrap_commit();
+        let (log, raft, buckets, objects, keys, sm_meta, snapshot) = tables;
+        Ok(MetaDb {
+            env,
+            log,
+            raft,
+            buckets,
+            objects,
+            keys,
+            sm_meta,
+            snapshot,
+        })
+    }
+
+    /// The longest key LMDB accepts in this build.
+    pub fn max_key_bytes(&self) -> usize {
+        self.env.max_key_size()
+    }
+
+    /// Gives up this handle and returns the event that fires once every other handle is gone
+    /// and LMDB has closed the files.
+    pub fn into_closing_event(self) -> heed::EnvClosingEvent {
+        self.env.prepare_for_closing()
+    }
+}
+
+/// The `objects` key of `bucket/key`.
+pub fn object_key(bucket: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(bucket.len() + 1 + key.len());
+    k.extend_from_slice(bucket.as_bytes());
+    k.push(b'/');
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// The half-open range of `objects` keys that belong to `bucket`: [`bucket/`, `bucket0`).
+pub fn bucket_range(bucket: &str) -> (Vec<u8>, Vec<u8>) {
+    let mut start = bucket.as_bytes().to_vec();
+    let mut end = start.clone();
+    start.push(b'/');
+    end.push(b'/' + 1);
+    (start, end)
+}
+
+/// Reads and decodes one JSON record.
+pub fn get_json<T: serde::de::DeserializeOwned>(
+    table: &Table,
+    txn: &heed::RoTxn,
+    key: &[u8],
+) -> Result<Option<T>, DbError> {
+    match table.get(txn, key)? {
+        Some(bytes) => Ok(Some(serde_json::from_slice(bytes)?)),
+        None => Ok(None),
+    }
+}
+
+/// Encodes and writes one JSON record.
+pub fn put_json<T: serde::Serialize>(
+    table: &Table,
+    txn: &mut heed::RwTxn,
+    key: &[u8],
+    value: &T,
+) -> Result<(), DbError> {
+    let bytes = serde_json::to_vec(value)?;
+    table.put(txn, key, &bytes)?;
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! The metadata Raft member (DESIGN §2, §3): openraft 0.9 over one LMDB environment in
+//! `<data>/meta`, holding the Raft log and the metadata state machine, driven by the
+//! [`RaftNode`] actor.
+//!
+//! - [`types`]: the Raft type configuration and `NodeInfo`.
+//! - [`runtime`]: the async runtime with a seeded random stream.
+//! - [`db`]: the LMDB environment and its tables.
+//! - [`log_store`]: the Raft log.
+//! - [`state_machine`]: `meta::apply` over LMDB, and snapshots.
+//! - [`query`]: reads of the state machine.
+//! - [`network`]: how RPCs reach peers (nowhere yet).
+//! - [`node`]: the actor and its messages.
+
+pub mod db;
+pub mod log_store;
+pub mod network;
+pub mod node;
+pub mod query;
+pub mod runtime;
+pub mod state_machine;
+pub mod types;
+
+pub use node::{
+    GetAccessKey, GetBucket, GetObject, ListBuckets, ListObjects, Propose, ProposeError, RaftNode,
+    RaftNodeConfig, RaftStatus, RaftStatusReport, ReadError, ReferencedObjects, Shutdown,
+    TakeSnapshot,
+};
+pub use types::{NodeInfo, TypeConfig};

@@ -1,0 +1,521 @@
+//! The `RaftNode` actor: owns the metadata Raft instance and the LMDB environment under
+//! `<data>/meta`, turns `Propose` into a Raft client write (the commit is the linearization
+//! point, INV-2), and answers metadata reads from the local replica.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use anyhow::Context as _;
+use hamster_protocol::listing::{ListParams, Page};
+use hamster_protocol::meta::{
+    AccessKey, Applied, Batch, BucketRecord, Command, ObjectId, ObjectVersion, VersionList,
+};
+use openraft::error::{ClientWriteError, Fatal, RaftError};
+use openraft::{ServerState, SnapshotPolicy};
+use serde::Serialize;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::oneshot;
+
+use super::db::{DbError, MetaDb};
+use super::log_store::LogStore;
+use super::network::NoPeers;
+use super::query;
+use super::runtime;
+use super::state_machine::StateMachine;
+use super::types::{NodeInfo, Raft};
+
+/// Leader heartbeat period.
+pub const HEARTBEAT_MS: u64 = 100;
+/// Election timeouts are drawn (from the seeded stream) in this range.
+pub const ELECTION_TIMEOUT_MIN_MS: u64 = 300;
+/// Upper end of the election timeout range.
+pub const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
+/// A snapshot is built after this many entries since the last one.
+pub const SNAPSHOT_LOGS_SINCE_LAST: u64 = 5000;
+/// Entries kept behind a snapshot so a briefly lagging follower catches up from the log.
+pub const SNAPSHOT_LOGS_KEPT: u64 = 1000;
+/// How long `start` waits for this node to lead with everything committed applied.
+pub const START_WAIT_MAX: Duration = Duration::from_secs(10);
+/// How long `TakeSnapshot` waits for the snapshot to be stored.
+pub const SNAPSHOT_WAIT_MAX: Duration = Duration::from_secs(30);
+/// How long `Shutdown` waits for LMDB to close once Raft has stopped.
+pub const CLOSE_WAIT_MAX: Duration = Duration::from_secs(5);
+const CLOSE_POLL: Duration = Duration::from_millis(10);
+/// Bound on queued messages; senders wait when it is full.
+pub const MAILBOX_MAX: usize = 1024;
+
+/// What a node needs to start its Raft member.
+pub struct RaftNodeConfig {
+    /// This node's Raft id.
+    pub node_id: u64,
+    /// The LMDB directory, `<data>/meta`.
+    pub meta_dir: PathBuf,
+    /// How peers reach this node and where it sits.
+    pub node: NodeInfo,
+    /// This node's fork of the run's seed (elections draw from it).
+    pub seed: u64,
+    /// Receives the object ids each committed command freed (the shard reclaimer listens).
+    pub freed_tx: UnboundedSender<Vec<ObjectId>>,
+    /// LMDB map size; sparse, so it may be far larger than the data (e.g. 16 GiB).
+    pub map_size_bytes: usize,
+}
+
+/// Why a proposal did not commit, and what the caller should do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// This node does not lead the metadata group; retry later (S3 503 ServiceUnavailable).
+    #[error("not the metadata leader (leader: {leader:?}); retry later")]
+    NotLeader {
+        /// The leader, if known.
+        leader: Option<u64>,
+    },
+    /// The Raft member is shutting down; retry later, possibly elsewhere (S3 503).
+    #[error("the metadata group is stopping; retry later")]
+    Stopping,
+    /// A key is longer than the metadata store can index; the request is at fault (S3
+    /// KeyTooLongError). Refused before proposing, so the log never holds an entry that
+    /// could not apply.
+    #[error("key of {len} bytes exceeds the metadata key limit of {max} bytes")]
+    KeyTooLong {
+        /// The stored key's length (`bucket/key`).
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The Raft member failed (storage error, panic); give up (S3 500 InternalError).
+    #[error("the metadata group failed: {0}")]
+    Fatal(String),
+}
+
+impl ProposeError {
+    /// Whether the same proposal may succeed later (503) rather than never (500/400).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ProposeError::NotLeader { .. } | ProposeError::Stopping
+        )
+    }
+}
+
+/// Why a metadata read failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// The node has shut down and closed its store.
+    #[error("the metadata store is closed")]
+    Closed,
+    /// LMDB or a record failed (S3 500 InternalError).
+    #[error("metadata read failed: {0}")]
+    Storage(String),
+}
+
+/// Commit `Command` through Raft and return what applying it answered. A `Refusal` is an
+/// answer (`Applied.refused`), not an error.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Applied, ProposeError>")]
+pub struct Propose(pub Command);
+
+/// One bucket by name.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Option<BucketRecord>, ReadError>")]
+pub struct GetBucket(pub String);
+
+/// Every bucket, in name order.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<Vec<BucketRecord>, ReadError>")]
+pub struct ListBuckets;
+
+/// The versions of one key.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Option<VersionList>, ReadError>")]
+pub struct GetObject {
+    /// Bucket name.
+    pub bucket: String,
+    /// Object key.
+    pub key: String,
+}
+
+/// One page of a bucket listing; each object comes with its current version.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Page<ObjectVersion>, ReadError>")]
+pub struct ListObjects {
+    /// Bucket name.
+    pub bucket: String,
+    /// Prefix, delimiter, start and page size.
+    pub params: ListParams,
+}
+
+/// One access key by id.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Option<AccessKey>, ReadError>")]
+pub struct GetAccessKey(pub String);
+
+/// Every object id any stored version references (orphan-shard recovery at startup).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<BTreeSet<ObjectId>, ReadError>")]
+pub struct ReferencedObjects;
+
+/// This member's view of the group.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "RaftStatusReport")]
+pub struct RaftStatus;
+
+/// Builds a snapshot of everything applied now and waits (bounded) until it is stored;
+/// answers the last log index it covers.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<u64, ProposeError>")]
+pub struct TakeSnapshot;
+
+/// Stops Raft, then closes LMDB and stops the actor; replies once the store is closed, so the
+/// same directory can be opened again at once.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// The answer to [`RaftStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RaftStatusReport {
+    /// This node's id.
+    pub node_id: u64,
+    /// Current term.
+    pub term: u64,
+    /// The leader this node knows of.
+    pub leader: Option<u64>,
+    /// Last committed log index (last applied if the member could not be asked); 0 before
+    /// the first entry.
+    pub commit_index: u64,
+    /// Last applied log index; 0 before the first entry.
+    pub applied_index: u64,
+    /// Last log index present; 0 before the first entry.
+    pub last_log_index: u64,
+    /// Voters, by id.
+    pub voters: Vec<(u64, NodeInfo)>,
+    /// Learners, by id.
+    pub learners: Vec<(u64, NodeInfo)>,
+    /// Leader, Follower, Candidate, Learner or Shutdown.
+    pub state: String,
+}
+
+/// The actor owning the metadata Raft member and its store.
+pub struct RaftNode {
+    node_id: u64,
+    raft: Raft,
+    /// `None` once shut down.
+    db: Option<MetaDb>,
+    max_key_bytes: usize,
+    /// Proposals waiting for the batch in flight to land.
+    pending: Vec<(Command, Waiter)>,
+    /// Whether a batch is in the log pipeline.
+    in_flight: bool,
+}
+
+/// Where a batched proposal's answer goes.
+type Waiter = oneshot::Sender<Result<Applied, ProposeError>>;
+
+/// Most commands one log entry carries; bounds entry size and apply-transaction length.
+pub const BATCH_COMMANDS_MAX: usize = 256;
+
+fn raft_config() -> anyhow::Result<openraft::Config> {
+    let config = openraft::Config {
+        cluster_name: "hamster-meta".into(),
+        heartbeat_interval: HEARTBEAT_MS,
+        election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
+        election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_LOGS_SINCE_LAST),
+        max_in_snapshot_log_to_keep: SNAPSHOT_LOGS_KEPT,
+        ..Default::default()
+    };
+    Ok(config.validate()?)
+}
+
+impl RaftNode {
+    /// Opens LMDB and Raft; on a fresh store initialises a one-voter cluster of this node;
+    /// waits (at most [`START_WAIT_MAX`]) until this node leads and has applied everything
+    /// committed, then returns the started actor's address. Must be called inside a running
+    /// actix System.
+    pub async fn start(cfg: RaftNodeConfig) -> anyhow::Result<Addr<RaftNode>> {
+        runtime::seed_rng(cfg.seed);
+        let db = MetaDb::open(&cfg.meta_dir, cfg.map_size_bytes)
+            .await
+            .with_context(|| format!("opening metadata store {}", cfg.meta_dir.display()))?;
+        let config = Arc::new(raft_config()?);
+        let log_store = LogStore::new(db.clone());
+        let state_machine = StateMachine::new(db.clone(), cfg.freed_tx);
+        let raft = Raft::new(cfg.node_id, config, NoPeers, log_store, state_machine).await?;
+        if let Err(e) = Self::become_ready(&raft, cfg.node_id, cfg.node).await {
+            // Release the store so a retry can open it again.
+            let _ = raft.shutdown().await;
+            return Err(e);
+        }
+        let max_key_bytes = db.max_key_bytes();
+        let node = RaftNode {
+            node_id: cfg.node_id,
+            raft,
+            db: Some(db),
+            max_key_bytes,
+            pending: Vec::new(),
+            in_flight: false,
+        };
+        Ok(node.start())
+    }
+
+    async fn become_ready(raft: &Raft, node_id: u64, node: NodeInfo) -> anyhow::Result<()> {
+        if !raft.is_initialized().await? {
+            raft.initialize(BTreeMap::from([(node_id, node)])).await?;
+        }
+        raft.wait(Some(START_WAIT_MAX))
+            .metrics(
+                |m| {
+                    m.state == ServerState::Leader
+                        && m.current_leader == Some(node_id)
+                        && m.last_applied.map(|l| l.index) == m.last_log_index
+                },
+                "leading with every entry applied",
+            )
+            .await
+            .context("metadata Raft did not become a ready leader")?;
+        Ok(())
+    }
+
+    /// The Raft handle, for operations the messages do not cover (tests trigger snapshots).
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&MetaDb, &heed::RoTxn) -> Result<T, DbError>,
+    ) -> Result<T, ReadError> {
+        let db = self.db.as_ref().ok_or(ReadError::Closed)?;
+        let txn = db
+            .env
+            .read_txn()
+            .map_err(|e| ReadError::Storage(e.to_string()))?;
+        f(db, &txn).map_err(|e| ReadError::Storage(e.to_string()))
+    }
+}
+
+/// The longest LMDB key a command would write.
+fn longest_key_bytes(cmd: &Command) -> usize {
+    match cmd {
+        Command::CreateBucket(b) => b.name.len(),
+        Command::DeleteBucket { name } => name.len(),
+        Command::PutObject { bucket, key, .. } | Command::DeleteObject { bucket, key } => {
+            bucket.len() + 1 + key.len()
+        }
+        Command::PutAccessKey(k) => k.access_key.len(),
+    }
+}
+
+fn propose_error(e: RaftError<u64, ClientWriteError<u64, NodeInfo>>) -> ProposeError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ProposeError::NotLeader {
+            leader: f.leader_id,
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            ProposeError::Fatal(e.to_string())
+        }
+        RaftError::Fatal(Fatal::Stopped) => ProposeError::Stopping,
+        RaftError::Fatal(f) => ProposeError::Fatal(f.to_string()),
+    }
+}
+
+impl Actor for RaftNode {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX_MAX);
+    }
+}
+
+impl Handler<Propose> for RaftNode {
+    type Result = ResponseFuture<Result<Applied, ProposeError>>;
+
+    fn handle(&mut self, msg: Propose, ctx: &mut Self::Context) -> Self::Result {
+        let len = longest_key_bytes(&msg.0);
+        let max = self.max_key_bytes;
+        if len > max {
+            return Box::pin(async move { Err(ProposeError::KeyTooLong { len, max }) });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.pending.push((msg.0, tx));
+        self.flush(ctx);
+        Box::pin(async move { rx.await.unwrap_or(Err(ProposeError::Stopping)) })
+    }
+}
+
+impl RaftNode {
+    /// Group commit: while one batch is in the log pipeline, proposals queue; when it lands,
+    /// everything queued goes out as the next single log entry, so N concurrent writers share
+    /// one append and one apply transaction.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight || self.pending.is_empty() {
+            return;
+        }
+        let take = self.pending.len().min(BATCH_COMMANDS_MAX);
+        let (cmds, waiters): (Vec<Command>, Vec<Waiter>) = self.pending.drain(..take).unzip();
+        self.in_flight = true;
+        let raft = self.raft.clone();
+        let write = async move { raft.client_write(Batch(cmds)).await };
+        ctx.spawn(write.into_actor(self).map(move |res, act, ctx| {
+            match res {
+                Ok(r) => {
+                    assert_eq!(
+                        r.data.len(),
+                        waiters.len(),
+                        "one answer per batched command"
+                    );
+                    for (w, a) in waiters.into_iter().zip(r.data) {
+                        let _ = w.send(Ok(a));
+                    }
+                }
+                Err(e) => {
+                    let e = propose_error(e);
+                    for w in waiters {
+                        let _ = w.send(Err(e.clone()));
+                    }
+                }
+            }
+            act.in_flight = false;
+            act.flush(ctx);
+        }));
+    }
+}
+
+impl Handler<GetBucket> for RaftNode {
+    type Result = Result<Option<BucketRecord>, ReadError>;
+
+    fn handle(&mut self, msg: GetBucket, _ctx: &mut Self::Context) -> Self::Result {
+        self.read(|db, txn| query::bucket(db, txn, &msg.0))
+    }
+}
+
+impl Handler<ListBuckets> for RaftNode {
+    type Result = Result<Vec<BucketRecord>, ReadError>;
+
+    fn handle(&mut self, _msg: ListBuckets, _ctx: &mut Self::Context) -> Self::Result {
+        self.read(query::buckets)
+    }
+}
+
+impl Handler<GetObject> for RaftNode {
+    type Result = Result<Option<VersionList>, ReadError>;
+
+    fn handle(&mut self, msg: GetObject, _ctx: &mut Self::Context) -> Self::Result {
+        self.read(|db, txn| query::versions(db, txn, &msg.bucket, &msg.key))
+    }
+}
+
+impl Handler<ListObjects> for RaftNode {
+    type Result = Result<Page<ObjectVersion>, ReadError>;
+
+    fn handle(&mut self, msg: ListObjects, _ctx: &mut Self::Context) -> Self::Result {
+        self.read(|db, txn| query::list_objects(db, txn, &msg.bucket, &msg.params))
+    }
+}
+
+impl Handler<GetAccessKey> for RaftNode {
+    type Result = Result<Option<AccessKey>, ReadError>;
+
+    fn handle(&mut self, msg: GetAccessKey, _ctx: &mut Self::Context) -> Self::Result {
+        self.read(|db, txn| query::access_key(db, txn, &msg.0))
+    }
+}
+
+impl Handler<ReferencedObjects> for RaftNode {
+    type Result = Result<BTreeSet<ObjectId>, ReadError>;
+
+    fn handle(&mut self, _msg: ReferencedObjects, _ctx: &mut Self::Context) -> Self::Result {
+        self.read(query::referenced_objects)
+    }
+}
+
+impl Handler<RaftStatus> for RaftNode {
+    type Result = ResponseFuture<RaftStatusReport>;
+
+    fn handle(&mut self, _msg: RaftStatus, _ctx: &mut Self::Context) -> Self::Result {
+        let raft = self.raft.clone();
+        let node_id = self.node_id;
+        Box::pin(async move {
+            let m = raft.metrics().borrow().clone();
+            let applied_index = m.last_applied.map_or(0, |l| l.index);
+            let commit_index = raft
+                .with_raft_state(|st| st.committed.map_or(0, |l| l.index))
+                .await
+                .unwrap_or(applied_index);
+            let membership = m.membership_config.membership();
+            let node_of = |id: u64| (id, membership.get_node(&id).cloned().unwrap_or_default());
+            RaftStatusReport {
+                node_id,
+                term: m.current_term,
+                leader: m.current_leader,
+                commit_index,
+                applied_index,
+                last_log_index: m.last_log_index.unwrap_or(0),
+                voters: membership.voter_ids().map(node_of).collect(),
+                learners: membership.learner_ids().map(node_of).collect(),
+                state: format!("{:?}", m.state),
+            }
+        })
+    }
+}
+
+impl Handler<TakeSnapshot> for RaftNode {
+    type Result = ResponseFuture<Result<u64, ProposeError>>;
+
+    fn handle(&mut self, _msg: TakeSnapshot, _ctx: &mut Self::Context) -> Self::Result {
+        let raft = self.raft.clone();
+        Box::pin(async move {
+            let applied = raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
+            raft.trigger().snapshot().await.map_err(|f| match f {
+                Fatal::Stopped => ProposeError::Stopping,
+                f => ProposeError::Fatal(f.to_string()),
+            })?;
+            let m = raft
+                .wait(Some(SNAPSHOT_WAIT_MAX))
+                .metrics(
+                    |m| m.snapshot.is_some_and(|s| s.index >= applied),
+                    "snapshot built",
+                )
+                .await
+                .map_err(|e| ProposeError::Fatal(e.to_string()))?;
+            Ok(m.snapshot.map_or(0, |s| s.index))
+        })
+    }
+}
+
+impl Handler<Shutdown> for RaftNode {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _msg: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
+        let raft = self.raft.clone();
+        let stop_raft = async move {
+            if let Err(e) = raft.shutdown().await {
+                tracing::warn!(error = %e, "metadata Raft did not stop cleanly");
+            }
+        };
+        Box::pin(stop_raft.into_actor(self).then(|_, act, _ctx| {
+            let closing = act.db.take().map(MetaDb::into_closing_event);
+            wait_closed(closing)
+                .into_actor(act)
+                .map(|_, _act, ctx| ctx.stop())
+        }))
+    }
+}
+
+/// Waits (bounded) until LMDB has closed the environment, polling so that the actor's thread
+/// is never blocked.
+async fn wait_closed(closing: Option<heed::EnvClosingEvent>) {
+    let Some(event) = closing else { return };
+    let mut waited = Duration::ZERO;
+    while !event.wait_timeout(Duration::ZERO) {
+        if waited >= CLOSE_WAIT_MAX {
+            tracing::warn!("metadata store still open after shutdown");
+            return;
+        }
+        tokio::time::sleep(CLOSE_POLL).await;
+        waited += CLOSE_POLL;
+    }
+}

@@ -1,0 +1,174 @@
+//! Reads of the metadata state machine from one LMDB read transaction: buckets, a key's
+//! versions, access keys, listings, and every object id still referenced. A read transaction
+//! sees one committed state, so a page or a scan never mixes two applies.
+
+use std::collections::BTreeSet;
+use std::ops::Bound;
+
+use hamster_protocol::listing::{paginate, KeyCursor, ListParams, Page};
+use hamster_protocol::meta::{AccessKey, BucketRecord, ObjectId, ObjectVersion, VersionList};
+use heed::types::Bytes;
+use heed::{RoRange, RoTxn};
+
+use super::db::{bucket_range, get_json, object_key, DbError, MetaDb, Table};
+
+/// One bucket.
+pub fn bucket(db: &MetaDb, txn: &RoTxn, name: &str) -> Result<Option<BucketRecord>, DbError> {
+    get_json(&db.buckets, txn, name.as_bytes())
+}
+
+/// Every bucket, in name order.
+pub fn buckets(db: &MetaDb, txn: &RoTxn) -> Result<Vec<BucketRecord>, DbError> {
+    let mut out = Vec::new();
+    for item in db.buckets.iter(txn)? {
+        let (name, bytes) = item?;
+        let b: BucketRecord = serde_json::from_slice(bytes)?;
+        // Pair check: the record under a name is that name's record.
+        if b.name.as_bytes() != name {
+            return Err(DbError::Corrupt(format!(
+                "bucket record {} stored under another name",
+                b.name
+            )));
+        }
+        out.push(b);
+    }
+    Ok(out)
+}
+
+/// The versions of one key.
+pub fn versions(
+    db: &MetaDb,
+    txn: &RoTxn,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<VersionList>, DbError> {
+    get_json(&db.objects, txn, &object_key(bucket, key))
+}
+
+/// One access key.
+pub fn access_key(db: &MetaDb, txn: &RoTxn, id: &str) -> Result<Option<AccessKey>, DbError> {
+    get_json(&db.keys, txn, id.as_bytes())
+}
+
+/// Whether `bucket` holds any key.
+pub fn bucket_has_keys(db: &MetaDb, txn: &RoTxn, bucket: &str) -> Result<bool, DbError> {
+    let (start, end) = bucket_range(bucket);
+    let range = (Bound::Included(&start[..]), Bound::Excluded(&end[..]));
+    Ok(db.objects.range(txn, &range)?.next().transpose()?.is_some())
+}
+
+/// Every object id any stored version points to: what orphan-shard recovery must keep.
+pub fn referenced_objects(db: &MetaDb, txn: &RoTxn) -> Result<BTreeSet<ObjectId>, DbError> {
+    let mut out = BTreeSet::new();
+    for item in db.objects.iter(txn)? {
+        let (_, bytes) = item?;
+        let list: VersionList = serde_json::from_slice(bytes)?;
+        out.extend(list.versions.iter().map(|v| v.object_id));
+    }
+    Ok(out)
+}
+
+/// One page of a bucket listing.
+pub fn list_objects(
+    db: &MetaDb,
+    txn: &RoTxn,
+    bucket: &str,
+    params: &ListParams,
+) -> Result<Page<ObjectVersion>, DbError> {
+    let mut cursor = ObjectCursor::new(&db.objects, txn, bucket);
+    let page = paginate(&mut cursor, params);
+    // The paginator cannot see storage errors; the cursor keeps the first one and ends early,
+    // so a failed read never passes for a short listing.
+    match cursor.error {
+        Some(e) => Err(e),
+        None => Ok(page),
+    }
+}
+
+/// A [`KeyCursor`] over the `objects` table limited to one bucket. It yields S3 keys (the
+/// bucket prefix stripped) with each key's current version, skipping keys with no version.
+pub struct ObjectCursor<'t> {
+    table: Table,
+    txn: &'t RoTxn<'t>,
+    bucket: String,
+    /// Exclusive end of the bucket's key range.
+    end: Vec<u8>,
+    iter: Option<RoRange<'t, Bytes, Bytes>>,
+    /// The first storage or decoding failure; once set the cursor yields nothing more.
+    pub error: Option<DbError>,
+}
+
+impl<'t> ObjectCursor<'t> {
+    /// A cursor at the bucket's first key.
+    pub fn new(table: &Table, txn: &'t RoTxn<'t>, bucket: &str) -> Self {
+        let (_, end) = bucket_range(bucket);
+        let mut c = ObjectCursor {
+            table: *table,
+            txn,
+            bucket: bucket.to_string(),
+            end,
+            iter: None,
+            error: None,
+        };
+        c.seek("");
+        c
+    }
+
+    fn fail(&mut self, e: DbError) {
+        self.iter = None;
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+    }
+
+    fn decode(
+        &self,
+        raw_key: &[u8],
+        raw_value: &[u8],
+    ) -> Result<Option<(String, ObjectVersion)>, DbError> {
+        let prefix_len = self.bucket.len() + 1;
+        let key = raw_key
+            .get(prefix_len..)
+            .filter(|_| raw_key.starts_with(self.bucket.as_bytes()))
+            .ok_or_else(|| DbError::Corrupt("object key outside its bucket range".into()))?;
+        let key = String::from_utf8(key.to_vec())
+            .map_err(|_| DbError::Corrupt("object key is not UTF-8".into()))?;
+        let list: VersionList = serde_json::from_slice(raw_value)?;
+        Ok(list.current().cloned().map(|v| (key, v)))
+    }
+}
+
+impl KeyCursor for ObjectCursor<'_> {
+    type Item = ObjectVersion;
+
+    fn seek(&mut self, from: &str) {
+        if self.error.is_some() {
+            return;
+        }
+        let start = object_key(&self.bucket, from);
+        let range = (Bound::Included(&start[..]), Bound::Excluded(&self.end[..]));
+        match self.table.range(self.txn, &range) {
+            Ok(it) => self.iter = Some(it),
+            Err(e) => self.fail(e.into()),
+        }
+    }
+
+    fn next(&mut self) -> Option<(String, ObjectVersion)> {
+        loop {
+            let step = self.iter.as_mut()?.next()?;
+            let decoded = match step {
+                Ok((k, v)) => self.decode(k, v),
+                Err(e) => Err(e.into()),
+            };
+            match decoded {
+                Ok(Some(item)) => return Some(item),
+                // A key whose list is empty has nothing to list.
+                Ok(None) => continue,
+                Err(e) => {
+                    self.fail(e);
+                    return None;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! The metadata state machine in LMDB: the pure `meta::apply` run over an LMDB write
+//! transaction, snapshots of the tables, and snapshot installation.
+//!
+//! Exactly-once apply: the applied log id is written in the same transaction as the
+//! state it produced, one transaction per apply batch, so after a crash the state and the
+//! pointer agree and a restart neither skips nor repeats an entry. Freed object ids are
+//! announced only after that transaction commits, so the reclaimer never deletes shards a
+//! rolled-back state still references.
+
+use std::io::Cursor;
+use std::ops::Bound;
+
+use hamster_protocol::meta::{
+    self, AccessKey, Applied, BucketRecord, Command, MetaStore, ObjectId, VersionList,
+};
+use heed::RwTxn;
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, StorageIOError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::db::{get_json, object_key, put_json, DbError, MetaDb};
+use super::query;
+use super::types::{
+    Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
+
+const APPLIED_KEY: &[u8] = b"applied";
+const MEMBERSHIP_KEY: &[u8] = b"membership";
+const SNAPSHOT_META_KEY: &[u8] = b"meta";
+const SNAPSHOT_DATA_KEY: &[u8] = b"data";
+
+/// Format marker of [`SnapshotBody`]; bumped when the layout changes.
+const SNAPSHOT_FORMAT_V1: u32 = 1;
+
+/// The state machine tables as one serialisable value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotBody {
+    /// [`SNAPSHOT_FORMAT_V1`].
+    pub format: u32,
+    /// Every bucket, in name order.
+    pub buckets: Vec<BucketRecord>,
+    /// Every `bucket/key` with its versions, in key order.
+    pub objects: Vec<(String, VersionList)>,
+    /// Every access key, in id order.
+    pub keys: Vec<AccessKey>,
+}
+
+/// `MetaStore` over an open write transaction: what `meta::apply` mutates.
+struct TxnStore<'a, 'e> {
+    db: &'a MetaDb,
+    txn: &'a mut RwTxn<'e>,
+}
+
+impl MetaStore for TxnStore<'_, '_> {
+    type Error = DbError;
+
+    fn bucket(&self, name: &str) -> Result<Option<BucketRecord>, DbError> {
+        query::bucket(self.db, self.txn, name)
+    }
+
+    fn put_bucket(&mut self, bucket: &BucketRecord) -> Result<(), DbError> {
+        put_json(&self.db.buckets, self.txn, bucket.name.as_bytes(), bucket)
+    }
+
+    fn delete_bucket(&mut self, name: &str) -> Result<(), DbError> {
+        self.db.buckets.delete(self.txn, name.as_bytes())?;
+        Ok(())
+    }
+
+    fn bucket_has_keys(&self, name: &str) -> Result<bool, DbError> {
+        query::bucket_has_keys(self.db, self.txn, name)
+    }
+
+    fn versions(&self, bucket: &str, key: &str) -> Result<Option<VersionList>, DbError> {
+        query::versions(self.db, self.txn, bucket, key)
+    }
+
+    fn put_versions(&mut self, bucket: &str, key: &str, v: &VersionList) -> Result<(), DbError> {
+        put_json(&self.db.objects, self.txn, &object_key(bucket, key), v)
+    }
+
+    fn delete_versions(&mut self, bucket: &str, key: &str) -> Result<(), DbError> {
+        self.db.objects.delete(self.txn, &object_key(bucket, key))?;
+        Ok(())
+    }
+
+    fn put_access_key(&mut self, key: &AccessKey) -> Result<(), DbError> {
+        put_json(&self.db.keys, self.txn, key.access_key.as_bytes(), key)
+    }
+}
+
+/// The state machine.
+pub struct StateMachine {
+    db: MetaDb,
+    freed_tx: UnboundedSender<Vec<ObjectId>>,
+}
+
+impl StateMachine {
+    /// A state machine over `db`'s tables that reports freed bodies on `freed_tx`.
+    pub fn new(db: MetaDb, freed_tx: UnboundedSender<Vec<ObjectId>>) -> Self {
+        StateMachine { db, freed_tx }
+    }
+
+    fn applied_state_sync(&self) -> Result<(Option<LogId>, StoredMembership), DbError> {
+        let txn = self.db.env.read_txn()?;
+        let applied = get_json(&self.db.sm_meta, &txn, APPLIED_KEY)?;
+        let membership = get_json(&self.db.sm_meta, &txn, MEMBERSHIP_KEY)?.unwrap_or_default();
+        Ok((applied, membership))
+    }
+
+    fn apply_batch(
+        &self,
+        entries: impl Iterator<Item = Entry>,
+    ) -> Result<Vec<Vec<Applied>>, DbError> {
+        let mut txn = self.db.env.write_txn()?;
+        let mut last: Option<LogId> = get_json(&self.db.sm_meta, &txn, APPLIED_KEY)?;
+        let mut membership: Option<StoredMembership> = None;
+        let mut replies = Vec::new();
+        for entry in entries {
+            // Entries apply in log order, each exactly once.
+            if let Some(prev) = last {
+                if entry.log_id.index != prev.index + 1 {
+                    return Err(DbError::Corrupt(format!(
+                        "apply of {} after applied {prev}",
+                        entry.log_id
+                    )));
+                }
+            }
+            let reply = match &entry.payload {
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(batch) => batch
+                    .0
+                    .iter()
+                    .map(|cmd| self.apply_command(&mut txn, cmd))
+                    .collect::<Result<Vec<_>, _>>()?,
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
+                    Vec::new()
+                }
+            };
+            replies.push(reply);
+            last = Some(entry.log_id);
+        }
+        if let Some(applied) = &last {
+            put_json(&self.db.sm_meta, &mut txn, APPLIED_KEY, applied)?;
+        }
+        if let Some(m) = &membership {
+            put_json(&self.db.sm_meta, &mut txn, MEMBERSHIP_KEY, m)?;
+        }
+        txn.commit()?;
+        for reply in replies.iter().flatten() {
+            if !reply.freed.is_empty() {
+                // The reclaimer may be gone (node stopping); the orphan scan at the next start
+                // finds whatever it did not delete.
+                let _ = self.freed_tx.send(reply.freed.clone());
+            }
+        }
+        Ok(replies)
+    }
+
+    fn apply_command(&self, txn: &mut RwTxn, cmd: &Command) -> Result<Applied, DbError> {
+        let mut store = TxnStore { db: &self.db, txn };
+        meta::apply(&mut store, cmd)
+    }
+
+    fn install(&self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), DbError> {
+        let body: SnapshotBody = serde_json::from_slice(&data)?;
+        if body.format != SNAPSHOT_FORMAT_V1 {
+            return Err(DbError::Corrupt(format!("snapshot format {}", body.format)));
+        }
+        let mut txn = self.db.env.write_txn()?;
+        self.db.buckets.clear(&mut txn)?;
+        self.db.objects.clear(&mut txn)?;
+        self.db.keys.clear(&mut txn)?;
+        for b in &body.buckets {
+            put_json(&self.db.buckets, &mut txn, b.name.as_bytes(), b)?;
+        }
+        for (k, v) in &body.objects {
+            if !k.contains('/') {
+                return Err(DbError::Corrupt(format!(
+                    "snapshot object key {k:?} has no bucket"
+                )));
+            }
+            put_json(&self.db.objects, &mut txn, k.as_bytes(), v)?;
+        }
+        for k in &body.keys {
+            put_json(&self.db.keys, &mut txn, k.access_key.as_bytes(), k)?;
+        }
+        put_json(&self.db.sm_meta, &mut txn, APPLIED_KEY, &meta.last_log_id)?;
+        put_json(
+            &self.db.sm_meta,
+            &mut txn,
+            MEMBERSHIP_KEY,
+            &meta.last_membership,
+        )?;
+        put_json(&self.db.snapshot, &mut txn, SNAPSHOT_META_KEY, meta)?;
+        self.db.snapshot.put(&mut txn, SNAPSHOT_DATA_KEY, &data)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn current_snapshot(&self) -> Result<Option<Snapshot>, DbError> {
+        let txn = self.db.env.read_txn()?;
+        let Some(meta) = get_json::<SnapshotMeta>(&self.db.snapshot, &txn, SNAPSHOT_META_KEY)?
+        else {
+            return Ok(None);
+        };
+        let data = self
+            .db
+            .snapshot
+            .get(&txn, SNAPSHOT_DATA_KEY)?
+            .ok_or_else(|| DbError::Corrupt("snapshot meta without data".into()))?
+            .to_vec();
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        self.applied_state_sync()
+            .map_err(|e| StorageIOError::read_state_machine(&e).into())
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Applied>>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        // A storage error is fatal: the node stops rather than diverge. A refusal is an
+        // ordinary reply inside `Applied`.
+        self.apply_batch(entries.into_iter())
+            .map_err(|e| StorageIOError::write_state_machine(&e).into())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            db: self.db.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let signature = Some(meta.signature());
+        self.install(meta, snapshot.into_inner())
+            .map_err(|e| StorageIOError::write_snapshot(signature, &e).into())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        self.current_snapshot()
+            .map_err(|e| StorageIOError::read_snapshot(None, &e).into())
+    }
+}
+
+/// Builds a snapshot from one read transaction: a consistent view even while applies go on.
+pub struct SnapshotBuilder {
+    db: MetaDb,
+}
+
+impl SnapshotBuilder {
+    fn build(&self) -> Result<Snapshot, DbError> {
+        let (meta, data) = {
+            let txn = self.db.env.read_txn()?;
+            let applied: Option<LogId> = get_json(&self.db.sm_meta, &txn, APPLIED_KEY)?;
+            let membership: StoredMembership =
+                get_json(&self.db.sm_meta, &txn, MEMBERSHIP_KEY)?.unwrap_or_default();
+            let body = read_body(&self.db, &txn)?;
+            let snapshot_id = match &applied {
+                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.leader_id.node_id, l.index),
+                None => "empty".to_string(),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: applied,
+                last_membership: membership,
+                snapshot_id,
+            };
+            (meta, serde_json::to_vec(&body)?)
+        };
+        let mut txn = self.db.env.write_txn()?;
+        let stored: Option<SnapshotMeta> = get_json(&self.db.snapshot, &txn, SNAPSHOT_META_KEY)?;
+        // An install may have stored a newer snapshot while we were reading; never go back.
+        if stored
+            .as_ref()
+            .is_none_or(|s| s.last_log_id <= meta.last_log_id)
+        {
+            put_json(&self.db.snapshot, &mut txn, SNAPSHOT_META_KEY, &meta)?;
+            self.db.snapshot.put(&mut txn, SNAPSHOT_DATA_KEY, &data)?;
+            txn.commit()?;
+        }
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        self.build()
+            .map_err(|e| StorageIOError::write_snapshot(None, &e).into())
+    }
+}
+
+/// Reads every state machine table.
+fn read_body(db: &MetaDb, txn: &heed::RoTxn) -> Result<SnapshotBody, DbError> {
+    let buckets = query::buckets(db, txn)?;
+    let mut objects = Vec::new();
+    for item in db
+        .objects
+        .range(txn, &(Bound::<&[u8]>::Unbounded, Bound::Unbounded))?
+    {
+        let (k, v) = item?;
+        let key = String::from_utf8(k.to_vec())
+            .map_err(|_| DbError::Corrupt("object key is not UTF-8".into()))?;
+        objects.push((key, serde_json::from_slice(v)?));
+    }
+    let mut keys = Vec::new();
+    for item in db.keys.iter(txn)? {
+        let (_, v) = item?;
+        keys.push(serde_json::from_slice(v)?);
+    }
+    Ok(SnapshotBody {
+        format: SNAPSHOT_FORMAT_V1,
+        buckets,
+        objects,
+        keys,
+    })
+}

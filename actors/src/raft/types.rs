@@ -1,0 +1,61 @@
+//! The Raft type configuration of the metadata group: what a log entry carries (a metadata
+//! `Command`, never object bytes — INV-1), what applying one answers (`Applied`), how a member
+//! is described (`NodeInfo`), and which async runtime openraft runs on (the seeded one).
+
+use std::io::Cursor;
+
+use hamster_protocol::meta::{Applied, Batch};
+use serde::{Deserialize, Serialize};
+
+use super::runtime::HamsterRuntime;
+
+/// What the membership records about one node: enough to reach it and to place shards on it.
+/// It travels inside membership log entries and snapshots, so it doubles as the address book.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The cluster port address (`host:port`) peers dial.
+    pub cluster_addr: String,
+    /// Failure domain: zone.
+    pub zone: String,
+    /// Failure domain: host.
+    pub host: String,
+    /// Capacity weight for placement, in bytes.
+    pub capacity_bytes: u64,
+}
+
+impl std::fmt::Display for NodeInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}/{}", self.cluster_addr, self.zone, self.host)
+    }
+}
+
+openraft::declare_raft_types!(
+    /// The type configuration of Hamster's metadata Raft group.
+    pub TypeConfig:
+        D = Batch,
+        R = Vec<Applied>,
+        NodeId = u64,
+        Node = NodeInfo,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = HamsterRuntime,
+);
+
+/// A Raft node id.
+pub type NodeId = u64;
+/// A log entry of the metadata group.
+pub type Entry = openraft::Entry<TypeConfig>;
+/// A log id (term, leader, index).
+pub type LogId = openraft::LogId<NodeId>;
+/// A persisted vote.
+pub type Vote = openraft::Vote<NodeId>;
+/// The membership with the log id that introduced it.
+pub type StoredMembership = openraft::StoredMembership<NodeId, NodeInfo>;
+/// What a snapshot covers.
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, NodeInfo>;
+/// A snapshot with its bytes.
+pub type Snapshot = openraft::Snapshot<TypeConfig>;
+/// A storage failure reported to openraft; it stops the node.
+pub type StorageError = openraft::StorageError<NodeId>;
+/// The Raft handle.
+pub type Raft = openraft::Raft<TypeConfig>;

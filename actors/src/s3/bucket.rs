@@ -1,0 +1,219 @@
+//! Bucket operations: list, create, head, delete, location, versioning, and object listings.
+
+use actix_web::dev::Payload;
+use actix_web::http::StatusCode;
+use actix_web::HttpResponse;
+use hamster_protocol::listing::{decode_continuation, encode_continuation, ListParams};
+use hamster_protocol::meta::{BucketRecord, Command};
+use hamster_protocol::names::validate_bucket_name;
+use hamster_protocol::s3err::{S3Error, S3ErrorCode};
+use hamster_protocol::xml::{self, BucketEntry, ListV1, ListV2, ObjectEntry, Owner};
+
+use super::body::BodyReader;
+use super::exchange::Exchange;
+use super::meta::{bucket, propose, read};
+use super::response::{builder, xml_ok};
+use super::XML_BODY_BYTES_MAX;
+use crate::raft::node::{ListBuckets, ListObjects};
+
+/// Most keys one listing page returns, as in S3.
+pub const LIST_KEYS_MAX: usize = 1000;
+
+fn bucket_name(x: &Exchange) -> &str {
+    x.target.bucket.as_deref().unwrap_or_default()
+}
+
+fn owner(x: &Exchange) -> Owner {
+    Owner {
+        id: x.state.owner_id.clone(),
+        display_name: "hamster".to_string(),
+    }
+}
+
+/// ListBuckets: every bucket, by name.
+pub async fn list_buckets(x: &Exchange) -> Result<HttpResponse, S3Error> {
+    let buckets = read(&x.state, ListBuckets).await?;
+    let entries: Vec<BucketEntry> = buckets
+        .into_iter()
+        .map(|b| BucketEntry {
+            name: b.name,
+            created_ms: b.created_ms,
+        })
+        .collect();
+    Ok(xml_ok(&x.echo, xml::list_buckets_xml(&owner(x), &entries)))
+}
+
+/// CreateBucket: validates the name and location, commits the bucket.
+pub async fn create_bucket(x: &Exchange, payload: Payload) -> Result<HttpResponse, S3Error> {
+    let name = bucket_name(x);
+    validate_bucket_name(name)?;
+    let mut body = BodyReader::new(payload, &x.auth.payload, &x.auth.signing);
+    let raw = body.read_all(XML_BODY_BYTES_MAX).await?;
+    let region = &x.state.config.region;
+    if let Some(loc) = xml::parse_create_bucket(&raw)? {
+        if !loc.is_empty() && &loc != region {
+            return Err(S3Error::with_message(
+                S3ErrorCode::InvalidRequest,
+                format!("this endpoint serves region {region}; the location constraint {loc} cannot be satisfied"),
+            ));
+        }
+    }
+    let record = BucketRecord {
+        name: name.to_string(),
+        created_ms: x.state.clock.now_ms(),
+        region: region.clone(),
+    };
+    propose(&x.state, Command::CreateBucket(record)).await?;
+    Ok(builder(StatusCode::OK, &x.echo)
+        .insert_header(("location", format!("/{name}")))
+        .finish())
+}
+
+/// HeadBucket: 200 if it exists.
+pub async fn head_bucket(x: &Exchange) -> Result<HttpResponse, S3Error> {
+    let b = bucket(&x.state, bucket_name(x)).await?;
+    Ok(builder(StatusCode::OK, &x.echo)
+        .insert_header(("x-amz-bucket-region", b.region))
+        .finish())
+}
+
+/// DeleteBucket: only when empty.
+pub async fn delete_bucket(x: &Exchange) -> Result<HttpResponse, S3Error> {
+    let name = bucket_name(x).to_string();
+    propose(&x.state, Command::DeleteBucket { name }).await?;
+    Ok(builder(StatusCode::NO_CONTENT, &x.echo).finish())
+}
+
+/// GetBucketLocation.
+pub async fn get_location(x: &Exchange) -> Result<HttpResponse, S3Error> {
+    let b = bucket(&x.state, bucket_name(x)).await?;
+    Ok(xml_ok(&x.echo, xml::location_xml(&b.region)))
+}
+
+/// GetBucketVersioning: Hamster buckets are unversioned, which S3 reports as an empty
+/// configuration.
+pub async fn get_versioning(x: &Exchange) -> Result<HttpResponse, S3Error> {
+    bucket(&x.state, bucket_name(x)).await?;
+    Ok(xml_ok(
+        &x.echo,
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<VersioningConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"/>".to_string(),
+    ))
+}
+
+fn max_keys(x: &Exchange) -> Result<usize, S3Error> {
+    match x.target.param("max-keys") {
+        None => Ok(LIST_KEYS_MAX),
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(|n| (n as usize).min(LIST_KEYS_MAX))
+            .ok_or_else(|| {
+                S3Error::with_message(
+                    S3ErrorCode::InvalidArgument,
+                    "max-keys must be a non-negative integer",
+                )
+            }),
+    }
+}
+
+/// ListObjects (v1) and ListObjectsV2 over one paginator.
+pub async fn list_objects(x: &Exchange, v2: bool) -> Result<HttpResponse, S3Error> {
+    let name = bucket_name(x).to_string();
+    bucket(&x.state, &name).await?;
+    let encoding_url = match x.target.param("encoding-type") {
+        None => false,
+        Some("url") => true,
+        Some(_) => {
+            return Err(S3Error::with_message(
+                S3ErrorCode::InvalidArgument,
+                "Invalid Encoding Method specified in Request",
+            ))
+        }
+    };
+    let prefix = x.target.param("prefix").unwrap_or_default().to_string();
+    let delimiter = x
+        .target
+        .param("delimiter")
+        .filter(|d| !d.is_empty())
+        .map(str::to_string);
+    let max_keys = max_keys(x)?;
+    let start_after = x.target.param("start-after").map(str::to_string);
+    let token = x.target.param("continuation-token").map(str::to_string);
+    let marker = x.target.param("marker").map(str::to_string);
+    let after = if v2 {
+        match &token {
+            Some(t) => Some(decode_continuation(t)?),
+            None => start_after.clone(),
+        }
+    } else {
+        marker.clone()
+    };
+    let params = ListParams {
+        prefix: prefix.clone(),
+        delimiter: delimiter.clone(),
+        after,
+        max_keys,
+    };
+    let page = read(
+        &x.state,
+        ListObjects {
+            bucket: name.clone(),
+            params,
+        },
+    )
+    .await?;
+    let fetch_owner = !v2 || x.target.param("fetch-owner") == Some("true");
+    let objects: Vec<ObjectEntry> = page
+        .objects
+        .into_iter()
+        .map(|(key, v)| ObjectEntry {
+            key,
+            last_modified_ms: v.last_modified_ms,
+            etag: v.etag,
+            size: v.size,
+            storage_class: "STANDARD".to_string(),
+            owner: fetch_owner.then(|| owner(x)),
+        })
+        .collect();
+    let body = if v2 {
+        xml::list_v2_xml(&ListV2 {
+            bucket: name,
+            prefix,
+            delimiter,
+            max_keys,
+            start_after,
+            continuation_token: token,
+            next_continuation_token: page
+                .next_after
+                .as_deref()
+                .filter(|_| page.is_truncated)
+                .map(encode_continuation),
+            is_truncated: page.is_truncated,
+            encoding_url,
+            objects,
+            common_prefixes: page.common_prefixes,
+        })
+    } else {
+        // S3 returns NextMarker only when a delimiter was given; clients otherwise continue
+        // from the last key.
+        let next_marker = if page.is_truncated && delimiter.is_some() {
+            page.next_after
+        } else {
+            None
+        };
+        xml::list_v1_xml(&ListV1 {
+            bucket: name,
+            prefix,
+            delimiter,
+            marker: marker.unwrap_or_default(),
+            next_marker,
+            max_keys,
+            is_truncated: page.is_truncated,
+            encoding_url,
+            objects,
+            common_prefixes: page.common_prefixes,
+        })
+    };
+    Ok(xml_ok(&x.echo, body))
+}

@@ -1,0 +1,64 @@
+//! The S3 front's questions to the Raft node: proposals (the linearization point, INV-2) and
+//! local-replica reads, with mailbox and storage failures mapped to S3 errors.
+
+use actix::dev::ToEnvelope;
+use actix::{Handler, Message};
+use hamster_protocol::meta::{Applied, BucketRecord, Command};
+use hamster_protocol::s3err::{S3Error, S3ErrorCode};
+use tracing::warn;
+
+use super::S3State;
+use crate::raft::node::{GetBucket, Propose, ProposeError, RaftNode};
+
+/// Sends a read to the Raft node; storage failures become InternalError.
+pub async fn read<M, T, E>(state: &S3State, msg: M) -> Result<T, S3Error>
+where
+    M: Message<Result = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+    RaftNode: Handler<M>,
+    <RaftNode as actix::Actor>::Context: ToEnvelope<RaftNode, M>,
+{
+    match state.raft.send(msg).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            warn!(error = %e, "metadata read failed");
+            Err(S3Error::new(S3ErrorCode::InternalError))
+        }
+        Err(_) => Err(S3Error::new(S3ErrorCode::ServiceUnavailable)),
+    }
+}
+
+/// Proposes a command and waits for it to be committed and applied. A refusal comes back as
+/// its S3 error.
+pub async fn propose(state: &S3State, cmd: Command) -> Result<Applied, S3Error> {
+    let applied = match state.raft.send(Propose(cmd)).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(ProposeError::KeyTooLong { .. })) => {
+            return Err(S3Error::new(S3ErrorCode::KeyTooLongError))
+        }
+        Ok(Err(e)) if e.is_retryable() => {
+            warn!(error = %e, "proposal not committed");
+            return Err(S3Error::with_message(
+                S3ErrorCode::ServiceUnavailable,
+                "the metadata cluster could not commit the change; retry",
+            ));
+        }
+        Ok(Err(e)) => {
+            warn!(error = %e, "proposal failed");
+            return Err(S3Error::new(S3ErrorCode::InternalError));
+        }
+        Err(_) => return Err(S3Error::new(S3ErrorCode::ServiceUnavailable)),
+    };
+    match applied.refused {
+        Some(r) => Err(S3Error::new(r.s3_code())),
+        None => Ok(applied),
+    }
+}
+
+/// The bucket, or NoSuchBucket.
+pub async fn bucket(state: &S3State, name: &str) -> Result<BucketRecord, S3Error> {
+    read(state, GetBucket(name.to_string()))
+        .await?
+        .ok_or_else(|| S3Error::new(S3ErrorCode::NoSuchBucket))
+}

@@ -1,0 +1,73 @@
+//! The S3 front: an actix-web service that turns each HTTP request into one `S3Exchange`
+//! actor, which authenticates it (SigV4), routes it to the bucket or object operation, talks to
+//! the Raft node and the shard store, and answers in S3's wire format.
+
+mod auth;
+mod body;
+mod bucket;
+mod exchange;
+mod meta;
+mod object;
+mod request;
+mod response;
+
+use std::sync::Arc;
+
+use actix::Addr;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use crate::clock::{Clock, IdSource};
+use crate::metrics::Metrics;
+use crate::raft::node::RaftNode;
+use crate::shards::ShardStore;
+
+pub use exchange::S3Exchange;
+pub use request::Op;
+
+/// Largest single PUT S3 accepts (5 GiB); larger bodies need multipart.
+pub const PUT_OBJECT_BYTES_MAX: u64 = 5 * 1024 * 1024 * 1024;
+/// Largest request body read into memory (XML documents such as CreateBucketConfiguration).
+pub const XML_BODY_BYTES_MAX: usize = 1024 * 1024;
+/// Total size of `x-amz-meta-*` names and values AWS allows.
+pub const USER_META_BYTES_MAX: usize = 2048;
+
+/// Settings of the S3 front.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    /// The region requests must be signed for.
+    pub region: String,
+    /// With a domain, `bucket.domain` hosts address buckets (virtual-host style).
+    pub domain: Option<String>,
+}
+
+/// Everything an exchange needs, shared by all requests.
+pub struct S3State {
+    /// The metadata node.
+    pub raft: Addr<RaftNode>,
+    /// Local shard files.
+    pub shards: Arc<ShardStore>,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Wall clock (Last-Modified, SigV4 window).
+    pub clock: Arc<dyn Clock>,
+    /// Object and request ids.
+    pub ids: Arc<IdSource>,
+    /// Front settings.
+    pub config: S3Config,
+    /// The id shown as bucket and object owner.
+    pub owner_id: String,
+}
+
+/// Registers the S3 front as the default service of an actix-web app.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.default_service(web::to(entry));
+}
+
+/// Every S3 request enters here and is handed to its own exchange actor.
+async fn entry(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<Arc<S3State>>,
+) -> HttpResponse {
+    S3Exchange::run(state.get_ref().clone(), req, payload.into_inner()).await
+}

@@ -1,0 +1,661 @@
+//! Object operations on the one-node (1+0) data path: PUT streams the body into a shard file,
+//! makes it durable, and only then commits the metadata (INV-2); GET and HEAD resolve the
+//! current version and stream only the blocks that cover the requested range.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use actix_web::body::SizedStream;
+use actix_web::dev::Payload;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use base64::Engine;
+use bytes::Bytes;
+use futures_util::stream;
+use hamster_protocol::meta::{Command, ObjectId, ObjectVersion, PartLayout};
+use hamster_protocol::names::validate_key;
+use hamster_protocol::s3err::{S3Error, S3ErrorCode};
+use hamster_protocol::shard::BLOCK_BYTES_DEFAULT;
+use hamster_protocol::time::{http_date, parse_http_date};
+use md5::{Digest, Md5};
+use tracing::warn;
+
+use super::body::BodyReader;
+use super::exchange::Exchange;
+use super::meta::{bucket, propose, read};
+use super::request::header;
+use super::response::builder;
+use super::{PUT_OBJECT_BYTES_MAX, USER_META_BYTES_MAX};
+use crate::raft::node::GetObject;
+use crate::shards::{ShardReader, ShardStore};
+
+/// Standard headers stored with an object and returned verbatim.
+const STORED_HEADERS: [&str; 5] = [
+    "content-encoding",
+    "content-disposition",
+    "cache-control",
+    "expires",
+    "content-language",
+];
+
+/// Bytes a GET reads from disk per step; bounds memory per streaming response.
+const READ_STEP_BYTES: u64 = BLOCK_BYTES_DEFAULT as u64;
+
+fn names(x: &Exchange) -> (&str, &str) {
+    (
+        x.target.bucket.as_deref().unwrap_or_default(),
+        x.target.key.as_deref().unwrap_or_default(),
+    )
+}
+
+fn declared_length(x: &Exchange) -> Result<u64, S3Error> {
+    let streaming = header(&x.req, "x-amz-decoded-content-length");
+    let raw = match streaming {
+        Some(v) => Some(v),
+        None => header(&x.req, "content-length"),
+    };
+    let len = raw
+        .ok_or_else(|| S3Error::new(S3ErrorCode::MissingContentLength))?
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| {
+            S3Error::with_message(
+                S3ErrorCode::InvalidArgument,
+                "Content-Length is not a number",
+            )
+        })?;
+    if len > PUT_OBJECT_BYTES_MAX {
+        return Err(S3Error::new(S3ErrorCode::EntityTooLarge));
+    }
+    Ok(len)
+}
+
+fn content_md5(x: &Exchange) -> Result<Option<[u8; 16]>, S3Error> {
+    let Some(v) = header(&x.req, "content-md5") else {
+        return Ok(None);
+    };
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(v.trim())
+        .map_err(|_| S3Error::new(S3ErrorCode::InvalidDigest))?;
+    let arr: [u8; 16] = raw
+        .try_into()
+        .map_err(|_| S3Error::new(S3ErrorCode::InvalidDigest))?;
+    Ok(Some(arr))
+}
+
+fn user_metadata(x: &Exchange) -> Result<BTreeMap<String, String>, S3Error> {
+    let mut out = BTreeMap::new();
+    let mut total = 0;
+    for (name, value) in x.req.headers() {
+        if let Some(n) = name.as_str().strip_prefix("x-amz-meta-") {
+            let v = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            total += n.len() + v.len();
+            out.insert(n.to_string(), v);
+        }
+    }
+    if total > USER_META_BYTES_MAX {
+        return Err(S3Error::new(S3ErrorCode::MetadataTooLarge));
+    }
+    Ok(out)
+}
+
+fn stored_headers(x: &Exchange) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for name in STORED_HEADERS {
+        let Some(v) = header(&x.req, name) else {
+            continue;
+        };
+        let v = if name == "content-encoding" {
+            // aws-chunked is the transfer framing of this request, not the object's encoding.
+            v.split(',')
+                .map(str::trim)
+                .filter(|e| !e.eq_ignore_ascii_case("aws-chunked") && !e.is_empty())
+                .collect::<Vec<_>>()
+                .join(",")
+        } else {
+            v.to_string()
+        };
+        if !v.is_empty() {
+            out.insert(name.to_string(), v);
+        }
+    }
+    out
+}
+
+/// Checksum algorithms verified on upload.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ChecksumAlgo {
+    Crc32,
+    Crc32c,
+    Sha256,
+}
+
+impl ChecksumAlgo {
+    fn from_header(name: &str) -> Option<Self> {
+        match name {
+            "x-amz-checksum-crc32" => Some(ChecksumAlgo::Crc32),
+            "x-amz-checksum-crc32c" => Some(ChecksumAlgo::Crc32c),
+            "x-amz-checksum-sha256" => Some(ChecksumAlgo::Sha256),
+            _ => None,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            ChecksumAlgo::Crc32 => "crc32",
+            ChecksumAlgo::Crc32c => "crc32c",
+            ChecksumAlgo::Sha256 => "sha256",
+        }
+    }
+}
+
+/// A running checksum over the decoded body.
+enum Checksummer {
+    Crc32(crc32fast::Hasher),
+    Crc32c(u32),
+    Sha256(sha2::Sha256),
+}
+
+impl Checksummer {
+    fn new(a: ChecksumAlgo) -> Self {
+        match a {
+            ChecksumAlgo::Crc32 => Checksummer::Crc32(crc32fast::Hasher::new()),
+            ChecksumAlgo::Crc32c => Checksummer::Crc32c(0),
+            ChecksumAlgo::Sha256 => Checksummer::Sha256(sha2::Sha256::new()),
+        }
+    }
+    fn update(&mut self, d: &[u8]) {
+        match self {
+            Checksummer::Crc32(h) => h.update(d),
+            Checksummer::Crc32c(c) => *c = crc32c::crc32c_append(*c, d),
+            Checksummer::Sha256(h) => sha2::Digest::update(h, d),
+        }
+    }
+    fn finish_b64(self) -> String {
+        let raw: Vec<u8> = match self {
+            Checksummer::Crc32(h) => h.finalize().to_be_bytes().to_vec(),
+            Checksummer::Crc32c(c) => c.to_be_bytes().to_vec(),
+            Checksummer::Sha256(h) => sha2::Digest::finalize(h).to_vec(),
+        };
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    }
+}
+
+/// The checksum the client declared, in a header now or as a trailer later.
+fn declared_checksum(x: &Exchange) -> Result<Option<(ChecksumAlgo, Option<String>)>, S3Error> {
+    for (name, value) in x.req.headers() {
+        if let Some(a) = ChecksumAlgo::from_header(name.as_str()) {
+            let v = value
+                .to_str()
+                .map_err(|_| S3Error::new(S3ErrorCode::InvalidRequest))?;
+            return Ok(Some((a, Some(v.trim().to_string()))));
+        }
+    }
+    if let Some(t) = header(&x.req, "x-amz-trailer") {
+        let t = t.trim().to_ascii_lowercase();
+        if let Some(a) = ChecksumAlgo::from_header(&t) {
+            return Ok(Some((a, None)));
+        }
+    }
+    Ok(None)
+}
+
+/// PutObject.
+pub async fn put_object(x: &Exchange, payload: Payload) -> Result<HttpResponse, S3Error> {
+    let (bucket_name, key) = names(x);
+    validate_key(key)?;
+    if header(&x.req, "x-amz-copy-source").is_some() {
+        return Err(S3Error::with_message(
+            S3ErrorCode::NotImplemented,
+            "CopyObject is not implemented by Hamster yet",
+        ));
+    }
+    if header(&x.req, "x-amz-tagging").is_some() {
+        return Err(S3Error::with_message(
+            S3ErrorCode::NotImplemented,
+            "object tagging is not implemented by Hamster yet",
+        ));
+    }
+    let declared = declared_length(x)?;
+    let md5_expected = content_md5(x)?;
+    let user_meta = user_metadata(x)?;
+    let headers = stored_headers(x);
+    let checksum = declared_checksum(x)?;
+    bucket(&x.state, bucket_name).await?;
+
+    let state = &x.state;
+    let id = state.ids.object_id();
+    let shards = state.shards.clone();
+    let mut writer = shards
+        .create(id, 1, 0, 1, 0, BLOCK_BYTES_DEFAULT)
+        .map_err(|e| io_error("create shard", e))?;
+    let mut body = BodyReader::new(payload, &x.auth.payload, &x.auth.signing);
+    let mut md5 = Md5::new();
+    let mut sum = checksum.as_ref().map(|(a, _)| Checksummer::new(*a));
+    let mut received = 0u64;
+    // Any early return drops `writer`, which removes the temp file: nothing is stored.
+    while let Some(chunk) = body.next().await? {
+        received += chunk.len() as u64;
+        if received > declared {
+            return Err(S3Error::with_message(
+                S3ErrorCode::InvalidRequest,
+                "the body is longer than its declared length",
+            ));
+        }
+        md5.update(&chunk);
+        if let Some(s) = &mut sum {
+            s.update(&chunk);
+        }
+        writer
+            .write(&chunk)
+            .map_err(|e| io_error("write shard", e))?;
+    }
+    if received != declared {
+        return Err(S3Error::new(S3ErrorCode::IncompleteBody));
+    }
+    let md5: [u8; 16] = md5.finalize().into();
+    if md5_expected.is_some_and(|m| m != md5) {
+        return Err(S3Error::new(S3ErrorCode::BadDigest));
+    }
+    let mut checksums = BTreeMap::new();
+    if let (Some((algo, given)), Some(s)) = (checksum, sum) {
+        let given = match given {
+            Some(v) => v,
+            None => {
+                let name = format!("x-amz-checksum-{}", algo.name());
+                body.trailers()
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.trim().to_string())
+                    .ok_or_else(|| {
+                        S3Error::with_message(
+                            S3ErrorCode::InvalidRequest,
+                            format!("the declared trailer {name} was not sent"),
+                        )
+                    })?
+            }
+        };
+        let computed = s.finish_b64();
+        if computed != given {
+            return Err(S3Error::with_message(
+                S3ErrorCode::BadDigest,
+                format!(
+                    "The {} you specified did not match the calculated checksum.",
+                    algo.name().to_uppercase()
+                ),
+            ));
+        }
+        checksums.insert(algo.name().to_string(), computed);
+    }
+    // Durable before the commit (INV-2): fsync and rename happen off the request thread.
+    let info = web::block(move || writer.finish())
+        .await
+        .map_err(|_| S3Error::new(S3ErrorCode::InternalError))?
+        .map_err(|e| io_error("finish shard", e))?;
+    state.metrics.s3_bytes_in.inc_by(received);
+    state.metrics.shard_bytes.add(info.file_bytes as i64);
+    let etag = hex::encode(md5);
+    let version = ObjectVersion {
+        version_id: "null".to_string(),
+        object_id: id,
+        size: received,
+        etag: etag.clone(),
+        last_modified_ms: state.clock.now_ms(),
+        content_type: header(&x.req, "content-type")
+            .unwrap_or("binary/octet-stream")
+            .to_string(),
+        headers,
+        user_meta,
+        checksums: checksums.clone(),
+        parts: vec![PartLayout {
+            part: 1,
+            size: received,
+            k: 1,
+            m: 0,
+            block_bytes: BLOCK_BYTES_DEFAULT,
+            shard_blake3: vec![info.blake3_hex],
+            md5: etag.clone(),
+        }],
+    };
+    let cmd = Command::PutObject {
+        bucket: bucket_name.to_string(),
+        key: key.to_string(),
+        version,
+    };
+    if let Err(e) = propose(state, cmd).await {
+        if !matches!(
+            e.code,
+            S3ErrorCode::ServiceUnavailable | S3ErrorCode::InternalError
+        ) {
+            // Refused for certain (e.g. the bucket vanished): the shard is ours to reclaim.
+            // An uncertain failure leaves it for restart recovery, which knows the outcome.
+            reclaim(&x.state.shards, id);
+        }
+        return Err(e);
+    }
+    let mut resp = builder(StatusCode::OK, &x.echo);
+    resp.insert_header(("etag", format!("\"{etag}\"")));
+    for (algo, v) in &checksums {
+        resp.insert_header((format!("x-amz-checksum-{algo}"), v.as_str()));
+    }
+    Ok(resp.finish())
+}
+
+fn reclaim(shards: &Arc<ShardStore>, id: ObjectId) {
+    if let Err(e) = shards.delete_object(&id) {
+        warn!(object = %id, error = %e, "could not reclaim shard files");
+    }
+}
+
+fn io_error(what: &str, e: std::io::Error) -> S3Error {
+    warn!(error = %e, "{what} failed");
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        return S3Error::with_message(S3ErrorCode::SlowDown, "this node's disk is full");
+    }
+    S3Error::new(S3ErrorCode::InternalError)
+}
+
+/// `bytes=a-b`, `bytes=a-`, `bytes=-n` → inclusive range; `None` means serve everything (no
+/// header, or a form S3 ignores such as several ranges).
+fn parse_range(v: &str, size: u64) -> Result<Option<(u64, u64)>, S3Error> {
+    let Some(spec) = v.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return Ok(None);
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let range = match (a.is_empty(), b.is_empty()) {
+        (true, true) => return Ok(None),
+        (true, false) => {
+            let Ok(n) = b.parse::<u64>() else {
+                return Ok(None);
+            };
+            if n == 0 || size == 0 {
+                return Err(S3Error::new(S3ErrorCode::InvalidRange));
+            }
+            (size.saturating_sub(n), size - 1)
+        }
+        (false, _) => {
+            let Ok(start) = a.parse::<u64>() else {
+                return Ok(None);
+            };
+            let end = if b.is_empty() {
+                u64::MAX
+            } else {
+                match b.parse::<u64>() {
+                    Ok(e) if e >= start => e,
+                    _ => return Ok(None),
+                }
+            };
+            if start >= size {
+                return Err(S3Error::new(S3ErrorCode::InvalidRange));
+            }
+            (start, end.min(size - 1))
+        }
+    };
+    Ok(Some(range))
+}
+
+fn etag_matches(list: &str, etag: &str) -> bool {
+    list.split(',')
+        .map(|t| t.trim().trim_start_matches("W/").trim_matches('"'))
+        .any(|t| t == "*" || t == etag)
+}
+
+/// RFC 7232 precedence, as S3 applies it to GET and HEAD.
+fn check_conditions(x: &Exchange, v: &ObjectVersion) -> Result<(), S3Error> {
+    let modified_s = v.last_modified_ms / 1000;
+    let if_match = header(&x.req, "if-match");
+    if let Some(m) = if_match {
+        if !etag_matches(m, &v.etag) {
+            return Err(S3Error::new(S3ErrorCode::PreconditionFailed));
+        }
+    } else if let Some(t) = header(&x.req, "if-unmodified-since").and_then(parse_http_date) {
+        if modified_s > t / 1000 {
+            return Err(S3Error::new(S3ErrorCode::PreconditionFailed));
+        }
+    }
+    if let Some(m) = header(&x.req, "if-none-match") {
+        if etag_matches(m, &v.etag) {
+            return Err(S3Error::new(S3ErrorCode::NotModified));
+        }
+    } else if let Some(t) = header(&x.req, "if-modified-since").and_then(parse_http_date) {
+        if modified_s <= t / 1000 {
+            return Err(S3Error::new(S3ErrorCode::NotModified));
+        }
+    }
+    Ok(())
+}
+
+/// `response-*` query parameters override these headers on GET.
+const RESPONSE_OVERRIDES: [(&str, &str); 6] = [
+    ("response-content-type", "content-type"),
+    ("response-content-language", "content-language"),
+    ("response-expires", "expires"),
+    ("response-cache-control", "cache-control"),
+    ("response-content-disposition", "content-disposition"),
+    ("response-content-encoding", "content-encoding"),
+];
+
+/// GetObject and HeadObject.
+pub async fn get_object(x: &Exchange, head: bool) -> Result<HttpResponse, S3Error> {
+    let (bucket_name, key) = names(x);
+    validate_key(key)?;
+    if x.target.has("partNumber") {
+        return Err(S3Error::with_message(
+            S3ErrorCode::NotImplemented,
+            "partNumber reads are not implemented by Hamster yet",
+        ));
+    }
+    if let Some(v) = x.target.param("versionId") {
+        if v != "null" {
+            return Err(S3Error::new(S3ErrorCode::NoSuchVersion));
+        }
+    }
+    let list = read(
+        &x.state,
+        GetObject {
+            bucket: bucket_name.to_string(),
+            key: key.to_string(),
+        },
+    )
+    .await?;
+    let Some(v) = list.as_ref().and_then(|l| l.current()).cloned() else {
+        bucket(&x.state, bucket_name).await?;
+        return Err(S3Error::new(S3ErrorCode::NoSuchKey));
+    };
+    check_conditions(x, &v)?;
+    let range = match header(&x.req, "range") {
+        Some(r) => parse_range(r, v.size)?,
+        None => None,
+    };
+    let (start, end_excl, status) = match range {
+        Some((a, b)) => (a, b + 1, StatusCode::PARTIAL_CONTENT),
+        None => (0, v.size, StatusCode::OK),
+    };
+    let mut resp = builder(status, &x.echo);
+    resp.insert_header(("etag", format!("\"{}\"", v.etag)))
+        .insert_header(("last-modified", http_date(v.last_modified_ms)))
+        .insert_header(("accept-ranges", "bytes"))
+        .insert_header(("content-type", v.content_type.as_str()));
+    for (n, val) in &v.headers {
+        resp.insert_header((n.as_str(), val.as_str()));
+    }
+    for (n, val) in &v.user_meta {
+        resp.insert_header((format!("x-amz-meta-{n}"), val.as_str()));
+    }
+    if header(&x.req, "x-amz-checksum-mode").is_some_and(|m| m.eq_ignore_ascii_case("enabled"))
+        && range.is_none()
+    {
+        for (algo, val) in &v.checksums {
+            resp.insert_header((format!("x-amz-checksum-{algo}"), val.as_str()));
+        }
+    }
+    if !head {
+        for (q, h) in RESPONSE_OVERRIDES {
+            if let Some(val) = x.target.param(q) {
+                resp.insert_header((h, val));
+            }
+        }
+    }
+    if range.is_some() {
+        resp.insert_header((
+            "content-range",
+            format!("bytes {start}-{}/{}", end_excl - 1, v.size),
+        ));
+    }
+    let len = end_excl - start;
+    if head {
+        return Ok(resp.body(HeadBody(len)));
+    }
+    x.state.metrics.s3_bytes_out.inc_by(len);
+    let body = object_stream(x.state.shards.clone(), v, start, end_excl);
+    Ok(resp.body(SizedStream::new(len, body)))
+}
+
+/// The body of a HEAD answer: it declares the object's length (so `Content-Length` is right)
+/// and yields nothing; the HTTP layer sends no body bytes for HEAD.
+struct HeadBody(u64);
+
+impl actix_web::body::MessageBody for HeadBody {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        actix_web::body::BodySize::Sized(self.0)
+    }
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Bytes, Self::Error>>> {
+        std::task::Poll::Ready(None)
+    }
+}
+
+/// Where a streaming GET is.
+struct ReadCursor {
+    shards: Arc<ShardStore>,
+    version: ObjectVersion,
+    /// Object offset of the next byte to send.
+    pos: u64,
+    end: u64,
+    reader: Option<(u32, ShardReader)>,
+}
+
+impl ReadCursor {
+    /// Reads the next step of the range from the part that holds `pos` (blocking).
+    fn step(&mut self) -> Result<Bytes, std::io::Error> {
+        let mut part_start = 0u64;
+        for p in &self.version.parts {
+            if self.pos < part_start + p.size {
+                let within = self.pos - part_start;
+                let take = (p.size - within)
+                    .min(self.end - self.pos)
+                    .min(READ_STEP_BYTES);
+                let reader = match &mut self.reader {
+                    Some((n, r)) if *n == p.part => r,
+                    _ => {
+                        let r = self
+                            .shards
+                            .open_reader(&self.version.object_id, p.part, 0)
+                            .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+                        &mut self.reader.insert((p.part, r)).1
+                    }
+                };
+                let mut out = Vec::with_capacity(take as usize);
+                reader
+                    .read_range(within, take, &mut out)
+                    .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+                self.pos += take;
+                return Ok(Bytes::from(out));
+            }
+            part_start += p.size;
+        }
+        Err(std::io::Error::other("range beyond the object's parts"))
+    }
+}
+
+fn object_stream(
+    shards: Arc<ShardStore>,
+    version: ObjectVersion,
+    start: u64,
+    end: u64,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    let cursor = ReadCursor {
+        shards,
+        version,
+        pos: start,
+        end,
+        reader: None,
+    };
+    stream::unfold(Some(cursor), |cursor| async move {
+        let mut c = cursor?;
+        if c.pos >= c.end {
+            return None;
+        }
+        let object = c.version.object_id;
+        match web::block(move || {
+            let r = c.step();
+            (c, r)
+        })
+        .await
+        {
+            Ok((c, Ok(b))) => Some((Ok(b), Some(c))),
+            Ok((_, Err(e))) => {
+                // A shard that fails its checksum is never served (INV-5): the response is cut.
+                warn!(object = %object, error = %e, "read failed mid-response");
+                Some((Err(e), None))
+            }
+            Err(_) => Some((Err(std::io::Error::other("read task failed")), None)),
+        }
+    })
+}
+
+/// DeleteObject: removes the current version; S3 answers 204 whether or not the key existed.
+pub async fn delete_object(x: &Exchange) -> Result<HttpResponse, S3Error> {
+    let (bucket_name, key) = names(x);
+    validate_key(key)?;
+    if let Some(v) = x.target.param("versionId") {
+        if v != "null" {
+            return Err(S3Error::new(S3ErrorCode::NoSuchVersion));
+        }
+    }
+    propose(
+        &x.state,
+        Command::DeleteObject {
+            bucket: bucket_name.to_string(),
+            key: key.to_string(),
+        },
+    )
+    .await?;
+    Ok(builder(StatusCode::NO_CONTENT, &x.echo).finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100).unwrap(), Some((0, 9)));
+        assert_eq!(parse_range("bytes=90-", 100).unwrap(), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-10", 100).unwrap(), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-200", 100).unwrap(), Some((0, 99)));
+        assert_eq!(parse_range("bytes=50-500", 100).unwrap(), Some((50, 99)));
+        assert!(parse_range("bytes=100-", 100).is_err());
+        assert_eq!(parse_range("bytes=5-1", 100).unwrap(), None);
+        assert_eq!(parse_range("bytes=0-1,3-4", 100).unwrap(), None);
+        assert_eq!(parse_range("items=0-1", 100).unwrap(), None);
+    }
+
+    #[test]
+    fn etags() {
+        assert!(etag_matches("\"abc\"", "abc"));
+        assert!(etag_matches("\"x\", \"abc\"", "abc"));
+        assert!(etag_matches("*", "abc"));
+        assert!(!etag_matches("\"abd\"", "abc"));
+    }
+}

@@ -1,0 +1,17 @@
+//! Hamster's pure core: everything here is deterministic and free of I/O, so that the node,
+//! the CLI and the simulation harness all compute the same answers from the same inputs.
+#![deny(missing_docs)]
+
+pub mod chunked;
+pub mod listing;
+pub mod meta;
+pub mod names;
+pub mod s3err;
+pub mod shard;
+pub mod sigv4;
+pub mod time;
+pub mod wire;
+pub mod xml;
+
+/// The generation of Hamster's wire and on-disk formats; bumped when a format changes.
+pub const PROTOCOL_GENERATION: u32 = 1;

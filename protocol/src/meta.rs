@@ -1,0 +1,470 @@
+//! Metadata records and the Raft command set: what the replicated state machine stores and the
+//! pure `apply` that every node runs on every committed command. Object bytes never appear
+//! here (INV-1): a command carries only the small record that points at shard files.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The identity of one stored object body (one PUT or one completed multipart upload). Shard
+/// file names derive from it, never from the S3 key.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectId(pub [u8; 16]);
+
+impl ObjectId {
+    /// 32 lowercase hex digits.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses 32 hex digits.
+    pub fn from_hex(s: &str) -> Option<ObjectId> {
+        let mut out = [0u8; 16];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(ObjectId(out))
+    }
+}
+
+impl fmt::Debug for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObjectId({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl Serialize for ObjectId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for ObjectId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ObjectId::from_hex(&s)
+            .ok_or_else(|| serde::de::Error::custom("object id is not 32 hex digits"))
+    }
+}
+
+/// A bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketRecord {
+    /// The bucket name (validated before proposal).
+    pub name: String,
+    /// Creation time, Unix milliseconds, stamped by the proposer.
+    pub created_ms: u64,
+    /// The region (location constraint) it was created in.
+    #[serde(default)]
+    pub region: String,
+}
+
+/// Where one part's shards live and how they were coded. A simple PUT has one part (number 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartLayout {
+    /// Part number: 1 for a simple PUT, the S3 part number for multipart.
+    pub part: u32,
+    /// Bytes of object data in this part.
+    pub size: u64,
+    /// Data shards.
+    pub k: u8,
+    /// Parity shards.
+    pub m: u8,
+    /// Bytes of data per checksummed block in each shard file.
+    pub block_bytes: u32,
+    /// BLAKE3 (hex) of each shard's data, by shard index; a shard is trusted only if it matches
+    /// (INV-5).
+    pub shard_blake3: Vec<String>,
+    /// MD5 (hex) of this part's bytes (a multipart part's ETag).
+    #[serde(default)]
+    pub md5: String,
+}
+
+/// One version of one key. Buckets without versioning hold a single version with id "null".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectVersion {
+    /// "null" for unversioned buckets.
+    pub version_id: String,
+    /// The stored body this version points to.
+    pub object_id: ObjectId,
+    /// Total size in bytes.
+    pub size: u64,
+    /// ETag without quotes: hex MD5, or `md5-of-md5s-N` for multipart.
+    pub etag: String,
+    /// Last-Modified, Unix milliseconds, stamped by the proposer.
+    pub last_modified_ms: u64,
+    /// Content-Type as given (or the default).
+    pub content_type: String,
+    /// Standard headers stored and returned verbatim (content-encoding, content-disposition,
+    /// cache-control, expires, content-language), lowercase names.
+    pub headers: BTreeMap<String, String>,
+    /// `x-amz-meta-*` user metadata, names lowercased without the prefix.
+    pub user_meta: BTreeMap<String, String>,
+    /// Stored checksums, e.g. "crc32" → base64 value.
+    #[serde(default)]
+    pub checksums: BTreeMap<String, String>,
+    /// The parts, in ascending part order; their sizes add up to `size`.
+    pub parts: Vec<PartLayout>,
+}
+
+/// The versions of one key, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionList {
+    /// Newest first.
+    pub versions: Vec<ObjectVersion>,
+}
+
+impl VersionList {
+    /// The version a plain GET answers with.
+    pub fn current(&self) -> Option<&ObjectVersion> {
+        self.versions.first()
+    }
+}
+
+/// An S3 access key known to the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessKey {
+    /// The access key id.
+    pub access_key: String,
+    /// The secret.
+    pub secret_key: String,
+    /// A human name.
+    pub name: String,
+    /// Root keys see and may do everything.
+    pub root: bool,
+}
+
+/// A metadata change proposed to Raft. Each is small and self-contained: every value the
+/// change needs (timestamps, ids) is decided by the proposer so `apply` stays deterministic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Create a bucket.
+    CreateBucket(BucketRecord),
+    /// Delete an empty bucket.
+    DeleteBucket {
+        /// Bucket name.
+        name: String,
+    },
+    /// Make `version` the current version of `bucket/key` (replacing the "null" version in an
+    /// unversioned bucket).
+    PutObject {
+        /// Bucket name.
+        bucket: String,
+        /// Object key.
+        key: String,
+        /// The new version.
+        version: ObjectVersion,
+    },
+    /// Delete the current version of `bucket/key` (a no-op if there is none, as in S3).
+    DeleteObject {
+        /// Bucket name.
+        bucket: String,
+        /// Object key.
+        key: String,
+    },
+    /// Add or replace an access key.
+    PutAccessKey(AccessKey),
+}
+
+/// One Raft log entry: commands proposed together so that many concurrent writes share one
+/// log append (group commit). They apply in order, each with its own answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch(pub Vec<Command>);
+
+/// Why a command changed nothing. These are answers, not faults: every node reaches the same
+/// one for the same command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// The bucket does not exist.
+    NoSuchBucket,
+    /// The bucket exists already.
+    BucketAlreadyOwnedByYou,
+    /// The bucket still holds objects.
+    BucketNotEmpty,
+}
+
+impl Refusal {
+    /// The S3 error this refusal answers with.
+    pub fn s3_code(self) -> crate::s3err::S3ErrorCode {
+        use crate::s3err::S3ErrorCode;
+        match self {
+            Refusal::NoSuchBucket => S3ErrorCode::NoSuchBucket,
+            Refusal::BucketAlreadyOwnedByYou => S3ErrorCode::BucketAlreadyOwnedByYou,
+            Refusal::BucketNotEmpty => S3ErrorCode::BucketNotEmpty,
+        }
+    }
+}
+
+/// The result of applying one command.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// Set when the command was refused; then nothing changed.
+    pub refused: Option<Refusal>,
+    /// Object bodies no longer referenced after this command; their shard files may be
+    /// reclaimed now that the commit is durable.
+    pub freed: Vec<ObjectId>,
+}
+
+impl Applied {
+    fn refused(r: Refusal) -> Self {
+        Applied {
+            refused: Some(r),
+            freed: Vec::new(),
+        }
+    }
+}
+
+/// What `apply` needs from storage. Implemented over an LMDB write transaction in the node and
+/// over BTreeMaps in tests, so the same `apply` runs in both.
+pub trait MetaStore {
+    /// A storage failure (not a refusal): the node must stop applying.
+    type Error;
+    /// Looks up a bucket.
+    fn bucket(&self, name: &str) -> Result<Option<BucketRecord>, Self::Error>;
+    /// Stores a bucket.
+    fn put_bucket(&mut self, bucket: &BucketRecord) -> Result<(), Self::Error>;
+    /// Removes a bucket record.
+    fn delete_bucket(&mut self, name: &str) -> Result<(), Self::Error>;
+    /// Whether any key exists in the bucket.
+    fn bucket_has_keys(&self, name: &str) -> Result<bool, Self::Error>;
+    /// The versions of a key.
+    fn versions(&self, bucket: &str, key: &str) -> Result<Option<VersionList>, Self::Error>;
+    /// Stores the versions of a key.
+    fn put_versions(&mut self, bucket: &str, key: &str, v: &VersionList)
+        -> Result<(), Self::Error>;
+    /// Removes a key entirely.
+    fn delete_versions(&mut self, bucket: &str, key: &str) -> Result<(), Self::Error>;
+    /// Stores an access key.
+    fn put_access_key(&mut self, key: &AccessKey) -> Result<(), Self::Error>;
+}
+
+/// Applies one committed command. Pure over `store`: the same command on the same state gives
+/// the same state and the same answer on every node.
+pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::Error> {
+    match cmd {
+        Command::CreateBucket(b) => {
+            if store.bucket(&b.name)?.is_some() {
+                return Ok(Applied::refused(Refusal::BucketAlreadyOwnedByYou));
+            }
+            store.put_bucket(b)?;
+            Ok(Applied::default())
+        }
+        Command::DeleteBucket { name } => {
+            if store.bucket(name)?.is_none() {
+                return Ok(Applied::refused(Refusal::NoSuchBucket));
+            }
+            if store.bucket_has_keys(name)? {
+                return Ok(Applied::refused(Refusal::BucketNotEmpty));
+            }
+            store.delete_bucket(name)?;
+            Ok(Applied::default())
+        }
+        Command::PutObject {
+            bucket,
+            key,
+            version,
+        } => {
+            if store.bucket(bucket)?.is_none() {
+                // The bucket was deleted between the proposer's check and the commit; the
+                // proposer reclaims the shards it wrote.
+                return Ok(Applied::refused(Refusal::NoSuchBucket));
+            }
+            let mut list = store.versions(bucket, key)?.unwrap_or_default();
+            let mut freed = Vec::new();
+            // Unversioned: the new version replaces any version with the same id.
+            list.versions.retain(|v| {
+                let same = v.version_id == version.version_id;
+                if same && v.object_id != version.object_id {
+                    freed.push(v.object_id);
+                }
+                !same
+            });
+            list.versions.insert(0, version.clone());
+            store.put_versions(bucket, key, &list)?;
+            Ok(Applied {
+                refused: None,
+                freed,
+            })
+        }
+        Command::DeleteObject { bucket, key } => {
+            if store.bucket(bucket)?.is_none() {
+                return Ok(Applied::refused(Refusal::NoSuchBucket));
+            }
+            let Some(mut list) = store.versions(bucket, key)? else {
+                return Ok(Applied::default());
+            };
+            let freed = if list.versions.is_empty() {
+                Vec::new()
+            } else {
+                vec![list.versions.remove(0).object_id]
+            };
+            if list.versions.is_empty() {
+                store.delete_versions(bucket, key)?;
+            } else {
+                store.put_versions(bucket, key, &list)?;
+            }
+            Ok(Applied {
+                refused: None,
+                freed,
+            })
+        }
+        Command::PutAccessKey(k) => {
+            store.put_access_key(k)?;
+            Ok(Applied::default())
+        }
+    }
+}
+
+/// An in-memory `MetaStore` over BTreeMaps: the model the tests check `apply` against.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemStore {
+    /// Buckets by name.
+    pub buckets: BTreeMap<String, BucketRecord>,
+    /// Versions by (bucket, key).
+    pub objects: BTreeMap<(String, String), VersionList>,
+    /// Access keys by id.
+    pub keys: BTreeMap<String, AccessKey>,
+}
+
+impl MetaStore for MemStore {
+    type Error = std::convert::Infallible;
+    fn bucket(&self, name: &str) -> Result<Option<BucketRecord>, Self::Error> {
+        Ok(self.buckets.get(name).cloned())
+    }
+    fn put_bucket(&mut self, bucket: &BucketRecord) -> Result<(), Self::Error> {
+        self.buckets.insert(bucket.name.clone(), bucket.clone());
+        Ok(())
+    }
+    fn delete_bucket(&mut self, name: &str) -> Result<(), Self::Error> {
+        self.buckets.remove(name);
+        Ok(())
+    }
+    fn bucket_has_keys(&self, name: &str) -> Result<bool, Self::Error> {
+        let from = (name.to_string(), String::new());
+        Ok(self
+            .objects
+            .range(from..)
+            .next()
+            .is_some_and(|((b, _), _)| b == name))
+    }
+    fn versions(&self, bucket: &str, key: &str) -> Result<Option<VersionList>, Self::Error> {
+        Ok(self
+            .objects
+            .get(&(bucket.to_string(), key.to_string()))
+            .cloned())
+    }
+    fn put_versions(
+        &mut self,
+        bucket: &str,
+        key: &str,
+        v: &VersionList,
+    ) -> Result<(), Self::Error> {
+        self.objects
+            .insert((bucket.to_string(), key.to_string()), v.clone());
+        Ok(())
+    }
+    fn delete_versions(&mut self, bucket: &str, key: &str) -> Result<(), Self::Error> {
+        self.objects.remove(&(bucket.to_string(), key.to_string()));
+        Ok(())
+    }
+    fn put_access_key(&mut self, key: &AccessKey) -> Result<(), Self::Error> {
+        self.keys.insert(key.access_key.clone(), key.clone());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(id: u8) -> ObjectVersion {
+        ObjectVersion {
+            version_id: "null".into(),
+            object_id: ObjectId([id; 16]),
+            size: 3,
+            etag: "abc".into(),
+            last_modified_ms: 1,
+            content_type: "binary/octet-stream".into(),
+            headers: BTreeMap::new(),
+            user_meta: BTreeMap::new(),
+            checksums: BTreeMap::new(),
+            parts: vec![],
+        }
+    }
+
+    fn run(s: &mut MemStore, c: Command) -> Applied {
+        let Ok(a) = apply(s, &c);
+        a
+    }
+
+    #[test]
+    fn overwrite_frees_the_old_body_and_delete_frees_the_last() {
+        let mut s = MemStore::default();
+        let b = BucketRecord {
+            name: "b".into(),
+            created_ms: 1,
+            region: "us-east-1".into(),
+        };
+        assert_eq!(
+            run(&mut s, Command::CreateBucket(b.clone())),
+            Applied::default()
+        );
+        assert_eq!(
+            run(&mut s, Command::CreateBucket(b)).refused,
+            Some(Refusal::BucketAlreadyOwnedByYou)
+        );
+        let put = |id| Command::PutObject {
+            bucket: "b".into(),
+            key: "k".into(),
+            version: version(id),
+        };
+        assert!(run(&mut s, put(1)).freed.is_empty());
+        assert_eq!(run(&mut s, put(2)).freed, vec![ObjectId([1; 16])]);
+        assert_eq!(s.objects.len(), 1);
+        assert_eq!(
+            run(&mut s, Command::DeleteBucket { name: "b".into() }).refused,
+            Some(Refusal::BucketNotEmpty)
+        );
+        let del = Command::DeleteObject {
+            bucket: "b".into(),
+            key: "k".into(),
+        };
+        assert_eq!(run(&mut s, del.clone()).freed, vec![ObjectId([2; 16])]);
+        assert_eq!(run(&mut s, del), Applied::default());
+        assert!(s.objects.is_empty());
+        assert_eq!(
+            run(&mut s, Command::DeleteBucket { name: "b".into() }),
+            Applied::default()
+        );
+        assert!(s.buckets.is_empty());
+    }
+
+    #[test]
+    fn put_into_missing_bucket_is_refused_and_changes_nothing() {
+        let mut s = MemStore::default();
+        let a = run(
+            &mut s,
+            Command::PutObject {
+                bucket: "x".into(),
+                key: "k".into(),
+                version: version(1),
+            },
+        );
+        assert_eq!(a.refused, Some(Refusal::NoSuchBucket));
+        assert_eq!(s, MemStore::default());
+    }
+
+    #[test]
+    fn object_id_hex_round_trip() {
+        let id = ObjectId([0xab; 16]);
+        assert_eq!(ObjectId::from_hex(&id.to_hex()), Some(id));
+        assert_eq!(ObjectId::from_hex("zz"), None);
+        let j = serde_json::to_string(&id).unwrap();
+        assert_eq!(serde_json::from_str::<ObjectId>(&j).unwrap(), id);
+    }
+}

@@ -1,0 +1,331 @@
+//! The cluster port's wire: the ALPN names that split the one port into protocols, the
+//! length-prefixed frame that every protocol on it uses, and the control protocol's messages.
+//!
+//! Versioning: the ALPN name carries the major version (`hamster-control/1`); a change that an
+//! older peer could not understand gets a new ALPN name. Within one ALPN version, messages only
+//! grow additively: new fields are `Option` (absent decodes as `None`) and unknown fields are
+//! ignored, so a newer CLI can talk to an older node and the reverse.
+//!
+//! Everything here is pure: frames are built and split on byte slices, so the network shell in
+//! `hamster-actors` and the simulation's in-memory link share the exact same encoding.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// ALPN name of the control protocol (the CLI asking its node for status, drain, …).
+pub const ALPN_CONTROL: &[u8] = b"hamster-control/1";
+/// ALPN name of Raft RPC between nodes.
+pub const ALPN_RAFT: &[u8] = b"hamster-raft/1";
+/// ALPN name of shard transfer between nodes.
+pub const ALPN_SHARD: &[u8] = b"hamster-shard/1";
+/// ALPN name of the join handshake a new node runs against the cluster.
+pub const ALPN_JOIN: &[u8] = b"hamster-join/1";
+
+/// Bytes in a frame header: the payload length as a big-endian `u32`.
+pub const FRAME_HEADER_BYTES: usize = 4;
+/// Largest payload a frame may carry. Shard transfer sends blocks of at most a few MiB, so
+/// 16 MiB leaves room while still bounding what one peer can make us buffer.
+pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// What went wrong while building or reading a frame or the message inside it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The payload is larger than [`FRAME_BYTES_MAX`].
+    #[error("frame of {len} bytes exceeds the {max}-byte limit; send smaller messages")]
+    FrameTooLarge {
+        /// The payload length that was announced or offered.
+        len: usize,
+        /// The limit it broke.
+        max: usize,
+    },
+    /// The payload is not the JSON message that was expected.
+    #[error("cannot decode message: {0}; are both ends running the same hamster version?")]
+    Decode(String),
+    /// The message could not be turned into JSON.
+    #[error("cannot encode message: {0}; this is a bug, please report it")]
+    Encode(String),
+}
+
+/// A request the CLI (or an operator tool) sends to a node over [`ALPN_CONTROL`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ControlRequest {
+    /// Ask the node for its view of the cluster.
+    Status,
+}
+
+/// A node's answer to one [`ControlRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ControlResponse {
+    /// The answer to [`ControlRequest::Status`].
+    Status(StatusReport),
+    /// The request could not be served; the message says why and what to do.
+    Error {
+        /// One line: what is wrong and what to do about it.
+        message: String,
+    },
+}
+
+/// One member of the cluster as the answering node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// The member's node id, 16 lowercase hex digits.
+    pub node_id: String,
+    /// Where the member's cluster port listens.
+    pub cluster_addr: String,
+    /// `"voter"` or `"learner"`.
+    pub role: String,
+    /// Failure domain: the zone the member is in.
+    pub zone: String,
+    /// Failure domain: the host the member runs on.
+    pub host: String,
+    /// Capacity the member offers, in bytes (its placement weight).
+    pub capacity_bytes: u64,
+}
+
+/// A node's status: who it is, who it sees, and how far its Raft log has got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The answering node's id, 16 lowercase hex digits.
+    pub node_id: String,
+    /// The cluster this node belongs to.
+    pub cluster_id: String,
+    /// The hamster version the node runs.
+    pub version: String,
+    /// Every member the node knows of, voters and learners.
+    pub members: Vec<MemberStatus>,
+    /// The node id of the current leader, if one is known.
+    pub leader: Option<String>,
+    /// The current Raft term.
+    pub term: u64,
+    /// Highest log index known to be committed.
+    pub commit_index: u64,
+    /// Highest log index applied to the state machine.
+    pub applied_index: u64,
+    /// Highest index in the node's own log.
+    pub last_log_index: u64,
+    /// Where the node serves S3, or `None` for a storage-only node.
+    pub s3_addr: Option<String>,
+    /// Where the node serves `/metrics`, `/health` and `/ready`.
+    pub admin_addr: String,
+    /// Where the node's cluster port listens.
+    pub cluster_addr: String,
+}
+
+/// Reads the payload length from a frame header, refusing lengths over [`FRAME_BYTES_MAX`]
+/// before anything is allocated for them.
+pub fn frame_len(header: [u8; FRAME_HEADER_BYTES]) -> Result<usize, WireError> {
+    let len = u32::from_be_bytes(header) as usize;
+    if len > FRAME_BYTES_MAX {
+        return Err(WireError::FrameTooLarge {
+            len,
+            max: FRAME_BYTES_MAX,
+        });
+    }
+    Ok(len)
+}
+
+/// Builds one frame: the header followed by `payload`.
+pub fn encode_frame(payload: &[u8]) -> Result<Vec<u8>, WireError> {
+    if payload.len() > FRAME_BYTES_MAX {
+        return Err(WireError::FrameTooLarge {
+            len: payload.len(),
+            max: FRAME_BYTES_MAX,
+        });
+    }
+    // The check above keeps the length within u32, since FRAME_BYTES_MAX is.
+    let len = u32::try_from(payload.len()).expect("FRAME_BYTES_MAX fits in u32");
+    let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + payload.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(payload);
+    debug_assert_eq!(frame.len(), FRAME_HEADER_BYTES + payload.len());
+    Ok(frame)
+}
+
+/// Splits the first frame off the front of `buf`.
+///
+/// Returns `Ok(None)` while `buf` holds less than one whole frame, and otherwise the payload and
+/// how many bytes of `buf` the frame used, so a reader can keep any bytes that follow.
+pub fn decode_frame(buf: &[u8]) -> Result<Option<(&[u8], usize)>, WireError> {
+    let Some(header) = buf.first_chunk::<FRAME_HEADER_BYTES>() else {
+        return Ok(None);
+    };
+    let len = frame_len(*header)?;
+    let end = FRAME_HEADER_BYTES + len;
+    if buf.len() < end {
+        return Ok(None);
+    }
+    Ok(Some((&buf[FRAME_HEADER_BYTES..end], end)))
+}
+
+/// Encodes a message as JSON inside one frame.
+pub fn encode_message<T: Serialize>(message: &T) -> Result<Vec<u8>, WireError> {
+    let payload = serde_json::to_vec(message).map_err(|e| WireError::Encode(e.to_string()))?;
+    encode_frame(&payload)
+}
+
+/// Decodes a message from a frame's payload (the bytes after the header).
+pub fn decode_message<T: DeserializeOwned>(payload: &[u8]) -> Result<T, WireError> {
+    serde_json::from_slice(payload).map_err(|e| WireError::Decode(one_line(&e.to_string())))
+}
+
+/// Keeps an error message to one line, because decode errors end up in logs and CLI output.
+fn one_line(text: &str) -> String {
+    text.lines().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> StatusReport {
+        StatusReport {
+            node_id: "00000000000000a1".into(),
+            cluster_id: "c1".into(),
+            version: "0.1.0".into(),
+            members: vec![MemberStatus {
+                node_id: "00000000000000a1".into(),
+                cluster_addr: "127.0.0.1:9400".into(),
+                role: "voter".into(),
+                zone: "z1".into(),
+                host: "h1".into(),
+                capacity_bytes: 1 << 40,
+            }],
+            leader: Some("00000000000000a1".into()),
+            term: 3,
+            commit_index: 10,
+            applied_index: 9,
+            last_log_index: 11,
+            s3_addr: None,
+            admin_addr: "127.0.0.1:9001".into(),
+            cluster_addr: "127.0.0.1:9400".into(),
+        }
+    }
+
+    /// Encode then decode gives back the same payload and consumes exactly the frame.
+    #[test]
+    fn frame_round_trip() {
+        for payload in [&b""[..], b"x", &[7u8; 1000]] {
+            let frame = encode_frame(payload).unwrap();
+            assert_eq!(frame.len(), FRAME_HEADER_BYTES + payload.len());
+            let (decoded, used) = decode_frame(&frame).unwrap().unwrap();
+            assert_eq!(decoded, payload);
+            assert_eq!(used, frame.len());
+        }
+    }
+
+    /// A partial frame is not an error: the reader waits for more bytes.
+    #[test]
+    fn partial_frame_waits() {
+        let frame = encode_frame(b"hello").unwrap();
+        for cut in 0..frame.len() {
+            assert_eq!(decode_frame(&frame[..cut]).unwrap(), None, "cut at {cut}");
+        }
+    }
+
+    /// Two frames back to back come apart at the right place.
+    #[test]
+    fn frames_back_to_back() {
+        let mut buf = encode_frame(b"one").unwrap();
+        buf.extend(encode_frame(b"two").unwrap());
+        let (first, used) = decode_frame(&buf).unwrap().unwrap();
+        assert_eq!(first, b"one");
+        let (second, rest) = decode_frame(&buf[used..]).unwrap().unwrap();
+        assert_eq!(second, b"two");
+        assert_eq!(used + rest, buf.len());
+    }
+
+    /// An announced length over the limit is refused from the header alone.
+    #[test]
+    fn oversized_header_refused() {
+        let too_big = u32::try_from(FRAME_BYTES_MAX + 1).unwrap().to_be_bytes();
+        assert_eq!(
+            decode_frame(&too_big),
+            Err(WireError::FrameTooLarge {
+                len: FRAME_BYTES_MAX + 1,
+                max: FRAME_BYTES_MAX
+            })
+        );
+        assert!(frame_len(u32::MAX.to_be_bytes()).is_err());
+        assert_eq!(
+            frame_len(u32::try_from(FRAME_BYTES_MAX).unwrap().to_be_bytes()),
+            Ok(FRAME_BYTES_MAX)
+        );
+    }
+
+    /// A payload over the limit is refused when encoding too.
+    #[test]
+    fn oversized_payload_refused() {
+        let payload = vec![0u8; FRAME_BYTES_MAX + 1];
+        assert!(matches!(
+            encode_frame(&payload),
+            Err(WireError::FrameTooLarge { .. })
+        ));
+    }
+
+    /// Control messages survive a trip through a frame.
+    #[test]
+    fn control_messages_round_trip() {
+        let frame = encode_message(&ControlRequest::Status).unwrap();
+        let (payload, _) = decode_frame(&frame).unwrap().unwrap();
+        assert_eq!(
+            decode_message::<ControlRequest>(payload).unwrap(),
+            ControlRequest::Status
+        );
+
+        for response in [
+            ControlResponse::Status(report()),
+            ControlResponse::Error {
+                message: "no".into(),
+            },
+        ] {
+            let frame = encode_message(&response).unwrap();
+            let (payload, _) = decode_frame(&frame).unwrap().unwrap();
+            assert_eq!(
+                decode_message::<ControlResponse>(payload).unwrap(),
+                response
+            );
+        }
+    }
+
+    /// The JSON shape is part of the wire contract: pin it.
+    #[test]
+    fn control_json_shape() {
+        assert_eq!(
+            serde_json::to_string(&ControlRequest::Status).unwrap(),
+            r#"{"type":"status"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ControlResponse::Error {
+                message: "m".into()
+            })
+            .unwrap(),
+            r#"{"type":"error","message":"m"}"#
+        );
+    }
+
+    /// Additive versioning: a newer peer's extra fields are ignored and a missing optional field
+    /// decodes as `None`.
+    #[test]
+    fn additive_fields_tolerated() {
+        let mut json = serde_json::to_value(ControlResponse::Status(report())).unwrap();
+        let object = json.as_object_mut().unwrap();
+        object.insert("added_later".into(), serde_json::json!(42));
+        object.remove("leader");
+        let decoded: ControlResponse = serde_json::from_value(json).unwrap();
+        let ControlResponse::Status(status) = decoded else {
+            panic!("expected a status report");
+        };
+        assert_eq!(status.leader, None);
+        assert_eq!(status.term, 3);
+    }
+
+    /// A request this version does not know is a decode error with a one-line message.
+    #[test]
+    fn unknown_request_is_decode_error() {
+        let err = decode_message::<ControlRequest>(br#"{"type":"teleport"}"#).unwrap_err();
+        assert!(matches!(err, WireError::Decode(_)));
+        assert!(!err.to_string().contains('\n'));
+    }
+}

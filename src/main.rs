@@ -1,0 +1,164 @@
+//! `hamster`: the node daemon and the operator CLI in one binary. Flat verbs; `hamster -h`
+//! lists every one, generated from the one dispatch below.
+
+mod config;
+mod serve;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Hamster: a distributed, S3-compatible object store.
+#[derive(Debug, Parser)]
+#[command(name = "hamster", version = version_line(), disable_version_flag = true)]
+struct Cli {
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Debug, Subcommand)]
+enum Verb {
+    /// Found a new one-node cluster in a data directory (identity, CA, credentials)
+    Init(InitArgs),
+    /// Run the node: Raft metadata, shard storage, S3 and admin endpoints
+    Serve(ServeArgs),
+    /// Ask the local running node for membership, leader, term and addresses
+    Status(StatusArgs),
+    /// Print version, git commit and protocol generation
+    Version,
+}
+
+/// Where the data directory is.
+#[derive(Debug, Clone, Args)]
+pub struct DataArg {
+    /// Data directory [env: HAMSTER_DATA] [default: ./hamster-data]
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
+/// Options that shape a new node (used by `init` and by `serve` on an empty data dir).
+#[derive(Debug, Clone, Args)]
+pub struct NodeShape {
+    /// Failure domain: zone
+    #[arg(long)]
+    pub zone: Option<String>,
+    /// Failure domain: host [default: this machine's hostname]
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Capacity weight, e.g. 500GiB [default: the data dir's filesystem size]
+    #[arg(long)]
+    pub capacity: Option<String>,
+    /// Cluster port address (mTLS between nodes; the CLI's control channel)
+    #[arg(long)]
+    pub cluster_addr: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct InitArgs {
+    #[command(flatten)]
+    data: DataArg,
+    #[command(flatten)]
+    shape: NodeShape,
+    /// Config file (every flag has a key; flags win) [env: HAMSTER_CONFIG]
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// `hamster serve` options.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub data: DataArg,
+    #[command(flatten)]
+    pub shape: NodeShape,
+    /// S3 listen address [default: 127.0.0.1:9000]
+    #[arg(long)]
+    pub s3: Option<String>,
+    /// Run a storage-only node without the S3 endpoint
+    #[arg(long)]
+    pub no_s3: bool,
+    /// Admin HTTP listen address (/metrics, /health, /ready) [default: 127.0.0.1:9001]
+    #[arg(long)]
+    pub admin: Option<String>,
+    /// S3 region requests are signed for [default: us-east-1]
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Domain for virtual-host-style addressing (bucket.DOMAIN)
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// Config file (every flag has a key; flags win) [env: HAMSTER_CONFIG]
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    data: DataArg,
+    /// Print the raw status as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+fn version_line() -> String {
+    format!(
+        "{} (commit {}, protocol generation {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("HAMSTER_GIT_COMMIT"),
+        hamster_protocol::PROTOCOL_GENERATION
+    )
+}
+
+/// The data directory from the flag, else `HAMSTER_DATA`, else `./hamster-data`.
+pub fn data_dir(arg: &DataArg, file: Option<&config::FileConfig>) -> PathBuf {
+    arg.data
+        .clone()
+        .or_else(|| std::env::var_os("HAMSTER_DATA").map(PathBuf::from))
+        .or_else(|| file.and_then(|f| f.data.clone()))
+        .unwrap_or_else(|| PathBuf::from("hamster-data"))
+}
+
+/// The config file named by the flag or `HAMSTER_CONFIG`, if any.
+pub fn file_config(flag: &Option<PathBuf>) -> anyhow::Result<Option<config::FileConfig>> {
+    let path = flag
+        .clone()
+        .or_else(|| std::env::var_os("HAMSTER_CONFIG").map(PathBuf::from));
+    path.map(|p| config::load(&p)).transpose()
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.verb {
+        Verb::Init(a) => {
+            let file = file_config(&a.config)?;
+            let dir = data_dir(&a.data, file.as_ref());
+            let outcome = serve::init_dir(&dir, &a.shape, file.as_ref())?;
+            serve::print_init(&dir, &outcome, None);
+            Ok(())
+        }
+        Verb::Serve(a) => serve::serve(a),
+        Verb::Status(a) => status::status(&data_dir(&a.data, None), a.json),
+        Verb::Version => {
+            println!("hamster {}", version_line());
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: what is wrong and what to do, with its causes joined.
+            let mut msg = e.to_string();
+            for cause in e.chain().skip(1) {
+                msg.push_str(": ");
+                msg.push_str(&cause.to_string());
+            }
+            eprintln!("hamster: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

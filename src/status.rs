@@ -1,0 +1,70 @@
+//! `hamster status`: asks the local running node over the control protocol (mTLS with the
+//! node's own certificate) and prints what it says.
+
+use std::path::Path;
+
+use anyhow::bail;
+use hamster_actors::node::{load_node, DataDir};
+use hamster_actors::{control, tls};
+use hamster_protocol::wire::{ControlRequest, ControlResponse, StatusReport};
+
+/// Runs `hamster status`.
+pub fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = DataDir::new(dir);
+    let node = load_node(&dir)?;
+    let material = tls::load_tls_dir(&dir.tls())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let resp = rt.block_on(control::control_request(
+        &node.cluster_addr,
+        &material,
+        &ControlRequest::Status,
+    ))?;
+    let report = match resp {
+        ControlResponse::Status(r) => r,
+        ControlResponse::Error { message } => bail!("the node answered with an error: {message}"),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+fn print_report(r: &StatusReport) {
+    println!("node:          {}", r.node_id);
+    println!("cluster:       {}", r.cluster_id);
+    println!("version:       {}", r.version);
+    println!("leader:        {}", r.leader.as_deref().unwrap_or("(none)"));
+    println!("term:          {}", r.term);
+    println!("commit index:  {}", r.commit_index);
+    println!("applied index: {}", r.applied_index);
+    println!("last log:      {}", r.last_log_index);
+    println!(
+        "s3:            {}",
+        r.s3_addr
+            .as_deref()
+            .map_or("(off)".to_string(), |a| format!("http://{a}"))
+    );
+    println!("admin:         http://{}", r.admin_addr);
+    println!("cluster port:  {}", r.cluster_addr);
+    println!("members:");
+    println!(
+        "  {:<18} {:<8} {:<22} {:<10} {:<16} capacity",
+        "id", "role", "address", "zone", "host"
+    );
+    for m in &r.members {
+        let lead = if r.leader.as_deref() == Some(m.node_id.as_str()) {
+            " (leader)"
+        } else {
+            ""
+        };
+        println!(
+            "  {:<18} {:<8} {:<22} {:<10} {:<16} {}{}",
+            m.node_id, m.role, m.cluster_addr, m.zone, m.host, m.capacity_bytes, lead
+        );
+    }
+}
