@@ -12,7 +12,7 @@ use actix::Addr;
 use actix_web::{web, App, HttpServer};
 use anyhow::{bail, Context};
 use hamster_actors::admin::{self, AdminState};
-use hamster_actors::clock::{IdSource, SystemClock};
+use hamster_actors::clock::{Clock, IdSource, SystemClock};
 use hamster_actors::control::{self, ControlHandler};
 use hamster_actors::metrics::Metrics;
 use hamster_actors::node::{self, Credentials, DataDir, InitOptions, InitOutcome, NodeFile};
@@ -384,6 +384,8 @@ async fn ensure_root_key(raft: &Addr<RaftNode>, c: &Credentials) -> anyhow::Resu
         secret_key: c.secret_key.clone(),
         name: "root".to_string(),
         root: true,
+        grants: Default::default(),
+        created_ms: SystemClock.now_ms(),
     };
     raft.send(Propose(Command::PutAccessKey(key)))
         .await?

@@ -65,7 +65,8 @@ impl DataDir {
 pub struct NodeFile {
     /// Format version of this file.
     pub version: u32,
-    /// Raft node id.
+    /// Raft node id, stored as 16 hex digits (the form operators see everywhere).
+    #[serde(with = "hex_u64")]
     pub node_id: u64,
     /// The cluster this node belongs to.
     pub cluster_id: String,
@@ -83,6 +84,20 @@ pub struct NodeFile {
     /// The S3 address the node last served on, if any.
     #[serde(default)]
     pub s3_addr: Option<String>,
+}
+
+/// Serde for a u64 as 16 lowercase hex digits.
+mod hex_u64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{v:016x}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let s = String::deserialize(d)?;
+        u64::from_str_radix(&s, 16).map_err(|_| serde::de::Error::custom("node id is not hex"))
+    }
 }
 
 impl NodeFile {

@@ -195,6 +195,8 @@ async fn t20_propose_read_back_and_refusals() {
         secret_key: "secret".into(),
         name: "root".into(),
         root: true,
+        grants: Default::default(),
+        created_ms: 1,
     };
     propose(&addr, Command::PutAccessKey(key.clone())).await;
     assert_eq!(
@@ -474,6 +476,8 @@ async fn t70_snapshot_build_and_install_round_trip() {
             secret_key: "S".into(),
             name: "n".into(),
             root: false,
+            grants: Default::default(),
+            created_ms: 1,
         }),
     )
     .await;

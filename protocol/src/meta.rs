@@ -83,6 +83,10 @@ pub struct PartLayout {
     /// MD5 (hex) of this part's bytes (a multipart part's ETag).
     #[serde(default)]
     pub md5: String,
+    /// The body whose shard files hold this part. Multipart parts are stored under the id
+    /// minted when the part was uploaded; `None` means the version's own `object_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<ObjectId>,
 }
 
 /// One version of one key. Buckets without versioning hold a single version with id "null".
@@ -112,6 +116,25 @@ pub struct ObjectVersion {
     pub parts: Vec<PartLayout>,
 }
 
+impl ObjectVersion {
+    /// The body whose shard files hold `part`.
+    pub fn part_body(&self, part: &PartLayout) -> ObjectId {
+        part.body.unwrap_or(self.object_id)
+    }
+
+    /// Every body this version references (the version's own id and its parts' ids).
+    pub fn bodies(&self) -> Vec<ObjectId> {
+        let mut out = vec![self.object_id];
+        for p in &self.parts {
+            let b = self.part_body(p);
+            if !out.contains(&b) {
+                out.push(b);
+            }
+        }
+        out
+    }
+}
+
 /// The versions of one key, newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionList {
@@ -126,6 +149,53 @@ impl VersionList {
     }
 }
 
+/// One uploaded part of a multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadPart {
+    /// Where the part's bytes are (`body` is always set: each part upload mints its own id).
+    pub layout: PartLayout,
+    /// Upload time, Unix milliseconds.
+    pub last_modified_ms: u64,
+    /// The part's checksum, base64, if the upload declared an algorithm.
+    #[serde(default)]
+    pub checksum: Option<String>,
+}
+
+/// A multipart upload in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upload {
+    /// The upload id (32 hex digits).
+    pub upload_id: String,
+    /// Bucket name.
+    pub bucket: String,
+    /// Object key.
+    pub key: String,
+    /// Initiation time, Unix milliseconds.
+    pub initiated_ms: u64,
+    /// Content-Type the completed object will carry.
+    pub content_type: String,
+    /// Standard headers the completed object will carry.
+    pub headers: BTreeMap<String, String>,
+    /// User metadata the completed object will carry.
+    pub user_meta: BTreeMap<String, String>,
+    /// Checksum algorithm declared at creation ("crc32", "crc32c", ...), if any.
+    #[serde(default)]
+    pub checksum_algo: Option<String>,
+    /// Parts uploaded so far, by part number.
+    pub parts: BTreeMap<u32, UploadPart>,
+}
+
+/// What an application key may do in one bucket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// List and read objects.
+    pub read: bool,
+    /// Write and delete objects.
+    pub write: bool,
+    /// Manage the bucket itself (delete it, its settings).
+    pub owner: bool,
+}
+
 /// An S3 access key known to the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessKey {
@@ -137,6 +207,12 @@ pub struct AccessKey {
     pub name: String,
     /// Root keys see and may do everything.
     pub root: bool,
+    /// Per-bucket permissions of a non-root key; it sees only these buckets.
+    #[serde(default)]
+    pub grants: BTreeMap<String, Grant>,
+    /// Creation time, Unix milliseconds.
+    #[serde(default)]
+    pub created_ms: u64,
 }
 
 /// A metadata change proposed to Raft. Each is small and self-contained: every value the
@@ -169,6 +245,54 @@ pub enum Command {
     },
     /// Add or replace an access key.
     PutAccessKey(AccessKey),
+    /// Remove an access key.
+    DeleteAccessKey {
+        /// The access key id.
+        access_key: String,
+    },
+    /// Set (or with an all-false grant, remove) a key's permissions on a bucket.
+    SetGrant {
+        /// The access key id.
+        access_key: String,
+        /// The bucket.
+        bucket: String,
+        /// The permissions.
+        grant: Grant,
+    },
+    /// Start a multipart upload.
+    CreateUpload(Upload),
+    /// Record an uploaded part (replacing an earlier upload of the same part number).
+    PutUploadPart {
+        /// Upload id.
+        upload_id: String,
+        /// Bucket name.
+        bucket: String,
+        /// Object key.
+        key: String,
+        /// The part.
+        part: UploadPart,
+    },
+    /// Complete an upload: `version` becomes current; its parts must be parts of the upload
+    /// with the same bodies. Parts not used are freed.
+    CompleteUpload {
+        /// Upload id.
+        upload_id: String,
+        /// Bucket name.
+        bucket: String,
+        /// Object key.
+        key: String,
+        /// The new version, assembled by the proposer from the upload's parts.
+        version: ObjectVersion,
+    },
+    /// Abort an upload and free its parts.
+    AbortUpload {
+        /// Upload id.
+        upload_id: String,
+        /// Bucket name.
+        bucket: String,
+        /// Object key.
+        key: String,
+    },
 }
 
 /// One Raft log entry: commands proposed together so that many concurrent writes share one
@@ -186,6 +310,12 @@ pub enum Refusal {
     BucketAlreadyOwnedByYou,
     /// The bucket still holds objects.
     BucketNotEmpty,
+    /// The multipart upload does not exist (never started, completed or aborted).
+    NoSuchUpload,
+    /// A completion names a part that was not uploaded (or not with that body).
+    InvalidPart,
+    /// The access key does not exist.
+    NoSuchAccessKey,
 }
 
 impl Refusal {
@@ -196,6 +326,9 @@ impl Refusal {
             Refusal::NoSuchBucket => S3ErrorCode::NoSuchBucket,
             Refusal::BucketAlreadyOwnedByYou => S3ErrorCode::BucketAlreadyOwnedByYou,
             Refusal::BucketNotEmpty => S3ErrorCode::BucketNotEmpty,
+            Refusal::NoSuchUpload => S3ErrorCode::NoSuchUpload,
+            Refusal::InvalidPart => S3ErrorCode::InvalidPart,
+            Refusal::NoSuchAccessKey => S3ErrorCode::InvalidAccessKeyId,
         }
     }
 }
@@ -241,6 +374,25 @@ pub trait MetaStore {
     fn delete_versions(&mut self, bucket: &str, key: &str) -> Result<(), Self::Error>;
     /// Stores an access key.
     fn put_access_key(&mut self, key: &AccessKey) -> Result<(), Self::Error>;
+    /// Looks up an access key.
+    fn access_key(&self, access_key: &str) -> Result<Option<AccessKey>, Self::Error>;
+    /// Removes an access key.
+    fn delete_access_key(&mut self, access_key: &str) -> Result<(), Self::Error>;
+    /// Looks up a multipart upload.
+    fn upload(&self, bucket: &str, key: &str, upload_id: &str)
+        -> Result<Option<Upload>, Self::Error>;
+    /// Stores a multipart upload.
+    fn put_upload(&mut self, upload: &Upload) -> Result<(), Self::Error>;
+    /// Removes a multipart upload.
+    fn delete_upload(&mut self, bucket: &str, key: &str, upload_id: &str)
+        -> Result<(), Self::Error>;
+}
+
+/// The storage key of an upload: `bucket/key/upload_id`. The upload id has a fixed length, so
+/// the key is unambiguous, and uploads of one bucket sort by key then upload id (the order
+/// ListMultipartUploads answers in).
+pub fn upload_storage_key(bucket: &str, key: &str, upload_id: &str) -> String {
+    format!("{bucket}/{key}/{upload_id}")
 }
 
 /// Applies one committed command. Pure over `store`: the same command on the same state gives
@@ -277,10 +429,11 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
             let mut list = store.versions(bucket, key)?.unwrap_or_default();
             let mut freed = Vec::new();
             // Unversioned: the new version replaces any version with the same id.
+            let keep = version.bodies();
             list.versions.retain(|v| {
                 let same = v.version_id == version.version_id;
-                if same && v.object_id != version.object_id {
-                    freed.push(v.object_id);
+                if same {
+                    freed.extend(v.bodies().into_iter().filter(|b| !keep.contains(b)));
                 }
                 !same
             });
@@ -301,7 +454,7 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
             let freed = if list.versions.is_empty() {
                 Vec::new()
             } else {
-                vec![list.versions.remove(0).object_id]
+                list.versions.remove(0).bodies()
             };
             if list.versions.is_empty() {
                 store.delete_versions(bucket, key)?;
@@ -317,6 +470,77 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
             store.put_access_key(k)?;
             Ok(Applied::default())
         }
+        Command::DeleteAccessKey { access_key } => {
+            if store.access_key(access_key)?.is_none() {
+                return Ok(Applied::refused(Refusal::NoSuchAccessKey));
+            }
+            store.delete_access_key(access_key)?;
+            Ok(Applied::default())
+        }
+        Command::SetGrant { access_key, bucket, grant } => {
+            let Some(mut k) = store.access_key(access_key)? else {
+                return Ok(Applied::refused(Refusal::NoSuchAccessKey));
+            };
+            if *grant == Grant::default() {
+                k.grants.remove(bucket);
+            } else {
+                k.grants.insert(bucket.clone(), *grant);
+            }
+            store.put_access_key(&k)?;
+            Ok(Applied::default())
+        }
+        Command::CreateUpload(u) => {
+            if store.bucket(&u.bucket)?.is_none() {
+                return Ok(Applied::refused(Refusal::NoSuchBucket));
+            }
+            store.put_upload(u)?;
+            Ok(Applied::default())
+        }
+        Command::PutUploadPart { upload_id, bucket, key, part } => {
+            let Some(mut u) = store.upload(bucket, key, upload_id)? else {
+                // The proposer wrote the part's shards; it reclaims them.
+                return Ok(Applied::refused(Refusal::NoSuchUpload));
+            };
+            let mut freed = Vec::new();
+            if let Some(old) = u.parts.insert(part.layout.part, part.clone()) {
+                let (old_body, new_body) = (old.layout.body, part.layout.body);
+                if let Some(b) = old_body.filter(|b| Some(*b) != new_body) {
+                    freed.push(b);
+                }
+            }
+            store.put_upload(&u)?;
+            Ok(Applied { refused: None, freed })
+        }
+        Command::CompleteUpload { upload_id, bucket, key, version } => {
+            let Some(u) = store.upload(bucket, key, upload_id)? else {
+                return Ok(Applied::refused(Refusal::NoSuchUpload));
+            };
+            let mut used = Vec::new();
+            for p in &version.parts {
+                let uploaded = u.parts.get(&p.part);
+                if uploaded.map(|x| x.layout.body) != Some(p.body) || p.body.is_none() {
+                    return Ok(Applied::refused(Refusal::InvalidPart));
+                }
+                used.push(p.body);
+            }
+            let mut unused: Vec<ObjectId> =
+                u.parts.values().filter_map(|p| p.layout.body).filter(|b| !used.contains(&Some(*b))).collect();
+            let put = Command::PutObject { bucket: bucket.clone(), key: key.clone(), version: version.clone() };
+            let mut applied = apply(store, &put)?;
+            if applied.refused.is_some() {
+                return Ok(applied);
+            }
+            store.delete_upload(bucket, key, upload_id)?;
+            applied.freed.append(&mut unused);
+            Ok(applied)
+        }
+        Command::AbortUpload { upload_id, bucket, key } => {
+            let Some(u) = store.upload(bucket, key, upload_id)? else {
+                return Ok(Applied::refused(Refusal::NoSuchUpload));
+            };
+            store.delete_upload(bucket, key, upload_id)?;
+            Ok(Applied { refused: None, freed: u.parts.values().filter_map(|p| p.layout.body).collect() })
+        }
     }
 }
 
@@ -329,6 +553,8 @@ pub struct MemStore {
     pub objects: BTreeMap<(String, String), VersionList>,
     /// Access keys by id.
     pub keys: BTreeMap<String, AccessKey>,
+    /// Multipart uploads by `upload_storage_key`.
+    pub uploads: BTreeMap<String, Upload>,
 }
 
 impl MetaStore for MemStore {
@@ -374,6 +600,24 @@ impl MetaStore for MemStore {
     }
     fn put_access_key(&mut self, key: &AccessKey) -> Result<(), Self::Error> {
         self.keys.insert(key.access_key.clone(), key.clone());
+        Ok(())
+    }
+    fn access_key(&self, access_key: &str) -> Result<Option<AccessKey>, Self::Error> {
+        Ok(self.keys.get(access_key).cloned())
+    }
+    fn delete_access_key(&mut self, access_key: &str) -> Result<(), Self::Error> {
+        self.keys.remove(access_key);
+        Ok(())
+    }
+    fn upload(&self, bucket: &str, key: &str, id: &str) -> Result<Option<Upload>, Self::Error> {
+        Ok(self.uploads.get(&upload_storage_key(bucket, key, id)).cloned())
+    }
+    fn put_upload(&mut self, u: &Upload) -> Result<(), Self::Error> {
+        self.uploads.insert(upload_storage_key(&u.bucket, &u.key, &u.upload_id), u.clone());
+        Ok(())
+    }
+    fn delete_upload(&mut self, bucket: &str, key: &str, id: &str) -> Result<(), Self::Error> {
+        self.uploads.remove(&upload_storage_key(bucket, key, id));
         Ok(())
     }
 }
@@ -457,6 +701,70 @@ mod tests {
         );
         assert_eq!(a.refused, Some(Refusal::NoSuchBucket));
         assert_eq!(s, MemStore::default());
+    }
+
+    fn upload_part(n: u32, body: u8) -> UploadPart {
+        UploadPart {
+            layout: PartLayout {
+                part: n,
+                size: 5,
+                k: 1,
+                m: 0,
+                block_bytes: 4096,
+                shard_blake3: vec![],
+                md5: format!("md5-{n}"),
+                body: Some(ObjectId([body; 16])),
+            },
+            last_modified_ms: 1,
+            checksum: None,
+        }
+    }
+
+    #[test]
+    fn multipart_replaces_parts_completes_and_frees_what_is_unused() {
+        let mut s = MemStore::default();
+        run(&mut s, Command::CreateBucket(BucketRecord { name: "b".into(), created_ms: 1, region: String::new() }));
+        let id = "0".repeat(32);
+        let upload = Upload {
+            upload_id: id.clone(),
+            bucket: "b".into(),
+            key: "k".into(),
+            initiated_ms: 1,
+            content_type: "x/y".into(),
+            headers: BTreeMap::new(),
+            user_meta: BTreeMap::new(),
+            checksum_algo: None,
+            parts: BTreeMap::new(),
+        };
+        assert_eq!(run(&mut s, Command::CreateUpload(upload)), Applied::default());
+        let put = |n, body| Command::PutUploadPart {
+            upload_id: id.clone(),
+            bucket: "b".into(),
+            key: "k".into(),
+            part: upload_part(n, body),
+        };
+        assert!(run(&mut s, put(1, 10)).freed.is_empty());
+        assert_eq!(run(&mut s, put(1, 11)).freed, vec![ObjectId([10; 16])]);
+        assert!(run(&mut s, put(2, 12)).freed.is_empty());
+        let mut v = version(99);
+        v.parts = vec![upload_part(2, 99).layout];
+        let complete = |v: ObjectVersion| Command::CompleteUpload {
+            upload_id: id.clone(),
+            bucket: "b".into(),
+            key: "k".into(),
+            version: v,
+        };
+        // A part whose body differs from what was uploaded is refused and changes nothing.
+        assert_eq!(run(&mut s, complete(v.clone())).refused, Some(Refusal::InvalidPart));
+        v.parts = vec![upload_part(1, 11).layout];
+        let a = run(&mut s, complete(v.clone()));
+        assert_eq!(a.refused, None);
+        assert_eq!(a.freed, vec![ObjectId([12; 16])]);
+        assert!(s.uploads.is_empty());
+        assert_eq!(run(&mut s, complete(v)).refused, Some(Refusal::NoSuchUpload));
+        // Deleting the object frees the version id and the part body it points to.
+        let del = run(&mut s, Command::DeleteObject { bucket: "b".into(), key: "k".into() });
+        assert_eq!(del.freed, vec![ObjectId([99; 16]), ObjectId([11; 16])]);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, WithoutTls};
 
 /// Named databases we create; `max_dbs` is set from this.
-const TABLE_COUNT: u32 = 7;
+const TABLE_COUNT: u32 = 8;
 
 /// How long [`MetaDb::open`] waits for a previous environment on the same path (a node that is
 /// still shutting down in this process) to close before giving up.
@@ -53,6 +53,8 @@ pub struct MetaDb {
     pub objects: Table,
     /// Access keys: access key id → JSON `AccessKey`.
     pub keys: Table,
+    /// Multipart uploads: `bucket/key/upload_id` → JSON `Upload`.
+    pub uploads: Table,
     /// State machine pointers: `applied`, `membership` → JSON.
     pub sm_meta: Table,
     /// The current snapshot: `meta` → JSON `SnapshotMeta`, `data` → snapshot bytes.
@@ -103,10 +105,11 @@ impl MetaDb {
                     t("keys")?,
                     t("sm_meta")?,
                     t("snapshot")?,
+                    t("uploads")?,
                 )))
             })?
             .unwrap_commit();
-        let (log, raft, buckets, objects, keys, sm_meta, snapshot) = tables;
+        let (log, raft, buckets, objects, keys, sm_meta, snapshot, uploads) = tables;
         Ok(MetaDb {
             env,
             log,
@@ -116,6 +119,7 @@ impl MetaDb {
             keys,
             sm_meta,
             snapshot,
+            uploads,
         })
     }
 

@@ -306,6 +306,14 @@ fn longest_key_bytes(cmd: &Command) -> usize {
             bucket.len() + 1 + key.len()
         }
         Command::PutAccessKey(k) => k.access_key.len(),
+        Command::DeleteAccessKey { access_key } => access_key.len(),
+        Command::SetGrant { access_key, bucket, .. } => access_key.len().max(bucket.len()),
+        Command::CreateUpload(u) => u.bucket.len() + u.key.len() + u.upload_id.len() + 2,
+        Command::PutUploadPart { upload_id, bucket, key, .. }
+        | Command::CompleteUpload { upload_id, bucket, key, .. }
+        | Command::AbortUpload { upload_id, bucket, key } => {
+            bucket.len() + key.len() + upload_id.len() + 2
+        }
     }
 }
 

@@ -63,7 +63,12 @@ pub fn referenced_objects(db: &MetaDb, txn: &RoTxn) -> Result<BTreeSet<ObjectId>
     for item in db.objects.iter(txn)? {
         let (_, bytes) = item?;
         let list: VersionList = serde_json::from_slice(bytes)?;
-        out.extend(list.versions.iter().map(|v| v.object_id));
+        out.extend(list.versions.iter().flat_map(|v| v.bodies()));
+    }
+    for item in db.uploads.iter(txn)? {
+        let (_, bytes) = item?;
+        let upload: hamster_protocol::meta::Upload = serde_json::from_slice(bytes)?;
+        out.extend(upload.parts.values().filter_map(|p| p.layout.body));
     }
     Ok(out)
 }

@@ -11,7 +11,8 @@ use std::io::Cursor;
 use std::ops::Bound;
 
 use hamster_protocol::meta::{
-    self, AccessKey, Applied, BucketRecord, Command, MetaStore, ObjectId, VersionList,
+    self, upload_storage_key, AccessKey, Applied, BucketRecord, Command, MetaStore, ObjectId,
+    Upload, VersionList,
 };
 use heed::RwTxn;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
@@ -44,6 +45,9 @@ pub struct SnapshotBody {
     pub objects: Vec<(String, VersionList)>,
     /// Every access key, in id order.
     pub keys: Vec<AccessKey>,
+    /// Every multipart upload in progress, in storage-key order.
+    #[serde(default)]
+    pub uploads: Vec<Upload>,
 }
 
 /// `MetaStore` over an open write transaction: what `meta::apply` mutates.
@@ -87,6 +91,29 @@ impl MetaStore for TxnStore<'_, '_> {
 
     fn put_access_key(&mut self, key: &AccessKey) -> Result<(), DbError> {
         put_json(&self.db.keys, self.txn, key.access_key.as_bytes(), key)
+    }
+
+    fn access_key(&self, access_key: &str) -> Result<Option<AccessKey>, DbError> {
+        get_json(&self.db.keys, self.txn, access_key.as_bytes())
+    }
+
+    fn delete_access_key(&mut self, access_key: &str) -> Result<(), DbError> {
+        self.db.keys.delete(self.txn, access_key.as_bytes())?;
+        Ok(())
+    }
+
+    fn upload(&self, bucket: &str, key: &str, id: &str) -> Result<Option<Upload>, DbError> {
+        get_json(&self.db.uploads, self.txn, upload_storage_key(bucket, key, id).as_bytes())
+    }
+
+    fn put_upload(&mut self, u: &Upload) -> Result<(), DbError> {
+        let k = upload_storage_key(&u.bucket, &u.key, &u.upload_id);
+        put_json(&self.db.uploads, self.txn, k.as_bytes(), u)
+    }
+
+    fn delete_upload(&mut self, bucket: &str, key: &str, id: &str) -> Result<(), DbError> {
+        self.db.uploads.delete(self.txn, upload_storage_key(bucket, key, id).as_bytes())?;
+        Ok(())
     }
 }
 
@@ -173,6 +200,11 @@ impl StateMachine {
         self.db.buckets.clear(&mut txn)?;
         self.db.objects.clear(&mut txn)?;
         self.db.keys.clear(&mut txn)?;
+        self.db.uploads.clear(&mut txn)?;
+        for u in &body.uploads {
+            let k = upload_storage_key(&u.bucket, &u.key, &u.upload_id);
+            put_json(&self.db.uploads, &mut txn, k.as_bytes(), u)?;
+        }
         for b in &body.buckets {
             put_json(&self.db.buckets, &mut txn, b.name.as_bytes(), b)?;
         }
@@ -331,10 +363,16 @@ fn read_body(db: &MetaDb, txn: &heed::RoTxn) -> Result<SnapshotBody, DbError> {
         let (_, v) = item?;
         keys.push(serde_json::from_slice(v)?);
     }
+    let mut uploads = Vec::new();
+    for item in db.uploads.iter(txn)? {
+        let (_, v) = item?;
+        uploads.push(serde_json::from_slice(v)?);
+    }
     Ok(SnapshotBody {
         format: SNAPSHOT_FORMAT_V1,
         buckets,
         objects,
         keys,
+        uploads,
     })
 }

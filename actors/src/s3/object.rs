@@ -314,6 +314,7 @@ pub async fn put_object(x: &Exchange, payload: Payload) -> Result<HttpResponse, 
             block_bytes: BLOCK_BYTES_DEFAULT,
             shard_blake3: vec![info.blake3_hex],
             md5: etag.clone(),
+            body: None,
         }],
     };
     let cmd = Command::PutObject {
@@ -560,7 +561,7 @@ impl ReadCursor {
                     _ => {
                         let r = self
                             .shards
-                            .open_reader(&self.version.object_id, p.part, 0)
+                            .open_reader(&self.version.part_body(p), p.part, 0)
                             .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
                         &mut self.reader.insert((p.part, r)).1
                     }
