@@ -2,6 +2,7 @@
 //! lists every one, generated from the one dispatch below.
 
 mod config;
+mod key;
 mod serve;
 mod status;
 
@@ -26,6 +27,8 @@ enum Verb {
     Serve(ServeArgs),
     /// Ask the local running node for membership, leader, term and addresses
     Status(StatusArgs),
+    /// Manage S3 access keys and their per-bucket grants (create, list, delete, allow, deny)
+    Key(key::KeyArgs),
     /// Print version, git commit and protocol generation
     Version,
 }
@@ -139,6 +142,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Verb::Serve(a) => serve::serve(a),
         Verb::Status(a) => status::status(&data_dir(&a.data, None), a.json),
+        Verb::Key(a) => key::run(a),
         Verb::Version => {
             println!("hamster {}", version_line());
             Ok(())

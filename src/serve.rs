@@ -28,6 +28,7 @@ use hamster_protocol::wire::{ControlRequest, ControlResponse, MemberStatus, Stat
 use tracing::{info, warn};
 
 use crate::config::{parse_size, FileConfig};
+use crate::key::KeyAdmin;
 use crate::{data_dir, file_config, NodeShape, ServeArgs};
 
 const S3_ADDR_DEFAULT: &str = "127.0.0.1:9000";
@@ -234,13 +235,32 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
 
     let cluster_addr = resolve(&node.cluster_addr, "cluster")?;
     let status_ctx = Arc::new((raft.clone(), node.clone(), s.s3.clone(), s.admin.clone()));
+    let key_admin = Arc::new(KeyAdmin::new(
+        raft.clone(),
+        ids.clone(),
+        Arc::new(SystemClock),
+    ));
     let handler: ControlHandler = Arc::new(move |req, _peer| {
         let ctx = status_ctx.clone();
+        let keys = key_admin.clone();
         Box::pin(async move {
             match req {
                 ControlRequest::Status => {
                     status_report(&ctx.0, &ctx.1, ctx.2.clone(), &ctx.3).await
                 }
+                ControlRequest::CreateKey { name } => keys.create(&name).await,
+                ControlRequest::ListKeys => keys.list().await,
+                ControlRequest::DeleteKey { name } => keys.delete(&name).await,
+                ControlRequest::AllowKey {
+                    name,
+                    bucket,
+                    grant,
+                } => keys.grant(&name, &bucket, grant, true).await,
+                ControlRequest::DenyKey {
+                    name,
+                    bucket,
+                    grant,
+                } => keys.grant(&name, &bucket, grant, false).await,
             }
         })
     });

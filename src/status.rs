@@ -25,6 +25,7 @@ pub fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
     let report = match resp {
         ControlResponse::Status(r) => r,
         ControlResponse::Error { message } => bail!("the node answered with an error: {message}"),
+        _ => bail!("the node answered a status request with something else; run the same hamster version as the node"),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -74,6 +74,9 @@ fn recording_handler() -> (ControlHandler, Arc<Mutex<Vec<String>>>) {
         Box::pin(async move {
             match request {
                 ControlRequest::Status => ControlResponse::Status(report()),
+                _ => ControlResponse::Error {
+                    message: "this test node answers status only".to_string(),
+                },
             }
         })
     });

@@ -2,10 +2,13 @@
 //! the CLI and the simulation harness all compute the same answers from the same inputs.
 #![deny(missing_docs)]
 
+pub mod checksum;
 pub mod chunked;
+pub mod form;
 pub mod listing;
 pub mod meta;
 pub mod names;
+pub mod post_policy;
 pub mod s3err;
 pub mod shard;
 pub mod sigv4;

@@ -236,6 +236,18 @@ pub enum Command {
         /// The new version.
         version: ObjectVersion,
     },
+    /// `PutObject`, but only if the key's current state is as `expect` says, judged when the
+    /// command applies (so two racing conditional PUTs cannot both win).
+    PutObjectIf {
+        /// Bucket name.
+        bucket: String,
+        /// Object key.
+        key: String,
+        /// The new version.
+        version: ObjectVersion,
+        /// What the current state must be.
+        expect: Expect,
+    },
     /// Delete the current version of `bucket/key` (a no-op if there is none, as in S3).
     DeleteObject {
         /// Bucket name.
@@ -300,6 +312,15 @@ pub enum Command {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Batch(pub Vec<Command>);
 
+/// The precondition of a conditional PUT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Expect {
+    /// `If-None-Match: *`: the key has no current version.
+    Absent,
+    /// `If-Match`: the current version's ETag is one of these (`*` matches any existing).
+    Etag(Vec<String>),
+}
+
 /// Why a command changed nothing. These are answers, not faults: every node reaches the same
 /// one for the same command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -316,6 +337,10 @@ pub enum Refusal {
     InvalidPart,
     /// The access key does not exist.
     NoSuchAccessKey,
+    /// A conditional write's precondition did not hold.
+    PreconditionFailed,
+    /// A conditional write expected a key that does not exist.
+    NoSuchKey,
 }
 
 impl Refusal {
@@ -329,6 +354,8 @@ impl Refusal {
             Refusal::NoSuchUpload => S3ErrorCode::NoSuchUpload,
             Refusal::InvalidPart => S3ErrorCode::InvalidPart,
             Refusal::NoSuchAccessKey => S3ErrorCode::InvalidAccessKeyId,
+            Refusal::PreconditionFailed => S3ErrorCode::PreconditionFailed,
+            Refusal::NoSuchKey => S3ErrorCode::NoSuchKey,
         }
     }
 }
@@ -379,13 +406,21 @@ pub trait MetaStore {
     /// Removes an access key.
     fn delete_access_key(&mut self, access_key: &str) -> Result<(), Self::Error>;
     /// Looks up a multipart upload.
-    fn upload(&self, bucket: &str, key: &str, upload_id: &str)
-        -> Result<Option<Upload>, Self::Error>;
+    fn upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Option<Upload>, Self::Error>;
     /// Stores a multipart upload.
     fn put_upload(&mut self, upload: &Upload) -> Result<(), Self::Error>;
     /// Removes a multipart upload.
-    fn delete_upload(&mut self, bucket: &str, key: &str, upload_id: &str)
-        -> Result<(), Self::Error>;
+    fn delete_upload(
+        &mut self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), Self::Error>;
 }
 
 /// The storage key of an upload: `bucket/key/upload_id`. The upload id has a fixed length, so
@@ -444,6 +479,30 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
                 freed,
             })
         }
+        Command::PutObjectIf {
+            bucket,
+            key,
+            version,
+            expect,
+        } => {
+            let current = store.versions(bucket, key)?;
+            let current = current.as_ref().and_then(|l| l.current());
+            let holds = match (expect, current) {
+                (Expect::Absent, None) => true,
+                (Expect::Absent, Some(_)) => false,
+                (Expect::Etag(_), None) => return Ok(Applied::refused(Refusal::NoSuchKey)),
+                (Expect::Etag(tags), Some(v)) => tags.iter().any(|t| t == "*" || *t == v.etag),
+            };
+            if !holds {
+                return Ok(Applied::refused(Refusal::PreconditionFailed));
+            }
+            let put = Command::PutObject {
+                bucket: bucket.clone(),
+                key: key.clone(),
+                version: version.clone(),
+            };
+            apply(store, &put)
+        }
         Command::DeleteObject { bucket, key } => {
             if store.bucket(bucket)?.is_none() {
                 return Ok(Applied::refused(Refusal::NoSuchBucket));
@@ -477,7 +536,11 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
             store.delete_access_key(access_key)?;
             Ok(Applied::default())
         }
-        Command::SetGrant { access_key, bucket, grant } => {
+        Command::SetGrant {
+            access_key,
+            bucket,
+            grant,
+        } => {
             let Some(mut k) = store.access_key(access_key)? else {
                 return Ok(Applied::refused(Refusal::NoSuchAccessKey));
             };
@@ -496,7 +559,12 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
             store.put_upload(u)?;
             Ok(Applied::default())
         }
-        Command::PutUploadPart { upload_id, bucket, key, part } => {
+        Command::PutUploadPart {
+            upload_id,
+            bucket,
+            key,
+            part,
+        } => {
             let Some(mut u) = store.upload(bucket, key, upload_id)? else {
                 // The proposer wrote the part's shards; it reclaims them.
                 return Ok(Applied::refused(Refusal::NoSuchUpload));
@@ -509,9 +577,17 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
                 }
             }
             store.put_upload(&u)?;
-            Ok(Applied { refused: None, freed })
+            Ok(Applied {
+                refused: None,
+                freed,
+            })
         }
-        Command::CompleteUpload { upload_id, bucket, key, version } => {
+        Command::CompleteUpload {
+            upload_id,
+            bucket,
+            key,
+            version,
+        } => {
             let Some(u) = store.upload(bucket, key, upload_id)? else {
                 return Ok(Applied::refused(Refusal::NoSuchUpload));
             };
@@ -523,9 +599,17 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
                 }
                 used.push(p.body);
             }
-            let mut unused: Vec<ObjectId> =
-                u.parts.values().filter_map(|p| p.layout.body).filter(|b| !used.contains(&Some(*b))).collect();
-            let put = Command::PutObject { bucket: bucket.clone(), key: key.clone(), version: version.clone() };
+            let mut unused: Vec<ObjectId> = u
+                .parts
+                .values()
+                .filter_map(|p| p.layout.body)
+                .filter(|b| !used.contains(&Some(*b)))
+                .collect();
+            let put = Command::PutObject {
+                bucket: bucket.clone(),
+                key: key.clone(),
+                version: version.clone(),
+            };
             let mut applied = apply(store, &put)?;
             if applied.refused.is_some() {
                 return Ok(applied);
@@ -534,12 +618,19 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
             applied.freed.append(&mut unused);
             Ok(applied)
         }
-        Command::AbortUpload { upload_id, bucket, key } => {
+        Command::AbortUpload {
+            upload_id,
+            bucket,
+            key,
+        } => {
             let Some(u) = store.upload(bucket, key, upload_id)? else {
                 return Ok(Applied::refused(Refusal::NoSuchUpload));
             };
             store.delete_upload(bucket, key, upload_id)?;
-            Ok(Applied { refused: None, freed: u.parts.values().filter_map(|p| p.layout.body).collect() })
+            Ok(Applied {
+                refused: None,
+                freed: u.parts.values().filter_map(|p| p.layout.body).collect(),
+            })
         }
     }
 }
@@ -610,10 +701,16 @@ impl MetaStore for MemStore {
         Ok(())
     }
     fn upload(&self, bucket: &str, key: &str, id: &str) -> Result<Option<Upload>, Self::Error> {
-        Ok(self.uploads.get(&upload_storage_key(bucket, key, id)).cloned())
+        Ok(self
+            .uploads
+            .get(&upload_storage_key(bucket, key, id))
+            .cloned())
     }
     fn put_upload(&mut self, u: &Upload) -> Result<(), Self::Error> {
-        self.uploads.insert(upload_storage_key(&u.bucket, &u.key, &u.upload_id), u.clone());
+        self.uploads.insert(
+            upload_storage_key(&u.bucket, &u.key, &u.upload_id),
+            u.clone(),
+        );
         Ok(())
     }
     fn delete_upload(&mut self, bucket: &str, key: &str, id: &str) -> Result<(), Self::Error> {
@@ -723,7 +820,14 @@ mod tests {
     #[test]
     fn multipart_replaces_parts_completes_and_frees_what_is_unused() {
         let mut s = MemStore::default();
-        run(&mut s, Command::CreateBucket(BucketRecord { name: "b".into(), created_ms: 1, region: String::new() }));
+        run(
+            &mut s,
+            Command::CreateBucket(BucketRecord {
+                name: "b".into(),
+                created_ms: 1,
+                region: String::new(),
+            }),
+        );
         let id = "0".repeat(32);
         let upload = Upload {
             upload_id: id.clone(),
@@ -736,7 +840,10 @@ mod tests {
             checksum_algo: None,
             parts: BTreeMap::new(),
         };
-        assert_eq!(run(&mut s, Command::CreateUpload(upload)), Applied::default());
+        assert_eq!(
+            run(&mut s, Command::CreateUpload(upload)),
+            Applied::default()
+        );
         let put = |n, body| Command::PutUploadPart {
             upload_id: id.clone(),
             bucket: "b".into(),
@@ -755,16 +862,77 @@ mod tests {
             version: v,
         };
         // A part whose body differs from what was uploaded is refused and changes nothing.
-        assert_eq!(run(&mut s, complete(v.clone())).refused, Some(Refusal::InvalidPart));
+        assert_eq!(
+            run(&mut s, complete(v.clone())).refused,
+            Some(Refusal::InvalidPart)
+        );
         v.parts = vec![upload_part(1, 11).layout];
         let a = run(&mut s, complete(v.clone()));
         assert_eq!(a.refused, None);
         assert_eq!(a.freed, vec![ObjectId([12; 16])]);
         assert!(s.uploads.is_empty());
-        assert_eq!(run(&mut s, complete(v)).refused, Some(Refusal::NoSuchUpload));
+        assert_eq!(
+            run(&mut s, complete(v)).refused,
+            Some(Refusal::NoSuchUpload)
+        );
         // Deleting the object frees the version id and the part body it points to.
-        let del = run(&mut s, Command::DeleteObject { bucket: "b".into(), key: "k".into() });
+        let del = run(
+            &mut s,
+            Command::DeleteObject {
+                bucket: "b".into(),
+                key: "k".into(),
+            },
+        );
         assert_eq!(del.freed, vec![ObjectId([99; 16]), ObjectId([11; 16])]);
+    }
+
+    #[test]
+    fn conditional_put_is_judged_at_apply_time() {
+        let mut s = MemStore::default();
+        run(
+            &mut s,
+            Command::CreateBucket(BucketRecord {
+                name: "b".into(),
+                created_ms: 1,
+                region: String::new(),
+            }),
+        );
+        let put_if = |id, expect| Command::PutObjectIf {
+            bucket: "b".into(),
+            key: "k".into(),
+            version: version(id),
+            expect,
+        };
+        assert_eq!(
+            run(&mut s, put_if(1, Expect::Etag(vec!["abc".into()]))).refused,
+            Some(Refusal::NoSuchKey)
+        );
+        assert_eq!(run(&mut s, put_if(1, Expect::Absent)).refused, None);
+        // The second of two racing "create only" writes loses, and frees nothing.
+        let second = run(&mut s, put_if(2, Expect::Absent));
+        assert_eq!(second.refused, Some(Refusal::PreconditionFailed));
+        assert_eq!(
+            s.objects
+                .values()
+                .next()
+                .unwrap()
+                .current()
+                .unwrap()
+                .object_id,
+            ObjectId([1; 16])
+        );
+        assert_eq!(
+            run(&mut s, put_if(3, Expect::Etag(vec!["nope".into()]))).refused,
+            Some(Refusal::PreconditionFailed)
+        );
+        let ok = run(&mut s, put_if(3, Expect::Etag(vec!["abc".into()])));
+        assert_eq!(
+            ok,
+            Applied {
+                refused: None,
+                freed: vec![ObjectId([1; 16])]
+            }
+        );
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub enum S3ErrorCode {
     InvalidRequest,
     KeyTooLongError,
     MalformedXML,
+    MalformedPOSTRequest,
+    InvalidPolicyDocument,
     MethodNotAllowed,
     MissingContentLength,
     MissingSecurityHeader,
@@ -75,6 +77,8 @@ impl S3ErrorCode {
             InvalidRequest => "InvalidRequest",
             KeyTooLongError => "KeyTooLongError",
             MalformedXML => "MalformedXML",
+            MalformedPOSTRequest => "MalformedPOSTRequest",
+            InvalidPolicyDocument => "InvalidPolicyDocument",
             MethodNotAllowed => "MethodNotAllowed",
             MissingContentLength => "MissingContentLength",
             MissingSecurityHeader => "MissingSecurityHeader",
@@ -116,6 +120,8 @@ impl S3ErrorCode {
             | InvalidRequest
             | KeyTooLongError
             | MalformedXML
+            | MalformedPOSTRequest
+            | InvalidPolicyDocument
             | MetadataTooLarge
             | RequestTimeout
             | XAmzContentSHA256Mismatch
@@ -163,6 +169,8 @@ impl S3ErrorCode {
             InvalidRequest => "Invalid Request",
             KeyTooLongError => "Your key is too long",
             MalformedXML => "The XML you provided was not well-formed or did not validate against our published schema.",
+            MalformedPOSTRequest => "The body of your POST request is not well-formed multipart/form-data.",
+            InvalidPolicyDocument => "The content of the form does not meet the conditions specified in the policy document.",
             MethodNotAllowed => "The specified method is not allowed against this resource.",
             MissingContentLength => "You must provide the Content-Length HTTP header.",
             MissingSecurityHeader => "Your request is missing a required header.",

@@ -9,8 +9,12 @@
 //! Everything here is pure: frames are built and split on byte slices, so the network shell in
 //! `hamster-actors` and the simulation's in-memory link share the exact same encoding.
 
+use std::collections::BTreeMap;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+use crate::meta::{AccessKey, Grant};
 
 /// ALPN name of the control protocol (the CLI asking its node for status, drain, …).
 pub const ALPN_CONTROL: &[u8] = b"hamster-control/1";
@@ -52,6 +56,36 @@ pub enum WireError {
 pub enum ControlRequest {
     /// Ask the node for its view of the cluster.
     Status,
+    /// Mint a new S3 access key with this (unique) name and no grants.
+    CreateKey {
+        /// The key's human name.
+        name: String,
+    },
+    /// List every access key (never with secrets).
+    ListKeys,
+    /// Remove an access key, named by its name or its access key id.
+    DeleteKey {
+        /// The key's name or access key id.
+        name: String,
+    },
+    /// Add the set permissions of `grant` to a key's permissions on a bucket.
+    AllowKey {
+        /// The key's name or access key id.
+        name: String,
+        /// The bucket (must exist).
+        bucket: String,
+        /// The permissions to add.
+        grant: Grant,
+    },
+    /// Take the set permissions of `grant` away from a key on a bucket.
+    DenyKey {
+        /// The key's name or access key id.
+        name: String,
+        /// The bucket.
+        bucket: String,
+        /// The permissions to remove.
+        grant: Grant,
+    },
 }
 
 /// A node's answer to one [`ControlRequest`].
@@ -60,11 +94,63 @@ pub enum ControlRequest {
 pub enum ControlResponse {
     /// The answer to [`ControlRequest::Status`].
     Status(StatusReport),
+    /// The answer to [`ControlRequest::CreateKey`]: the only time the secret is sent.
+    KeyCreated(NewKey),
+    /// The answer to [`ControlRequest::ListKeys`], in name order.
+    Keys {
+        /// Every key, without secrets.
+        keys: Vec<KeySummary>,
+    },
+    /// The answer to [`ControlRequest::AllowKey`] and [`ControlRequest::DenyKey`]: the key as
+    /// it is now.
+    KeyUpdated(KeySummary),
+    /// The answer to [`ControlRequest::DeleteKey`]: the key that was removed.
+    KeyDeleted(KeySummary),
     /// The request could not be served; the message says why and what to do.
     Error {
         /// One line: what is wrong and what to do about it.
         message: String,
     },
+}
+
+/// A freshly minted access key, secret included.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewKey {
+    /// The key's human name.
+    pub name: String,
+    /// The access key id.
+    pub access_key: String,
+    /// The secret; the node never sends it again.
+    pub secret_key: String,
+}
+
+/// An access key as operators see it: everything but the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySummary {
+    /// The key's human name.
+    pub name: String,
+    /// The access key id.
+    pub access_key: String,
+    /// Root keys see and may do everything.
+    pub root: bool,
+    /// Per-bucket permissions of a non-root key.
+    #[serde(default)]
+    pub grants: BTreeMap<String, Grant>,
+    /// Creation time, Unix milliseconds.
+    #[serde(default)]
+    pub created_ms: u64,
+}
+
+impl From<&AccessKey> for KeySummary {
+    fn from(k: &AccessKey) -> Self {
+        KeySummary {
+            name: k.name.clone(),
+            access_key: k.access_key.clone(),
+            root: k.root,
+            grants: k.grants.clone(),
+            created_ms: k.created_ms,
+        }
+    }
 }
 
 /// One member of the cluster as the answering node sees it.
@@ -319,6 +405,66 @@ mod tests {
         };
         assert_eq!(status.leader, None);
         assert_eq!(status.term, 3);
+    }
+
+    /// Key requests and answers survive a frame, and the secret travels only in `KeyCreated`.
+    #[test]
+    fn key_messages_round_trip() {
+        let grant = Grant {
+            read: true,
+            write: false,
+            owner: true,
+        };
+        for request in [
+            ControlRequest::CreateKey { name: "app".into() },
+            ControlRequest::ListKeys,
+            ControlRequest::DeleteKey { name: "app".into() },
+            ControlRequest::AllowKey {
+                name: "app".into(),
+                bucket: "b".into(),
+                grant,
+            },
+            ControlRequest::DenyKey {
+                name: "app".into(),
+                bucket: "b".into(),
+                grant,
+            },
+        ] {
+            let frame = encode_message(&request).unwrap();
+            let (payload, _) = decode_frame(&frame).unwrap().unwrap();
+            assert_eq!(decode_message::<ControlRequest>(payload).unwrap(), request);
+        }
+        let summary = KeySummary {
+            name: "app".into(),
+            access_key: "HKAAAAAAAAAAAAAAAAAA".into(),
+            root: false,
+            grants: BTreeMap::from([("b".to_string(), grant)]),
+            created_ms: 5,
+        };
+        for response in [
+            ControlResponse::KeyCreated(NewKey {
+                name: "app".into(),
+                access_key: "HKAAAAAAAAAAAAAAAAAA".into(),
+                secret_key: "s".repeat(40),
+            }),
+            ControlResponse::Keys {
+                keys: vec![summary.clone()],
+            },
+            ControlResponse::KeyUpdated(summary.clone()),
+            ControlResponse::KeyDeleted(summary.clone()),
+        ] {
+            let frame = encode_message(&response).unwrap();
+            let (payload, _) = decode_frame(&frame).unwrap().unwrap();
+            assert_eq!(
+                decode_message::<ControlResponse>(payload).unwrap(),
+                response
+            );
+        }
+        let listed = serde_json::to_string(&ControlResponse::Keys {
+            keys: vec![summary],
+        })
+        .unwrap();
+        assert!(!listed.contains("secret"));
     }
 
     /// A request this version does not know is a decode error with a one-line message.

@@ -11,7 +11,7 @@ use actix::prelude::*;
 use anyhow::Context as _;
 use hamster_protocol::listing::{ListParams, Page};
 use hamster_protocol::meta::{
-    AccessKey, Applied, Batch, BucketRecord, Command, ObjectId, ObjectVersion, VersionList,
+    AccessKey, Applied, Batch, BucketRecord, Command, ObjectId, ObjectVersion, Upload, VersionList,
 };
 use openraft::error::{ClientWriteError, Fatal, RaftError};
 use openraft::{ServerState, SnapshotPolicy};
@@ -147,10 +147,44 @@ pub struct ListObjects {
     pub params: ListParams,
 }
 
+/// One multipart upload in progress.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Option<Upload>, ReadError>")]
+pub struct GetUpload {
+    /// Bucket name.
+    pub bucket: String,
+    /// Object key.
+    pub key: String,
+    /// Upload id.
+    pub upload_id: String,
+}
+
+/// Up to `max` uploads of a bucket whose keys start with `prefix`, in (key, upload id) order,
+/// after the markers as ListMultipartUploads defines them.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Vec<Upload>, ReadError>")]
+pub struct ListUploads {
+    /// Bucket name.
+    pub bucket: String,
+    /// Only keys starting with this.
+    pub prefix: String,
+    /// Only keys after this one (or this key with an upload id after `upload_id_marker`).
+    pub key_marker: String,
+    /// With `key_marker`: uploads of that key after this id.
+    pub upload_id_marker: String,
+    /// Page size bound.
+    pub max: usize,
+}
+
 /// One access key by id.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<Option<AccessKey>, ReadError>")]
 pub struct GetAccessKey(pub String);
+
+/// Every access key, in access key id order.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<Vec<AccessKey>, ReadError>")]
+pub struct ListAccessKeys;
 
 /// Every object id any stored version references (orphan-shard recovery at startup).
 #[derive(Debug, Clone, Copy, Message)]
@@ -302,18 +336,32 @@ fn longest_key_bytes(cmd: &Command) -> usize {
     match cmd {
         Command::CreateBucket(b) => b.name.len(),
         Command::DeleteBucket { name } => name.len(),
-        Command::PutObject { bucket, key, .. } | Command::DeleteObject { bucket, key } => {
-            bucket.len() + 1 + key.len()
-        }
+        Command::PutObject { bucket, key, .. }
+        | Command::PutObjectIf { bucket, key, .. }
+        | Command::DeleteObject { bucket, key } => bucket.len() + 1 + key.len(),
         Command::PutAccessKey(k) => k.access_key.len(),
         Command::DeleteAccessKey { access_key } => access_key.len(),
-        Command::SetGrant { access_key, bucket, .. } => access_key.len().max(bucket.len()),
+        Command::SetGrant {
+            access_key, bucket, ..
+        } => access_key.len().max(bucket.len()),
         Command::CreateUpload(u) => u.bucket.len() + u.key.len() + u.upload_id.len() + 2,
-        Command::PutUploadPart { upload_id, bucket, key, .. }
-        | Command::CompleteUpload { upload_id, bucket, key, .. }
-        | Command::AbortUpload { upload_id, bucket, key } => {
-            bucket.len() + key.len() + upload_id.len() + 2
+        Command::PutUploadPart {
+            upload_id,
+            bucket,
+            key,
+            ..
         }
+        | Command::CompleteUpload {
+            upload_id,
+            bucket,
+            key,
+            ..
+        }
+        | Command::AbortUpload {
+            upload_id,
+            bucket,
+            key,
+        } => bucket.len() + key.len() + upload_id.len() + 2,
     }
 }
 
@@ -424,11 +472,35 @@ impl Handler<ListObjects> for RaftNode {
     }
 }
 
+impl Handler<GetUpload> for RaftNode {
+    type Result = Result<Option<Upload>, ReadError>;
+
+    fn handle(&mut self, msg: GetUpload, _ctx: &mut Self::Context) -> Self::Result {
+        self.read(|db, txn| query::upload(db, txn, &msg.bucket, &msg.key, &msg.upload_id))
+    }
+}
+
+impl Handler<ListUploads> for RaftNode {
+    type Result = Result<Vec<Upload>, ReadError>;
+
+    fn handle(&mut self, msg: ListUploads, _ctx: &mut Self::Context) -> Self::Result {
+        self.read(|db, txn| query::list_uploads(db, txn, &msg))
+    }
+}
+
 impl Handler<GetAccessKey> for RaftNode {
     type Result = Result<Option<AccessKey>, ReadError>;
 
     fn handle(&mut self, msg: GetAccessKey, _ctx: &mut Self::Context) -> Self::Result {
         self.read(|db, txn| query::access_key(db, txn, &msg.0))
+    }
+}
+
+impl Handler<ListAccessKeys> for RaftNode {
+    type Result = Result<Vec<AccessKey>, ReadError>;
+
+    fn handle(&mut self, _msg: ListAccessKeys, _ctx: &mut Self::Context) -> Self::Result {
+        self.read(query::access_keys)
     }
 }
 

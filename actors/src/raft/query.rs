@@ -2,15 +2,18 @@
 //! versions, access keys, listings, and every object id still referenced. A read transaction
 //! sees one committed state, so a page or a scan never mixes two applies.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use hamster_protocol::listing::{paginate, KeyCursor, ListParams, Page};
-use hamster_protocol::meta::{AccessKey, BucketRecord, ObjectId, ObjectVersion, VersionList};
+use hamster_protocol::meta::{
+    upload_storage_key, AccessKey, BucketRecord, ObjectId, ObjectVersion, Upload, VersionList,
+};
 use heed::types::Bytes;
 use heed::{RoRange, RoTxn};
 
 use super::db::{bucket_range, get_json, object_key, DbError, MetaDb, Table};
+use super::node::ListUploads;
 
 /// One bucket.
 pub fn bucket(db: &MetaDb, txn: &RoTxn, name: &str) -> Result<Option<BucketRecord>, DbError> {
@@ -48,6 +51,73 @@ pub fn versions(
 /// One access key.
 pub fn access_key(db: &MetaDb, txn: &RoTxn, id: &str) -> Result<Option<AccessKey>, DbError> {
     get_json(&db.keys, txn, id.as_bytes())
+}
+
+/// Every access key, in access key id order.
+pub fn access_keys(db: &MetaDb, txn: &RoTxn) -> Result<Vec<AccessKey>, DbError> {
+    let mut out = Vec::new();
+    for item in db.keys.iter(txn)? {
+        let (id, bytes) = item?;
+        let k: AccessKey = serde_json::from_slice(bytes)?;
+        // Pair check: the record under an id is that id's record.
+        if k.access_key.as_bytes() != id {
+            return Err(DbError::Corrupt(format!(
+                "access key {} stored under another id",
+                k.access_key
+            )));
+        }
+        out.push(k);
+    }
+    Ok(out)
+}
+
+/// One multipart upload.
+pub fn upload(
+    db: &MetaDb,
+    txn: &RoTxn,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+) -> Result<Option<Upload>, DbError> {
+    let k = upload_storage_key(bucket, key, upload_id);
+    get_json(&db.uploads, txn, k.as_bytes())
+}
+
+/// A page of a bucket's uploads in (key, upload id) order. Storage order is not quite that
+/// order (a `/` inside a key sorts against the upload id's hex digits), so the scan walks every
+/// upload under the prefix and keeps only the `max` smallest: memory stays bounded by the page.
+pub fn list_uploads(db: &MetaDb, txn: &RoTxn, q: &ListUploads) -> Result<Vec<Upload>, DbError> {
+    let start = format!("{}/{}", q.bucket, q.prefix);
+    let range = (Bound::Included(start.as_bytes()), Bound::Unbounded);
+    let mut best: BTreeMap<(String, String), Upload> = BTreeMap::new();
+    for item in db.uploads.range(txn, &range)? {
+        let (raw, bytes) = item?;
+        if !raw.starts_with(start.as_bytes()) {
+            break;
+        }
+        let u: Upload = serde_json::from_slice(bytes)?;
+        // Pair check: the record under a storage key is that key's record.
+        if upload_storage_key(&u.bucket, &u.key, &u.upload_id).as_bytes() != raw {
+            return Err(DbError::Corrupt(format!(
+                "upload {} stored under another key",
+                u.upload_id
+            )));
+        }
+        let after = if q.upload_id_marker.is_empty() || q.key_marker.is_empty() {
+            u.key.as_str() > q.key_marker.as_str()
+        } else {
+            (u.key.as_str(), u.upload_id.as_str())
+                > (q.key_marker.as_str(), q.upload_id_marker.as_str())
+        };
+        if !after {
+            continue;
+        }
+        best.insert((u.key.clone(), u.upload_id.clone()), u);
+        if best.len() > q.max {
+            best.pop_last();
+        }
+    }
+    Ok(best.into_values().collect())
 }
 
 /// Whether `bucket` holds any key.

@@ -103,7 +103,11 @@ impl MetaStore for TxnStore<'_, '_> {
     }
 
     fn upload(&self, bucket: &str, key: &str, id: &str) -> Result<Option<Upload>, DbError> {
-        get_json(&self.db.uploads, self.txn, upload_storage_key(bucket, key, id).as_bytes())
+        get_json(
+            &self.db.uploads,
+            self.txn,
+            upload_storage_key(bucket, key, id).as_bytes(),
+        )
     }
 
     fn put_upload(&mut self, u: &Upload) -> Result<(), DbError> {
@@ -112,7 +116,9 @@ impl MetaStore for TxnStore<'_, '_> {
     }
 
     fn delete_upload(&mut self, bucket: &str, key: &str, id: &str) -> Result<(), DbError> {
-        self.db.uploads.delete(self.txn, upload_storage_key(bucket, key, id).as_bytes())?;
+        self.db
+            .uploads
+            .delete(self.txn, upload_storage_key(bucket, key, id).as_bytes())?;
         Ok(())
     }
 }

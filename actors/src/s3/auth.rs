@@ -1,7 +1,10 @@
 //! Authentication of one S3 request: SigV4 parsed and verified against the secret held in Raft
 //! state. Anonymous requests are refused (INV-6); comparisons are constant-time in `sigv4`.
 
+use std::collections::BTreeMap;
+
 use actix_web::HttpRequest;
+use hamster_protocol::meta::Grant;
 use hamster_protocol::s3err::{S3Error, S3ErrorCode};
 use hamster_protocol::sigv4::{self, Auth, PayloadMode, RequestParts, SigningContext};
 
@@ -14,6 +17,8 @@ pub struct Authenticated {
     pub access_key: String,
     /// Root keys may do everything.
     pub root: bool,
+    /// What a non-root key may do, per bucket (see `access`).
+    pub grants: BTreeMap<String, Grant>,
     /// How the payload is protected.
     pub payload: PayloadMode,
     /// What chunk signatures chain from.
@@ -85,6 +90,7 @@ pub async fn authenticate(
     Ok(Authenticated {
         access_key: key.access_key,
         root: key.root,
+        grants: key.grants,
         payload,
         signing,
     })

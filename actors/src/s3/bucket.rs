@@ -4,7 +4,7 @@ use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 use hamster_protocol::listing::{decode_continuation, encode_continuation, ListParams};
-use hamster_protocol::meta::{BucketRecord, Command};
+use hamster_protocol::meta::{BucketRecord, Command, Grant};
 use hamster_protocol::names::validate_bucket_name;
 use hamster_protocol::s3err::{S3Error, S3ErrorCode};
 use hamster_protocol::xml::{self, BucketEntry, ListV1, ListV2, ObjectEntry, Owner};
@@ -14,7 +14,7 @@ use super::exchange::Exchange;
 use super::meta::{bucket, propose, read};
 use super::response::{builder, xml_ok};
 use super::XML_BODY_BYTES_MAX;
-use crate::raft::node::{ListBuckets, ListObjects};
+use crate::raft::node::{ListAccessKeys, ListBuckets, ListObjects};
 
 /// Most keys one listing page returns, as in S3.
 pub const LIST_KEYS_MAX: usize = 1000;
@@ -30,11 +30,13 @@ fn owner(x: &Exchange) -> Owner {
     }
 }
 
-/// ListBuckets: every bucket, by name.
+/// ListBuckets: every bucket, by name; a non-root key sees only the buckets it holds a grant
+/// on.
 pub async fn list_buckets(x: &Exchange) -> Result<HttpResponse, S3Error> {
     let buckets = read(&x.state, ListBuckets).await?;
     let entries: Vec<BucketEntry> = buckets
         .into_iter()
+        .filter(|b| x.auth.root || x.auth.grants.contains_key(&b.name))
         .map(|b| BucketEntry {
             name: b.name,
             created_ms: b.created_ms,
@@ -64,6 +66,23 @@ pub async fn create_bucket(x: &Exchange, payload: Payload) -> Result<HttpRespons
         region: region.clone(),
     };
     propose(&x.state, Command::CreateBucket(record)).await?;
+    if !x.auth.root {
+        // The key that made the bucket owns it; without this it could not even see it.
+        let grant = Grant {
+            read: true,
+            write: true,
+            owner: true,
+        };
+        propose(
+            &x.state,
+            Command::SetGrant {
+                access_key: x.auth.access_key.clone(),
+                bucket: name.to_string(),
+                grant,
+            },
+        )
+        .await?;
+    }
     Ok(builder(StatusCode::OK, &x.echo)
         .insert_header(("location", format!("/{name}")))
         .finish())
@@ -77,11 +96,36 @@ pub async fn head_bucket(x: &Exchange) -> Result<HttpResponse, S3Error> {
         .finish())
 }
 
-/// DeleteBucket: only when empty.
+/// DeleteBucket: only when empty. Grants on the bucket go with it, so whoever creates a
+/// bucket of the same name later does not share it with the old bucket's keys.
 pub async fn delete_bucket(x: &Exchange) -> Result<HttpResponse, S3Error> {
     let name = bucket_name(x).to_string();
-    propose(&x.state, Command::DeleteBucket { name }).await?;
+    propose(&x.state, Command::DeleteBucket { name: name.clone() }).await?;
+    // The bucket is gone whatever happens next; a grant left behind is logged, not answered.
+    if let Err(e) = drop_grants(x, &name).await {
+        tracing::warn!(bucket = %name, error = %e, "grants on a deleted bucket were not removed");
+    }
     Ok(builder(StatusCode::NO_CONTENT, &x.echo).finish())
+}
+
+/// Removes every key's grant on `bucket`.
+async fn drop_grants(x: &Exchange, bucket: &str) -> Result<(), S3Error> {
+    let keys = read(&x.state, ListAccessKeys).await?;
+    for k in keys.iter().filter(|k| k.grants.contains_key(bucket)) {
+        let cmd = Command::SetGrant {
+            access_key: k.access_key.clone(),
+            bucket: bucket.to_string(),
+            grant: Grant::default(),
+        };
+        match propose(&x.state, cmd).await {
+            // The key was deleted meanwhile: its grants went with it.
+            Err(e) if e.code == S3ErrorCode::InvalidAccessKeyId => {}
+            other => {
+                other?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// GetBucketLocation.
@@ -216,4 +260,131 @@ pub async fn list_objects(x: &Exchange, v2: bool) -> Result<HttpResponse, S3Erro
         })
     };
     Ok(xml_ok(&x.echo, body))
+}
+
+/// ListObjectVersions. Hamster buckets are unversioned, so every current object is its one
+/// version, "null", and the latest; the listing is the ListObjects listing in another shape,
+/// paged by `key-marker` (and `version-id-marker`, which can then only be "null").
+pub async fn list_object_versions(x: &Exchange) -> Result<HttpResponse, S3Error> {
+    let name = bucket_name(x).to_string();
+    bucket(&x.state, &name).await?;
+    let enc = match x.target.param("encoding-type") {
+        None => false,
+        Some("url") => true,
+        Some(_) => {
+            return Err(S3Error::with_message(
+                S3ErrorCode::InvalidArgument,
+                "Invalid Encoding Method specified in Request",
+            ))
+        }
+    };
+    let key_marker = x.target.param("key-marker").filter(|m| !m.is_empty());
+    let version_marker = x
+        .target
+        .param("version-id-marker")
+        .filter(|m| !m.is_empty());
+    match (key_marker, version_marker) {
+        (None, Some(_)) => {
+            return Err(S3Error::with_message(
+                S3ErrorCode::InvalidArgument,
+                "A version-id marker cannot be specified without a key marker.",
+            ))
+        }
+        (Some(_), Some(v)) if v != "null" => {
+            return Err(S3Error::with_message(
+                S3ErrorCode::InvalidArgument,
+                "Invalid version id specified",
+            ))
+        }
+        _ => {}
+    }
+    let prefix = x.target.param("prefix").unwrap_or_default().to_string();
+    let delimiter = x
+        .target
+        .param("delimiter")
+        .filter(|d| !d.is_empty())
+        .map(str::to_string);
+    let max_keys = max_keys(x)?;
+    let params = ListParams {
+        prefix: prefix.clone(),
+        delimiter: delimiter.clone(),
+        after: key_marker.map(str::to_string),
+        max_keys,
+    };
+    let page = read(
+        &x.state,
+        ListObjects {
+            bucket: name.clone(),
+            params,
+        },
+    )
+    .await?;
+    let listed = |t: &str| {
+        if enc {
+            xml::url_encode(t)
+        } else {
+            t.to_string()
+        }
+    };
+    let leaf = |out: &mut String, tag: &str, text: &str| {
+        out.push_str(&format!("<{tag}>{}</{tag}>", xml::escape(text)));
+    };
+    let mut out = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListVersionsResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">",
+    );
+    leaf(&mut out, "Name", &name);
+    leaf(&mut out, "Prefix", &listed(&prefix));
+    leaf(
+        &mut out,
+        "KeyMarker",
+        &listed(key_marker.unwrap_or_default()),
+    );
+    leaf(
+        &mut out,
+        "VersionIdMarker",
+        version_marker.unwrap_or_default(),
+    );
+    if let Some(next) = page.next_after.as_deref().filter(|_| page.is_truncated) {
+        leaf(&mut out, "NextKeyMarker", &listed(next));
+        leaf(&mut out, "NextVersionIdMarker", "null");
+    }
+    leaf(&mut out, "MaxKeys", &max_keys.to_string());
+    if let Some(d) = &delimiter {
+        leaf(&mut out, "Delimiter", &listed(d));
+    }
+    leaf(
+        &mut out,
+        "IsTruncated",
+        if page.is_truncated { "true" } else { "false" },
+    );
+    if enc {
+        leaf(&mut out, "EncodingType", "url");
+    }
+    let o = owner(x);
+    for (key, v) in &page.objects {
+        out.push_str("<Version>");
+        leaf(&mut out, "Key", &listed(key));
+        leaf(&mut out, "VersionId", &v.version_id);
+        leaf(&mut out, "IsLatest", "true");
+        leaf(
+            &mut out,
+            "LastModified",
+            &hamster_protocol::time::iso8601_ms(v.last_modified_ms),
+        );
+        leaf(&mut out, "ETag", &format!("\"{}\"", v.etag));
+        leaf(&mut out, "Size", &v.size.to_string());
+        out.push_str("<Owner>");
+        leaf(&mut out, "ID", &o.id);
+        leaf(&mut out, "DisplayName", &o.display_name);
+        out.push_str("</Owner>");
+        leaf(&mut out, "StorageClass", "STANDARD");
+        out.push_str("</Version>");
+    }
+    for p in &page.common_prefixes {
+        out.push_str("<CommonPrefixes>");
+        leaf(&mut out, "Prefix", &listed(p));
+        out.push_str("</CommonPrefixes>");
+    }
+    out.push_str("</ListVersionsResult>");
+    Ok(xml_ok(&x.echo, out))
 }

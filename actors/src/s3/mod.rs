@@ -2,12 +2,18 @@
 //! actor, which authenticates it (SigV4), routes it to the bucket or object operation, talks to
 //! the Raft node and the shard store, and answers in S3's wire format.
 
+pub mod access;
+mod acl;
 mod auth;
 mod body;
 mod bucket;
+mod copy;
+mod delete;
 mod exchange;
 mod meta;
+mod multipart;
 mod object;
+mod post;
 mod request;
 mod response;
 

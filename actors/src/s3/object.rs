@@ -12,7 +12,10 @@ use actix_web::{web, HttpResponse};
 use base64::Engine;
 use bytes::Bytes;
 use futures_util::stream;
-use hamster_protocol::meta::{Command, ObjectId, ObjectVersion, PartLayout};
+use hamster_protocol::checksum::{self, Declared, DeclaredValue};
+/// The checksum types, shared with the copy and multipart paths.
+pub(super) use hamster_protocol::checksum::{ChecksumAlgo, Checksummer};
+use hamster_protocol::meta::{Command, Expect, ObjectId, ObjectVersion, PartLayout};
 use hamster_protocol::names::validate_key;
 use hamster_protocol::s3err::{S3Error, S3ErrorCode};
 use hamster_protocol::shard::BLOCK_BYTES_DEFAULT;
@@ -41,14 +44,14 @@ const STORED_HEADERS: [&str; 5] = [
 /// Bytes a GET reads from disk per step; bounds memory per streaming response.
 const READ_STEP_BYTES: u64 = BLOCK_BYTES_DEFAULT as u64;
 
-fn names(x: &Exchange) -> (&str, &str) {
+pub(super) fn names(x: &Exchange) -> (&str, &str) {
     (
         x.target.bucket.as_deref().unwrap_or_default(),
         x.target.key.as_deref().unwrap_or_default(),
     )
 }
 
-fn declared_length(x: &Exchange) -> Result<u64, S3Error> {
+pub(super) fn declared_length(x: &Exchange) -> Result<u64, S3Error> {
     let streaming = header(&x.req, "x-amz-decoded-content-length");
     let raw = match streaming {
         Some(v) => Some(v),
@@ -70,7 +73,7 @@ fn declared_length(x: &Exchange) -> Result<u64, S3Error> {
     Ok(len)
 }
 
-fn content_md5(x: &Exchange) -> Result<Option<[u8; 16]>, S3Error> {
+pub(super) fn content_md5(x: &Exchange) -> Result<Option<[u8; 16]>, S3Error> {
     let Some(v) = header(&x.req, "content-md5") else {
         return Ok(None);
     };
@@ -83,7 +86,7 @@ fn content_md5(x: &Exchange) -> Result<Option<[u8; 16]>, S3Error> {
     Ok(Some(arr))
 }
 
-fn user_metadata(x: &Exchange) -> Result<BTreeMap<String, String>, S3Error> {
+pub(super) fn user_metadata(x: &Exchange) -> Result<BTreeMap<String, String>, S3Error> {
     let mut out = BTreeMap::new();
     let mut total = 0;
     for (name, value) in x.req.headers() {
@@ -99,7 +102,7 @@ fn user_metadata(x: &Exchange) -> Result<BTreeMap<String, String>, S3Error> {
     Ok(out)
 }
 
-fn stored_headers(x: &Exchange) -> BTreeMap<String, String> {
+pub(super) fn stored_headers(x: &Exchange) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for name in STORED_HEADERS {
         let Some(v) = header(&x.req, name) else {
@@ -122,81 +125,120 @@ fn stored_headers(x: &Exchange) -> BTreeMap<String, String> {
     out
 }
 
-/// Checksum algorithms verified on upload.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum ChecksumAlgo {
-    Crc32,
-    Crc32c,
-    Sha256,
+/// The checksum the client declared: a value header, a trailer still to come, or only an
+/// algorithm (then we compute and store it).
+pub(super) fn declared_checksum(x: &Exchange) -> Result<Option<Declared>, S3Error> {
+    let headers = x
+        .req
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.to_str().unwrap_or("")));
+    checksum::declared(headers)
 }
 
-impl ChecksumAlgo {
-    fn from_header(name: &str) -> Option<Self> {
-        match name {
-            "x-amz-checksum-crc32" => Some(ChecksumAlgo::Crc32),
-            "x-amz-checksum-crc32c" => Some(ChecksumAlgo::Crc32c),
-            "x-amz-checksum-sha256" => Some(ChecksumAlgo::Sha256),
-            _ => None,
+/// Checks the declared checksum against the one computed over the body; the value to store.
+pub(super) fn verify_checksum(
+    declared: Declared,
+    computed: Checksummer,
+    body: &BodyReader,
+) -> Result<String, S3Error> {
+    let algo = declared.algo;
+    let given = match declared.value {
+        DeclaredValue::Header(v) => Some(v),
+        DeclaredValue::Trailer => Some(
+            body.trailers()
+                .iter()
+                .find(|(n, _)| n == algo.header_name())
+                .map(|(_, v)| v.trim().to_string())
+                .ok_or_else(|| {
+                    S3Error::with_message(
+                        S3ErrorCode::InvalidRequest,
+                        format!("the declared trailer {} was not sent", algo.header_name()),
+                    )
+                })?,
+        ),
+        DeclaredValue::Compute => None,
+    };
+    let raw = computed.finish();
+    if let Some(given) = given {
+        if checksum::validate_b64(algo, &given)? != raw {
+            return Err(checksum::mismatch(algo));
         }
     }
-    fn name(self) -> &'static str {
-        match self {
-            ChecksumAlgo::Crc32 => "crc32",
-            ChecksumAlgo::Crc32c => "crc32c",
-            ChecksumAlgo::Sha256 => "sha256",
-        }
-    }
+    Ok(checksum::to_b64(&raw))
 }
 
-/// A running checksum over the decoded body.
-enum Checksummer {
-    Crc32(crc32fast::Hasher),
-    Crc32c(u32),
-    Sha256(sha2::Sha256),
-}
-
-impl Checksummer {
-    fn new(a: ChecksumAlgo) -> Self {
-        match a {
-            ChecksumAlgo::Crc32 => Checksummer::Crc32(crc32fast::Hasher::new()),
-            ChecksumAlgo::Crc32c => Checksummer::Crc32c(0),
-            ChecksumAlgo::Sha256 => Checksummer::Sha256(sha2::Sha256::new()),
+/// Conditional PUT: `If-None-Match: *` (only if the key is absent) and `If-Match: "etag"` (only
+/// if the current version has that ETag), judged against the current version.
+fn put_conditions(
+    if_match: Option<&str>,
+    if_none_match: Option<&str>,
+    current: Option<&ObjectVersion>,
+) -> Result<(), S3Error> {
+    if let Some(m) = if_none_match {
+        if m.trim() != "*" {
+            return Err(S3Error::with_message(
+                S3ErrorCode::NotImplemented,
+                "A header you provided implies functionality that is not implemented: If-None-Match on PUT accepts only *",
+            ));
+        }
+        if current.is_some() {
+            return Err(S3Error::new(S3ErrorCode::PreconditionFailed));
         }
     }
-    fn update(&mut self, d: &[u8]) {
-        match self {
-            Checksummer::Crc32(h) => h.update(d),
-            Checksummer::Crc32c(c) => *c = crc32c::crc32c_append(*c, d),
-            Checksummer::Sha256(h) => sha2::Digest::update(h, d),
-        }
-    }
-    fn finish_b64(self) -> String {
-        let raw: Vec<u8> = match self {
-            Checksummer::Crc32(h) => h.finalize().to_be_bytes().to_vec(),
-            Checksummer::Crc32c(c) => c.to_be_bytes().to_vec(),
-            Checksummer::Sha256(h) => sha2::Digest::finalize(h).to_vec(),
+    if let Some(m) = if_match {
+        let Some(v) = current else {
+            return Err(S3Error::new(S3ErrorCode::NoSuchKey));
         };
-        base64::engine::general_purpose::STANDARD.encode(raw)
+        if !etag_matches(m, &v.etag) {
+            return Err(S3Error::new(S3ErrorCode::PreconditionFailed));
+        }
     }
+    Ok(())
 }
 
-/// The checksum the client declared, in a header now or as a trailer later.
-fn declared_checksum(x: &Exchange) -> Result<Option<(ChecksumAlgo, Option<String>)>, S3Error> {
-    for (name, value) in x.req.headers() {
-        if let Some(a) = ChecksumAlgo::from_header(name.as_str()) {
-            let v = value
-                .to_str()
-                .map_err(|_| S3Error::new(S3ErrorCode::InvalidRequest))?;
-            return Ok(Some((a, Some(v.trim().to_string()))));
-        }
+/// Reads the key's current version and applies `put_conditions`, if the request has any. PUT
+/// calls this before reading the body so a doomed upload writes nothing; the decisive check is
+/// the one the commit itself makes (`Command::PutObjectIf`), so racing conditional PUTs cannot
+/// both win.
+async fn check_put_conditions(x: &Exchange, bucket_name: &str, key: &str) -> Result<(), S3Error> {
+    let if_match = header(&x.req, "if-match");
+    let if_none_match = header(&x.req, "if-none-match");
+    if if_match.is_none() && if_none_match.is_none() {
+        return Ok(());
     }
-    if let Some(t) = header(&x.req, "x-amz-trailer") {
-        let t = t.trim().to_ascii_lowercase();
-        if let Some(a) = ChecksumAlgo::from_header(&t) {
-            return Ok(Some((a, None)));
-        }
+    let list = read(
+        &x.state,
+        GetObject {
+            bucket: bucket_name.to_string(),
+            key: key.to_string(),
+        },
+    )
+    .await?;
+    put_conditions(
+        if_match,
+        if_none_match,
+        list.as_ref().and_then(|l| l.current()),
+    )
+}
+
+/// The precondition a conditional PUT carries into its commit.
+fn put_expectation(x: &Exchange) -> Option<Expect> {
+    if header(&x.req, "if-none-match").is_some() {
+        return Some(Expect::Absent);
     }
-    Ok(None)
+    header(&x.req, "if-match").map(|m| {
+        let tags = m
+            .split(',')
+            .map(|t| {
+                t.trim()
+                    .trim_start_matches("W/")
+                    .trim_matches('"')
+                    .to_string()
+            })
+            .collect();
+        Expect::Etag(tags)
+    })
 }
 
 /// PutObject.
@@ -204,10 +246,7 @@ pub async fn put_object(x: &Exchange, payload: Payload) -> Result<HttpResponse, 
     let (bucket_name, key) = names(x);
     validate_key(key)?;
     if header(&x.req, "x-amz-copy-source").is_some() {
-        return Err(S3Error::with_message(
-            S3ErrorCode::NotImplemented,
-            "CopyObject is not implemented by Hamster yet",
-        ));
+        return super::copy::copy_object(x).await;
     }
     if header(&x.req, "x-amz-tagging").is_some() {
         return Err(S3Error::with_message(
@@ -221,6 +260,7 @@ pub async fn put_object(x: &Exchange, payload: Payload) -> Result<HttpResponse, 
     let headers = stored_headers(x);
     let checksum = declared_checksum(x)?;
     bucket(&x.state, bucket_name).await?;
+    check_put_conditions(x, bucket_name, key).await?;
 
     let state = &x.state;
     let id = state.ids.object_id();
@@ -230,7 +270,7 @@ pub async fn put_object(x: &Exchange, payload: Payload) -> Result<HttpResponse, 
         .map_err(|e| io_error("create shard", e))?;
     let mut body = BodyReader::new(payload, &x.auth.payload, &x.auth.signing);
     let mut md5 = Md5::new();
-    let mut sum = checksum.as_ref().map(|(a, _)| Checksummer::new(*a));
+    let mut sum = checksum.as_ref().map(|d| Checksummer::new(d.algo));
     let mut received = 0u64;
     // Any early return drops `writer`, which removes the temp file: nothing is stored.
     while let Some(chunk) = body.next().await? {
@@ -257,34 +297,9 @@ pub async fn put_object(x: &Exchange, payload: Payload) -> Result<HttpResponse, 
         return Err(S3Error::new(S3ErrorCode::BadDigest));
     }
     let mut checksums = BTreeMap::new();
-    if let (Some((algo, given)), Some(s)) = (checksum, sum) {
-        let given = match given {
-            Some(v) => v,
-            None => {
-                let name = format!("x-amz-checksum-{}", algo.name());
-                body.trailers()
-                    .iter()
-                    .find(|(n, _)| *n == name)
-                    .map(|(_, v)| v.trim().to_string())
-                    .ok_or_else(|| {
-                        S3Error::with_message(
-                            S3ErrorCode::InvalidRequest,
-                            format!("the declared trailer {name} was not sent"),
-                        )
-                    })?
-            }
-        };
-        let computed = s.finish_b64();
-        if computed != given {
-            return Err(S3Error::with_message(
-                S3ErrorCode::BadDigest,
-                format!(
-                    "The {} you specified did not match the calculated checksum.",
-                    algo.name().to_uppercase()
-                ),
-            ));
-        }
-        checksums.insert(algo.name().to_string(), computed);
+    if let (Some(d), Some(s)) = (checksum, sum) {
+        let algo = d.algo;
+        checksums.insert(algo.name().to_string(), verify_checksum(d, s, &body)?);
     }
     // Durable before the commit (INV-2): fsync and rename happen off the request thread.
     let info = web::block(move || writer.finish())
@@ -317,10 +332,18 @@ pub async fn put_object(x: &Exchange, payload: Payload) -> Result<HttpResponse, 
             body: None,
         }],
     };
-    let cmd = Command::PutObject {
-        bucket: bucket_name.to_string(),
-        key: key.to_string(),
-        version,
+    let cmd = match put_expectation(x) {
+        None => Command::PutObject {
+            bucket: bucket_name.to_string(),
+            key: key.to_string(),
+            version,
+        },
+        Some(expect) => Command::PutObjectIf {
+            bucket: bucket_name.to_string(),
+            key: key.to_string(),
+            version,
+            expect,
+        },
     };
     if let Err(e) = propose(state, cmd).await {
         if !matches!(
@@ -341,13 +364,13 @@ pub async fn put_object(x: &Exchange, payload: Payload) -> Result<HttpResponse, 
     Ok(resp.finish())
 }
 
-fn reclaim(shards: &Arc<ShardStore>, id: ObjectId) {
+pub(super) fn reclaim(shards: &Arc<ShardStore>, id: ObjectId) {
     if let Err(e) = shards.delete_object(&id) {
         warn!(object = %id, error = %e, "could not reclaim shard files");
     }
 }
 
-fn io_error(what: &str, e: std::io::Error) -> S3Error {
+pub(super) fn io_error(what: &str, e: std::io::Error) -> S3Error {
     warn!(error = %e, "{what} failed");
     if e.raw_os_error() == Some(libc::ENOSPC) {
         return S3Error::with_message(S3ErrorCode::SlowDown, "this node's disk is full");
@@ -400,7 +423,7 @@ fn parse_range(v: &str, size: u64) -> Result<Option<(u64, u64)>, S3Error> {
     Ok(Some(range))
 }
 
-fn etag_matches(list: &str, etag: &str) -> bool {
+pub(super) fn etag_matches(list: &str, etag: &str) -> bool {
     list.split(',')
         .map(|t| t.trim().trim_start_matches("W/").trim_matches('"'))
         .any(|t| t == "*" || t == etag)
@@ -445,12 +468,6 @@ const RESPONSE_OVERRIDES: [(&str, &str); 6] = [
 pub async fn get_object(x: &Exchange, head: bool) -> Result<HttpResponse, S3Error> {
     let (bucket_name, key) = names(x);
     validate_key(key)?;
-    if x.target.has("partNumber") {
-        return Err(S3Error::with_message(
-            S3ErrorCode::NotImplemented,
-            "partNumber reads are not implemented by Hamster yet",
-        ));
-    }
     if let Some(v) = x.target.param("versionId") {
         if v != "null" {
             return Err(S3Error::new(S3ErrorCode::NoSuchVersion));
@@ -469,9 +486,14 @@ pub async fn get_object(x: &Exchange, head: bool) -> Result<HttpResponse, S3Erro
         return Err(S3Error::new(S3ErrorCode::NoSuchKey));
     };
     check_conditions(x, &v)?;
-    let range = match header(&x.req, "range") {
-        Some(r) => parse_range(r, v.size)?,
+    let part = match x.target.param("partNumber") {
+        Some(n) => super::multipart::part_range(&v, n, header(&x.req, "range").is_some())?,
         None => None,
+    };
+    let range = match (&part, header(&x.req, "range")) {
+        (Some(p), _) => p.range,
+        (None, Some(r)) => parse_range(r, v.size)?,
+        (None, None) => None,
     };
     let (start, end_excl, status) = match range {
         Some((a, b)) => (a, b + 1, StatusCode::PARTIAL_CONTENT),
@@ -508,6 +530,9 @@ pub async fn get_object(x: &Exchange, head: bool) -> Result<HttpResponse, S3Erro
             format!("bytes {start}-{}/{}", end_excl - 1, v.size),
         ));
     }
+    if let Some(count) = part.and_then(|p| p.parts_count) {
+        resp.insert_header(("x-amz-mp-parts-count", count.to_string()));
+    }
     let len = end_excl - start;
     if head {
         return Ok(resp.body(HeadBody(len)));
@@ -536,8 +561,8 @@ impl actix_web::body::MessageBody for HeadBody {
     }
 }
 
-/// Where a streaming GET is.
-struct ReadCursor {
+/// Where a streaming GET (or a server-side copy) is.
+pub(super) struct ReadCursor {
     shards: Arc<ShardStore>,
     version: ObjectVersion,
     /// Object offset of the next byte to send.
@@ -547,8 +572,29 @@ struct ReadCursor {
 }
 
 impl ReadCursor {
+    /// A cursor over `start..end` of `version`'s bytes.
+    pub(super) fn new(
+        shards: Arc<ShardStore>,
+        version: ObjectVersion,
+        start: u64,
+        end: u64,
+    ) -> Self {
+        ReadCursor {
+            shards,
+            version,
+            pos: start,
+            end,
+            reader: None,
+        }
+    }
+
+    /// Whether every byte of the range has been read.
+    pub(super) fn done(&self) -> bool {
+        self.pos >= self.end
+    }
+
     /// Reads the next step of the range from the part that holds `pos` (blocking).
-    fn step(&mut self) -> Result<Bytes, std::io::Error> {
+    pub(super) fn step(&mut self) -> Result<Bytes, std::io::Error> {
         let mut part_start = 0u64;
         for p in &self.version.parts {
             if self.pos < part_start + p.size {
@@ -585,13 +631,7 @@ fn object_stream(
     start: u64,
     end: u64,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
-    let cursor = ReadCursor {
-        shards,
-        version,
-        pos: start,
-        end,
-        reader: None,
-    };
+    let cursor = ReadCursor::new(shards, version, start, end);
     stream::unfold(Some(cursor), |cursor| async move {
         let mut c = cursor?;
         if c.pos >= c.end {
@@ -658,5 +698,40 @@ mod tests {
         assert!(etag_matches("\"x\", \"abc\"", "abc"));
         assert!(etag_matches("*", "abc"));
         assert!(!etag_matches("\"abd\"", "abc"));
+    }
+
+    #[test]
+    fn conditional_put() {
+        let v = ObjectVersion {
+            version_id: "null".into(),
+            object_id: ObjectId([1; 16]),
+            size: 0,
+            etag: "abc".into(),
+            last_modified_ms: 0,
+            content_type: String::new(),
+            headers: BTreeMap::new(),
+            user_meta: BTreeMap::new(),
+            checksums: BTreeMap::new(),
+            parts: Vec::new(),
+        };
+        let code = |m, n, c| put_conditions(m, n, c).map_err(|e| e.code);
+        assert_eq!(code(None, Some("*"), None), Ok(()));
+        assert_eq!(
+            code(None, Some("*"), Some(&v)),
+            Err(S3ErrorCode::PreconditionFailed)
+        );
+        assert_eq!(
+            code(None, Some("\"abc\""), None),
+            Err(S3ErrorCode::NotImplemented)
+        );
+        assert_eq!(code(Some("\"abc\""), None, Some(&v)), Ok(()));
+        assert_eq!(
+            code(Some("\"abd\""), None, Some(&v)),
+            Err(S3ErrorCode::PreconditionFailed)
+        );
+        assert_eq!(
+            code(Some("\"abc\""), None, None),
+            Err(S3ErrorCode::NoSuchKey)
+        );
     }
 }

@@ -25,6 +25,22 @@ pub enum Op {
     GetObject,
     HeadObject,
     DeleteObject,
+    /// A browser form upload; the form carries its own signature.
+    PostObject,
+    CopyObject,
+    CreateMultipartUpload,
+    UploadPart,
+    UploadPartCopy,
+    CompleteMultipartUpload,
+    AbortMultipartUpload,
+    ListParts,
+    ListMultipartUploads,
+    DeleteObjects,
+    GetBucketAcl,
+    PutBucketAcl,
+    GetObjectAcl,
+    PutObjectAcl,
+    ListObjectVersions,
     /// Recognised but not built yet: answered 501 NotImplemented.
     Unsupported(&'static str),
     /// A method S3 does not define on this resource.
@@ -47,6 +63,21 @@ impl Op {
             Op::GetObject => "GetObject",
             Op::HeadObject => "HeadObject",
             Op::DeleteObject => "DeleteObject",
+            Op::PostObject => "PostObject",
+            Op::CopyObject => "CopyObject",
+            Op::CreateMultipartUpload => "CreateMultipartUpload",
+            Op::UploadPart => "UploadPart",
+            Op::UploadPartCopy => "UploadPartCopy",
+            Op::CompleteMultipartUpload => "CompleteMultipartUpload",
+            Op::AbortMultipartUpload => "AbortMultipartUpload",
+            Op::ListParts => "ListParts",
+            Op::ListMultipartUploads => "ListMultipartUploads",
+            Op::DeleteObjects => "DeleteObjects",
+            Op::GetBucketAcl => "GetBucketAcl",
+            Op::PutBucketAcl => "PutBucketAcl",
+            Op::GetObjectAcl => "GetObjectAcl",
+            Op::PutObjectAcl => "PutObjectAcl",
+            Op::ListObjectVersions => "ListObjectVersions",
             Op::Unsupported(name) => name,
             Op::BadMethod => "BadMethod",
         }
@@ -64,6 +95,8 @@ pub struct Target {
     pub query: BTreeMap<String, String>,
     /// The bucket when it came from the Host header (virtual-host style); SigV2 signs it.
     pub vhost_bucket: Option<String>,
+    /// Whether the request names an `x-amz-copy-source` (a PUT is then a copy).
+    pub copy_source: bool,
 }
 
 impl Target {
@@ -143,6 +176,7 @@ pub fn target(req: &HttpRequest, config: &S3Config) -> Result<Target, S3Error> {
         key,
         query,
         vhost_bucket: vhost_bucket.map(str::to_string),
+        copy_source: req.headers().contains_key("x-amz-copy-source"),
     })
 }
 
@@ -185,6 +219,16 @@ const BUCKET_SUBRESOURCES: [(&str, &str); 22] = [
 ];
 
 fn classify_bucket(method: &str, t: &Target) -> Op {
+    match method {
+        "POST" if t.has("delete") => return Op::DeleteObjects,
+        "GET" if t.has("acl") => return Op::GetBucketAcl,
+        "PUT" if t.has("acl") => return Op::PutBucketAcl,
+        "GET" if t.has("versions") => return Op::ListObjectVersions,
+        _ => {}
+    }
+    if method == "GET" && t.has("uploads") {
+        return Op::ListMultipartUploads;
+    }
     if let Some((_, name)) = BUCKET_SUBRESOURCES.iter().find(|(q, _)| t.has(q)) {
         return Op::Unsupported(name);
     }
@@ -197,14 +241,12 @@ fn classify_bucket(method: &str, t: &Target) -> Op {
         "PUT" => Op::CreateBucket,
         "HEAD" => Op::HeadBucket,
         "DELETE" => Op::DeleteBucket,
-        "POST" => Op::Unsupported("PostObject"),
+        "POST" => Op::PostObject,
         _ => Op::BadMethod,
     }
 }
 
-const OBJECT_SUBRESOURCES: [(&str, &str); 9] = [
-    ("uploads", "CreateMultipartUpload"),
-    ("uploadId", "MultipartUpload"),
+const OBJECT_SUBRESOURCES: [(&str, &str); 7] = [
     ("acl", "ObjectAcl"),
     ("tagging", "ObjectTagging"),
     ("retention", "ObjectRetention"),
@@ -215,6 +257,14 @@ const OBJECT_SUBRESOURCES: [(&str, &str); 9] = [
 ];
 
 fn classify_object(method: &str, t: &Target) -> Op {
+    match method {
+        "GET" if t.has("acl") => return Op::GetObjectAcl,
+        "PUT" if t.has("acl") => return Op::PutObjectAcl,
+        _ => {}
+    }
+    if let Some(op) = classify_multipart(method, t) {
+        return op;
+    }
     if let Some((_, name)) = OBJECT_SUBRESOURCES.iter().find(|(q, _)| t.has(q)) {
         return Op::Unsupported(name);
     }
@@ -225,6 +275,24 @@ fn classify_object(method: &str, t: &Target) -> Op {
         "DELETE" => Op::DeleteObject,
         _ => Op::BadMethod,
     }
+}
+
+/// The multipart operations, named by `uploads` / `uploadId` in the query; a PUT with a copy
+/// source is a copy. `None` when the request is none of these.
+fn classify_multipart(method: &str, t: &Target) -> Option<Op> {
+    let copy = t.copy_source;
+    let op = match method {
+        "POST" if t.has("uploads") => Op::CreateMultipartUpload,
+        "POST" if t.has("uploadId") => Op::CompleteMultipartUpload,
+        "PUT" if t.has("uploadId") && copy => Op::UploadPartCopy,
+        "PUT" if t.has("uploadId") => Op::UploadPart,
+        "DELETE" if t.has("uploadId") => Op::AbortMultipartUpload,
+        "GET" if t.has("uploadId") => Op::ListParts,
+        "PUT" if copy && !OBJECT_SUBRESOURCES.iter().any(|(q, _)| t.has(q)) => Op::CopyObject,
+        _ if t.has("uploads") || t.has("uploadId") => Op::BadMethod,
+        _ => return None,
+    };
+    Some(op)
 }
 
 /// A header's value as text, if present and visible ASCII/UTF-8.
@@ -251,6 +319,7 @@ mod tests {
             key: k.map(String::from),
             query: parse_query(q).unwrap(),
             vhost_bucket: None,
+            copy_source: false,
         };
         assert_eq!(classify("GET", &t(None, None, "")), Op::ListBuckets);
         assert_eq!(
@@ -262,10 +331,52 @@ mod tests {
             Op::GetBucketLocation
         );
         assert_eq!(classify("PUT", &t(Some("b"), None, "")), Op::CreateBucket);
+        assert_eq!(classify("POST", &t(Some("b"), None, "")), Op::PostObject);
         assert_eq!(classify("PUT", &t(Some("b"), Some("k"), "")), Op::PutObject);
         assert_eq!(
             classify("POST", &t(Some("b"), Some("k"), "uploads")),
-            Op::Unsupported("CreateMultipartUpload")
+            Op::CreateMultipartUpload
+        );
+        assert_eq!(
+            classify("PUT", &t(Some("b"), Some("k"), "partNumber=2&uploadId=u")),
+            Op::UploadPart
+        );
+        assert_eq!(
+            classify("POST", &t(Some("b"), Some("k"), "uploadId=u")),
+            Op::CompleteMultipartUpload
+        );
+        assert_eq!(
+            classify("GET", &t(Some("b"), None, "uploads")),
+            Op::ListMultipartUploads
+        );
+        let mut copy = t(Some("b"), Some("k"), "");
+        copy.copy_source = true;
+        assert_eq!(classify("PUT", &copy), Op::CopyObject);
+        copy.query = parse_query("partNumber=1&uploadId=u").unwrap();
+        assert_eq!(classify("PUT", &copy), Op::UploadPartCopy);
+        assert_eq!(
+            classify("POST", &t(Some("b"), None, "delete")),
+            Op::DeleteObjects
+        );
+        assert_eq!(
+            classify("GET", &t(Some("b"), None, "versions&prefix=a")),
+            Op::ListObjectVersions
+        );
+        assert_eq!(
+            classify("GET", &t(Some("b"), None, "acl")),
+            Op::GetBucketAcl
+        );
+        assert_eq!(
+            classify("PUT", &t(Some("b"), None, "acl")),
+            Op::PutBucketAcl
+        );
+        assert_eq!(
+            classify("GET", &t(Some("b"), Some("k"), "acl")),
+            Op::GetObjectAcl
+        );
+        assert_eq!(
+            classify("PUT", &t(Some("b"), Some("k"), "acl&versionId=null")),
+            Op::PutObjectAcl
         );
         assert_eq!(
             classify("POST", &t(Some("b"), Some("k"), "")),
