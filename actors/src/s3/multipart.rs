@@ -29,7 +29,7 @@ use super::exchange::Exchange;
 use super::meta::{bucket, propose, read};
 use super::object::{
     content_md5, declared_checksum, declared_length, io_error, names, reclaim, stored_headers,
-    user_metadata, verify_checksum, ChecksumAlgo, Checksummer,
+    stream_into, user_metadata, verify_checksum, ChecksumAlgo, Checksummer, Streamed,
 };
 use super::request::header;
 use super::response::{builder, xml_ok};
@@ -272,32 +272,18 @@ async fn receive(
         (g, u) => g.or(u),
     };
     let mut body = BodyReader::new(payload, &x.auth.payload, &x.auth.signing);
-    let mut md5 = Md5::new();
-    let mut sum = algo.map(Checksummer::new);
-    let mut received = 0u64;
-    while let Some(chunk) = body.next().await? {
-        received += chunk.len() as u64;
-        if received > declared {
-            return Err(S3Error::with_message(
-                S3ErrorCode::InvalidRequest,
-                "the body is longer than its declared length",
-            ));
-        }
-        md5.update(&chunk);
-        if let Some(s) = &mut sum {
-            s.update(&chunk);
-        }
-        writer
-            .write(&chunk)
-            .map_err(|e| io_error("write shard", e))?;
-    }
-    if received != declared {
-        return Err(S3Error::new(S3ErrorCode::IncompleteBody));
-    }
-    let md5: [u8; 16] = md5.finalize().into();
-    if md5_expected.is_some_and(|m| m != md5) {
-        return Err(S3Error::new(S3ErrorCode::BadDigest));
-    }
+    let Streamed {
+        len: received,
+        md5,
+        sum,
+    } = stream_into(
+        &mut body,
+        writer,
+        declared,
+        md5_expected,
+        algo.map(Checksummer::new),
+    )
+    .await?;
     // A declared checksum is verified (its value may be a trailer, read by now); an upload
     // that declared an algorithm gets one computed for every part, for the composite.
     let checksum = match (given, sum) {

@@ -30,7 +30,7 @@ use super::request::header;
 use super::response::builder;
 use super::{PUT_OBJECT_BYTES_MAX, USER_META_BYTES_MAX};
 use crate::raft::node::GetObject;
-use crate::shards::{ShardReader, ShardStore};
+use crate::shards::{ShardReader, ShardStore, ShardWriter};
 
 /// Standard headers stored with an object and returned verbatim.
 const STORED_HEADERS: [&str; 5] = [
@@ -222,6 +222,54 @@ async fn check_put_conditions(x: &Exchange, bucket_name: &str, key: &str) -> Res
     )
 }
 
+/// A request body streamed into a shard file (not yet durable).
+pub(super) struct Streamed {
+    /// Bytes received after decoding.
+    pub len: u64,
+    /// Their MD5 (the ETag of a simple object or part).
+    pub md5: [u8; 16],
+    /// The running checksum over them, if one was asked for.
+    pub sum: Option<Checksummer>,
+}
+
+/// Streams `body` into `writer`, hashing each byte once for the ETag and the checksum, and
+/// refuses a body longer or shorter than `declared` or one that fails its Content-MD5. On an
+/// error the caller drops `writer`, which removes its temp file: nothing is stored.
+pub(super) async fn stream_into(
+    body: &mut BodyReader,
+    writer: &mut ShardWriter,
+    declared: u64,
+    md5_expected: Option<[u8; 16]>,
+    mut sum: Option<Checksummer>,
+) -> Result<Streamed, S3Error> {
+    let mut md5 = Md5::new();
+    let mut len = 0u64;
+    while let Some(chunk) = body.next().await? {
+        len += chunk.len() as u64;
+        if len > declared {
+            return Err(S3Error::with_message(
+                S3ErrorCode::InvalidRequest,
+                "the body is longer than its declared length",
+            ));
+        }
+        md5.update(&chunk);
+        if let Some(s) = &mut sum {
+            s.update(&chunk);
+        }
+        writer
+            .write(&chunk)
+            .map_err(|e| io_error("write shard", e))?;
+    }
+    if len != declared {
+        return Err(S3Error::new(S3ErrorCode::IncompleteBody));
+    }
+    let md5: [u8; 16] = md5.finalize().into();
+    if md5_expected.is_some_and(|m| m != md5) {
+        return Err(S3Error::new(S3ErrorCode::BadDigest));
+    }
+    Ok(Streamed { len, md5, sum })
+}
+
 /// The precondition a conditional PUT carries into its commit.
 fn put_expectation(x: &Exchange) -> Option<Expect> {
     if header(&x.req, "if-none-match").is_some() {
@@ -269,33 +317,13 @@ pub async fn put_object(x: &Exchange, payload: Payload) -> Result<HttpResponse, 
         .create(id, 1, 0, 1, 0, BLOCK_BYTES_DEFAULT)
         .map_err(|e| io_error("create shard", e))?;
     let mut body = BodyReader::new(payload, &x.auth.payload, &x.auth.signing);
-    let mut md5 = Md5::new();
-    let mut sum = checksum.as_ref().map(|d| Checksummer::new(d.algo));
-    let mut received = 0u64;
     // Any early return drops `writer`, which removes the temp file: nothing is stored.
-    while let Some(chunk) = body.next().await? {
-        received += chunk.len() as u64;
-        if received > declared {
-            return Err(S3Error::with_message(
-                S3ErrorCode::InvalidRequest,
-                "the body is longer than its declared length",
-            ));
-        }
-        md5.update(&chunk);
-        if let Some(s) = &mut sum {
-            s.update(&chunk);
-        }
-        writer
-            .write(&chunk)
-            .map_err(|e| io_error("write shard", e))?;
-    }
-    if received != declared {
-        return Err(S3Error::new(S3ErrorCode::IncompleteBody));
-    }
-    let md5: [u8; 16] = md5.finalize().into();
-    if md5_expected.is_some_and(|m| m != md5) {
-        return Err(S3Error::new(S3ErrorCode::BadDigest));
-    }
+    let sum = checksum.as_ref().map(|d| Checksummer::new(d.algo));
+    let Streamed {
+        len: received,
+        md5,
+        sum,
+    } = stream_into(&mut body, &mut writer, declared, md5_expected, sum).await?;
     let mut checksums = BTreeMap::new();
     if let (Some(d), Some(s)) = (checksum, sum) {
         let algo = d.algo;
