@@ -403,6 +403,8 @@ pub trait MetaStore {
     fn put_access_key(&mut self, key: &AccessKey) -> Result<(), Self::Error>;
     /// Looks up an access key.
     fn access_key(&self, access_key: &str) -> Result<Option<AccessKey>, Self::Error>;
+    /// Every access key, in id order.
+    fn access_keys(&self) -> Result<Vec<AccessKey>, Self::Error>;
     /// Removes an access key.
     fn delete_access_key(&mut self, access_key: &str) -> Result<(), Self::Error>;
     /// Looks up a multipart upload.
@@ -449,6 +451,12 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
                 return Ok(Applied::refused(Refusal::BucketNotEmpty));
             }
             store.delete_bucket(name)?;
+            // Grants die with the bucket: a later bucket of the same name starts unshared.
+            for mut k in store.access_keys()? {
+                if k.grants.remove(name).is_some() {
+                    store.put_access_key(&k)?;
+                }
+            }
             Ok(Applied::default())
         }
         Command::PutObject {
@@ -695,6 +703,9 @@ impl MetaStore for MemStore {
     }
     fn access_key(&self, access_key: &str) -> Result<Option<AccessKey>, Self::Error> {
         Ok(self.keys.get(access_key).cloned())
+    }
+    fn access_keys(&self) -> Result<Vec<AccessKey>, Self::Error> {
+        Ok(self.keys.values().cloned().collect())
     }
     fn delete_access_key(&mut self, access_key: &str) -> Result<(), Self::Error> {
         self.keys.remove(access_key);

@@ -97,6 +97,15 @@ impl MetaStore for TxnStore<'_, '_> {
         get_json(&self.db.keys, self.txn, access_key.as_bytes())
     }
 
+    fn access_keys(&self) -> Result<Vec<AccessKey>, DbError> {
+        let mut out = Vec::new();
+        for item in self.db.keys.iter(self.txn)? {
+            let (_, v) = item?;
+            out.push(serde_json::from_slice(v)?);
+        }
+        Ok(out)
+    }
+
     fn delete_access_key(&mut self, access_key: &str) -> Result<(), DbError> {
         self.db.keys.delete(self.txn, access_key.as_bytes())?;
         Ok(())

@@ -14,7 +14,7 @@ use super::exchange::Exchange;
 use super::meta::{bucket, propose, read};
 use super::response::{builder, xml_ok};
 use super::XML_BODY_BYTES_MAX;
-use crate::raft::node::{ListAccessKeys, ListBuckets, ListObjects};
+use crate::raft::node::{ListBuckets, ListObjects};
 
 /// Most keys one listing page returns, as in S3.
 pub const LIST_KEYS_MAX: usize = 1000;
@@ -96,36 +96,12 @@ pub async fn head_bucket(x: &Exchange) -> Result<HttpResponse, S3Error> {
         .finish())
 }
 
-/// DeleteBucket: only when empty. Grants on the bucket go with it, so whoever creates a
-/// bucket of the same name later does not share it with the old bucket's keys.
+/// DeleteBucket: only when empty. Its grants go with it in the same commit (see
+/// `meta::apply`), so a later bucket of the same name is not shared with the old keys.
 pub async fn delete_bucket(x: &Exchange) -> Result<HttpResponse, S3Error> {
     let name = bucket_name(x).to_string();
-    propose(&x.state, Command::DeleteBucket { name: name.clone() }).await?;
-    // The bucket is gone whatever happens next; a grant left behind is logged, not answered.
-    if let Err(e) = drop_grants(x, &name).await {
-        tracing::warn!(bucket = %name, error = %e, "grants on a deleted bucket were not removed");
-    }
+    propose(&x.state, Command::DeleteBucket { name }).await?;
     Ok(builder(StatusCode::NO_CONTENT, &x.echo).finish())
-}
-
-/// Removes every key's grant on `bucket`.
-async fn drop_grants(x: &Exchange, bucket: &str) -> Result<(), S3Error> {
-    let keys = read(&x.state, ListAccessKeys).await?;
-    for k in keys.iter().filter(|k| k.grants.contains_key(bucket)) {
-        let cmd = Command::SetGrant {
-            access_key: k.access_key.clone(),
-            bucket: bucket.to_string(),
-            grant: Grant::default(),
-        };
-        match propose(&x.state, cmd).await {
-            // The key was deleted meanwhile: its grants went with it.
-            Err(e) if e.code == S3ErrorCode::InvalidAccessKeyId => {}
-            other => {
-                other?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// GetBucketLocation.
