@@ -274,3 +274,14 @@ def test_object_tagging_is_not_implemented(s3, bucket):
     with pytest.raises(ClientError) as e:
         s3.put_object(Bucket=bucket, Key="t", Body=b"x", Tagging="a=b")
     assert harness.error_code(e.value) == "NotImplemented"
+
+
+def test_storage_class_standard_is_accepted_and_others_refused(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="std", Body=b"x", StorageClass="STANDARD")
+    assert s3.get_object(Bucket=bucket, Key="std")["Body"].read() == b"x"
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket=bucket, Key="cold", Body=b"x", StorageClass="GLACIER")
+    assert e.value.response["Error"]["Code"] == "InvalidStorageClass"
+    with pytest.raises(ClientError) as e:
+        s3.head_object(Bucket=bucket, Key="cold")
+    assert e.value.response["Error"]["Code"] == "404"

@@ -49,6 +49,7 @@ pub enum S3ErrorCode {
     ExpiredToken,
     MetadataTooLarge,
     InvalidObjectState,
+    InvalidStorageClass,
 }
 
 impl S3ErrorCode {
@@ -98,6 +99,7 @@ impl S3ErrorCode {
             ExpiredToken => "ExpiredToken",
             MetadataTooLarge => "MetadataTooLarge",
             InvalidObjectState => "InvalidObjectState",
+            InvalidStorageClass => "InvalidStorageClass",
         }
     }
 
@@ -126,7 +128,8 @@ impl S3ErrorCode {
             | RequestTimeout
             | XAmzContentSHA256Mismatch
             | ExpiredToken
-            | MissingSecurityHeader => 400,
+            | MissingSecurityHeader
+            | InvalidStorageClass => 400,
             AccessDenied
             | InvalidAccessKeyId
             | RequestTimeTooSkewed
@@ -190,6 +193,7 @@ impl S3ErrorCode {
             ExpiredToken => "The provided token has expired.",
             MetadataTooLarge => "Your metadata headers exceed the maximum allowed metadata size.",
             InvalidObjectState => "The operation is not valid for the current state of the object.",
+            InvalidStorageClass => "The storage class you specified is not valid",
         }
     }
 }

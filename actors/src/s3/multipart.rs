@@ -199,6 +199,7 @@ fn upload_algo(u: &Upload) -> Option<ChecksumAlgo> {
 pub async fn create(x: &Exchange) -> Result<HttpResponse, S3Error> {
     let (bucket_name, key) = names(x);
     validate_key(key)?;
+    super::object::check_storage_class(x)?;
     if header(&x.req, "x-amz-tagging").is_some() {
         return Err(S3Error::with_message(
             S3ErrorCode::NotImplemented,

@@ -222,6 +222,19 @@ async fn check_put_conditions(x: &Exchange, bucket_name: &str, key: &str) -> Res
     )
 }
 
+/// Every object is stored alike (erasure-coded on a cluster, one shard on one node), which S3
+/// clients know as STANDARD; a request for another class is refused rather than silently
+/// given STANDARD.
+pub(super) fn check_storage_class(x: &Exchange) -> Result<(), S3Error> {
+    match header(&x.req, "x-amz-storage-class").map(str::trim) {
+        None | Some("STANDARD") => Ok(()),
+        Some(other) => Err(S3Error::with_message(
+            S3ErrorCode::InvalidStorageClass,
+            format!("Hamster stores every object as STANDARD; {other} is not offered"),
+        )),
+    }
+}
+
 /// A request body streamed into a shard file (not yet durable).
 pub(super) struct Streamed {
     /// Bytes received after decoding.
@@ -293,6 +306,7 @@ fn put_expectation(x: &Exchange) -> Option<Expect> {
 pub async fn put_object(x: &Exchange, payload: Payload) -> Result<HttpResponse, S3Error> {
     let (bucket_name, key) = names(x);
     validate_key(key)?;
+    check_storage_class(x)?;
     if header(&x.req, "x-amz-copy-source").is_some() {
         return super::copy::copy_object(x).await;
     }
