@@ -3,31 +3,22 @@
 //! does); the node half, [`KeyAdmin`], answers by proposing the change through Raft, so keys
 //! are replicated metadata like buckets.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use actix::Addr;
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use hamster_actors::clock::{Clock, IdSource};
-use hamster_actors::node::{load_node, DataDir};
+use hamster_actors::node::mint_credentials;
 use hamster_actors::raft::node::{GetBucket, ListAccessKeys, Propose, RaftNode};
-use hamster_actors::{control, tls};
 use hamster_protocol::meta::{AccessKey, Command, Grant};
 use hamster_protocol::wire::{ControlRequest, ControlResponse, KeySummary, NewKey};
 
+use crate::local::ask;
 use crate::{data_dir, DataArg};
 
-/// Access key ids: this prefix, then [`ACCESS_KEY_TAIL_CHARS`] uppercase letters and digits.
-pub const ACCESS_KEY_PREFIX: &str = "HK";
-/// Random characters after the prefix of an access key id.
-pub const ACCESS_KEY_TAIL_CHARS: usize = 18;
-/// Characters in a minted secret.
-pub const SECRET_KEY_CHARS: usize = 40;
 /// Longest key name.
 pub const KEY_NAME_CHARS_MAX: usize = 64;
-const ID_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-const SECRET_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 /// `hamster key` options.
 #[derive(Debug, Args)]
@@ -150,21 +141,6 @@ pub fn run(a: KeyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends one request to the node serving `dir` and turns an error answer into an error.
-fn ask(dir: &Path, req: &ControlRequest) -> anyhow::Result<ControlResponse> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = DataDir::new(dir);
-    let node = load_node(&dir)?;
-    let material = tls::load_tls_dir(&dir.tls())?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    match rt.block_on(control::control_request(&node.cluster_addr, &material, req))? {
-        ControlResponse::Error { message } => bail!("{message}"),
-        other => Ok(other),
-    }
-}
-
 fn unexpected(_: ControlResponse) -> anyhow::Result<()> {
     bail!("the node gave an answer this CLI does not expect; run the same hamster version as the node")
 }
@@ -278,18 +254,15 @@ impl KeyAdmin {
                 "a key named {name} exists already; pick another name or delete it first"
             )));
         }
-        let access_key = loop {
-            let id = format!(
-                "{ACCESS_KEY_PREFIX}{}",
-                self.ids.token(ID_ALPHABET, ACCESS_KEY_TAIL_CHARS)
-            );
-            if !keys.iter().any(|k| k.access_key == id) {
-                break id;
+        let minted = loop {
+            let c = mint_credentials(&self.ids);
+            if !keys.iter().any(|k| k.access_key == c.access_key) {
+                break c;
             }
         };
         let key = AccessKey {
-            access_key,
-            secret_key: self.ids.token(SECRET_ALPHABET, SECRET_KEY_CHARS),
+            access_key: minted.access_key,
+            secret_key: minted.secret_key,
             name: name.to_string(),
             root: false,
             grants: Default::default(),

@@ -3,6 +3,7 @@
 
 mod config;
 mod key;
+mod local;
 mod serve;
 mod status;
 

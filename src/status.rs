@@ -4,27 +4,12 @@
 use std::path::Path;
 
 use anyhow::bail;
-use hamster_actors::node::{load_node, DataDir};
-use hamster_actors::{control, tls};
 use hamster_protocol::wire::{ControlRequest, ControlResponse, StatusReport};
 
 /// Runs `hamster status`.
 pub fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = DataDir::new(dir);
-    let node = load_node(&dir)?;
-    let material = tls::load_tls_dir(&dir.tls())?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let resp = rt.block_on(control::control_request(
-        &node.cluster_addr,
-        &material,
-        &ControlRequest::Status,
-    ))?;
-    let report = match resp {
+    let report = match crate::local::ask(dir, &ControlRequest::Status)? {
         ControlResponse::Status(r) => r,
-        ControlResponse::Error { message } => bail!("the node answered with an error: {message}"),
         _ => bail!("the node answered a status request with something else; run the same hamster version as the node"),
     };
     if json {

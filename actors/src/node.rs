@@ -222,10 +222,28 @@ pub fn write_atomic(path: &Path, body: &[u8], mode: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Access key ids: this prefix, then [`ACCESS_KEY_TAIL_CHARS`] uppercase letters and digits.
+pub const ACCESS_KEY_PREFIX: &str = "HK";
+/// Random characters after the prefix of an access key id.
+pub const ACCESS_KEY_TAIL_CHARS: usize = 18;
+/// Characters in a minted secret.
+pub const SECRET_KEY_CHARS: usize = 40;
 /// Alphabet of generated access keys (as AWS: uppercase and digits).
 const ACCESS_KEY_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 /// Alphabet of generated secrets.
 const SECRET_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// A fresh access key id and secret from `ids` (root credentials at init, application keys
+/// from `hamster key create`).
+pub fn mint_credentials(ids: &IdSource) -> Credentials {
+    Credentials {
+        access_key: format!(
+            "{ACCESS_KEY_PREFIX}{}",
+            ids.token(ACCESS_KEY_ALPHABET, ACCESS_KEY_TAIL_CHARS)
+        ),
+        secret_key: ids.token(SECRET_ALPHABET, SECRET_KEY_CHARS),
+    }
+}
 
 /// What `init` produced, for printing.
 #[derive(Debug, Clone)]
@@ -264,10 +282,7 @@ pub fn init(dir: &DataDir, opts: &InitOptions, ids: &IdSource) -> anyhow::Result
     tls::write_tls_dir(&dir.tls(), &ca, &cert, &key)?;
     let credentials = match &opts.credentials {
         Some(c) => c.clone(),
-        None => Credentials {
-            access_key: format!("HK{}", ids.token(ACCESS_KEY_ALPHABET, 18)),
-            secret_key: ids.token(SECRET_ALPHABET, 40),
-        },
+        None => mint_credentials(ids),
     };
     write_credentials(dir, &credentials)?;
     let node = NodeFile {
