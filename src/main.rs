@@ -6,6 +6,7 @@ mod key;
 mod local;
 mod serve;
 mod status;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +31,8 @@ enum Verb {
     Status(StatusArgs),
     /// Manage S3 access keys and their per-bucket grants (create, list, delete, allow, deny)
     Key(key::KeyArgs),
+    /// Mint a single-use, time-limited join token for adding a node to this cluster
+    Token(token::TokenArgs),
     /// Print version, git commit and protocol generation
     Version,
 }
@@ -144,6 +147,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Verb::Serve(a) => serve::serve(a),
         Verb::Status(a) => status::status(&data_dir(&a.data, None), a.json),
         Verb::Key(a) => key::run(a),
+        Verb::Token(a) => token::run(a),
         Verb::Version => {
             println!("hamster {}", version_line());
             Ok(())

@@ -29,6 +29,7 @@ use tracing::{info, warn};
 
 use crate::config::{parse_size, FileConfig};
 use crate::key::KeyAdmin;
+use crate::token::TokenAdmin;
 use crate::{data_dir, file_config, NodeShape, ServeArgs};
 
 const S3_ADDR_DEFAULT: &str = "127.0.0.1:9000";
@@ -240,9 +241,17 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         ids.clone(),
         Arc::new(SystemClock),
     ));
+    let token_admin = Arc::new(TokenAdmin::new(
+        raft.clone(),
+        ids.clone(),
+        Arc::new(SystemClock),
+        &node,
+        &material,
+    )?);
     let handler: ControlHandler = Arc::new(move |req, _peer| {
         let ctx = status_ctx.clone();
         let keys = key_admin.clone();
+        let tokens = token_admin.clone();
         Box::pin(async move {
             match req {
                 ControlRequest::Status => {
@@ -261,6 +270,7 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
                     bucket,
                     grant,
                 } => keys.grant(&name, &bucket, grant, false).await,
+                ControlRequest::MintJoinToken { ttl_ms } => tokens.mint(ttl_ms).await,
             }
         })
     });

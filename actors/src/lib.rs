@@ -6,6 +6,7 @@ pub mod clock;
 pub mod control;
 pub mod metrics;
 pub mod node;
+pub mod peer;
 pub mod raft;
 pub mod s3;
 pub mod shards;

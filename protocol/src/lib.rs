@@ -13,6 +13,7 @@ pub mod s3err;
 pub mod shard;
 pub mod sigv4;
 pub mod time;
+pub mod token;
 pub mod wire;
 pub mod xml;
 

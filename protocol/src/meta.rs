@@ -215,6 +215,28 @@ pub struct AccessKey {
     pub created_ms: u64,
 }
 
+/// A join token as the cluster remembers it: the hash of its secret, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTokenRecord {
+    /// SHA-256 of the token's secret, 64 lowercase hex digits.
+    pub secret_sha256: String,
+    /// Minting time, Unix milliseconds.
+    pub created_ms: u64,
+    /// From this Unix time (milliseconds) on, the token admits nobody.
+    pub expires_ms: u64,
+    /// The node that used the token, once used.
+    #[serde(default)]
+    pub used_by: Option<u64>,
+    /// When it was used, Unix milliseconds.
+    #[serde(default)]
+    pub used_ms: Option<u64>,
+}
+
+/// Whether `s` is a SHA-256 in the form join token records are keyed by: 64 lowercase hex.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// A metadata change proposed to Raft. Each is small and self-contained: every value the
 /// change needs (timestamps, ids) is decided by the proposer so `apply` stays deterministic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -305,6 +327,27 @@ pub enum Command {
         /// Object key.
         key: String,
     },
+    /// Remember a freshly minted join token by its secret's hash. Records that expired by
+    /// `created_ms` are dropped in the same apply, so the table stays bounded. Refused with
+    /// `TokenInvalid` if the hash is malformed or already known.
+    AddJoinToken {
+        /// SHA-256 of the token's secret, 64 lowercase hex digits.
+        secret_sha256: String,
+        /// Expiry, Unix milliseconds.
+        expires_ms: u64,
+        /// Minting time, Unix milliseconds (also the "now" that pruning judges by).
+        created_ms: u64,
+    },
+    /// Use a join token for `node_id`: refused unless the hash is known, unused and unexpired
+    /// at `now_ms`. A used token stays remembered, so a second use is told "used".
+    ConsumeJoinToken {
+        /// SHA-256 of the presented secret, 64 lowercase hex digits.
+        secret_sha256: String,
+        /// The joiner's arrival time, Unix milliseconds, stamped by the proposer.
+        now_ms: u64,
+        /// The node the token admits.
+        node_id: u64,
+    },
 }
 
 /// One Raft log entry: commands proposed together so that many concurrent writes share one
@@ -341,6 +384,13 @@ pub enum Refusal {
     PreconditionFailed,
     /// A conditional write expected a key that does not exist.
     NoSuchKey,
+    /// No join token with this secret was ever minted (or it expired long ago and was
+    /// pruned): treat it as forged.
+    TokenInvalid,
+    /// The join token has admitted a node already; tokens are single-use.
+    TokenUsed,
+    /// The join token's lifetime is over.
+    TokenExpired,
 }
 
 impl Refusal {
@@ -356,6 +406,10 @@ impl Refusal {
             Refusal::NoSuchAccessKey => S3ErrorCode::InvalidAccessKeyId,
             Refusal::PreconditionFailed => S3ErrorCode::PreconditionFailed,
             Refusal::NoSuchKey => S3ErrorCode::NoSuchKey,
+            // Join refusals never reach S3; they map somewhere sensible all the same.
+            Refusal::TokenInvalid | Refusal::TokenUsed | Refusal::TokenExpired => {
+                S3ErrorCode::AccessDenied
+            }
         }
     }
 }
@@ -423,6 +477,14 @@ pub trait MetaStore {
         key: &str,
         upload_id: &str,
     ) -> Result<(), Self::Error>;
+    /// Looks up a join token by its secret's hash.
+    fn join_token(&self, secret_sha256: &str) -> Result<Option<JoinTokenRecord>, Self::Error>;
+    /// Stores a join token record.
+    fn put_join_token(&mut self, token: &JoinTokenRecord) -> Result<(), Self::Error>;
+    /// Every join token record, in hash order.
+    fn join_tokens(&self) -> Result<Vec<JoinTokenRecord>, Self::Error>;
+    /// Removes a join token record.
+    fn delete_join_token(&mut self, secret_sha256: &str) -> Result<(), Self::Error>;
 }
 
 /// The storage key of an upload: `bucket/key/upload_id`. The upload id has a fixed length, so
@@ -640,6 +702,47 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
                 freed: u.parts.values().filter_map(|p| p.layout.body).collect(),
             })
         }
+        Command::AddJoinToken {
+            secret_sha256,
+            expires_ms,
+            created_ms,
+        } => {
+            if !is_sha256_hex(secret_sha256) || store.join_token(secret_sha256)?.is_some() {
+                return Ok(Applied::refused(Refusal::TokenInvalid));
+            }
+            for old in store.join_tokens()? {
+                if old.expires_ms <= *created_ms {
+                    store.delete_join_token(&old.secret_sha256)?;
+                }
+            }
+            store.put_join_token(&JoinTokenRecord {
+                secret_sha256: secret_sha256.clone(),
+                created_ms: *created_ms,
+                expires_ms: *expires_ms,
+                used_by: None,
+                used_ms: None,
+            })?;
+            Ok(Applied::default())
+        }
+        Command::ConsumeJoinToken {
+            secret_sha256,
+            now_ms,
+            node_id,
+        } => {
+            let Some(mut t) = store.join_token(secret_sha256)? else {
+                return Ok(Applied::refused(Refusal::TokenInvalid));
+            };
+            if t.used_by.is_some() {
+                return Ok(Applied::refused(Refusal::TokenUsed));
+            }
+            if *now_ms >= t.expires_ms {
+                return Ok(Applied::refused(Refusal::TokenExpired));
+            }
+            t.used_by = Some(*node_id);
+            t.used_ms = Some(*now_ms);
+            store.put_join_token(&t)?;
+            Ok(Applied::default())
+        }
     }
 }
 
@@ -654,6 +757,9 @@ pub struct MemStore {
     pub keys: BTreeMap<String, AccessKey>,
     /// Multipart uploads by `upload_storage_key`.
     pub uploads: BTreeMap<String, Upload>,
+    /// Join tokens by secret hash.
+    #[serde(default)]
+    pub tokens: BTreeMap<String, JoinTokenRecord>,
 }
 
 impl MetaStore for MemStore {
@@ -726,6 +832,21 @@ impl MetaStore for MemStore {
     }
     fn delete_upload(&mut self, bucket: &str, key: &str, id: &str) -> Result<(), Self::Error> {
         self.uploads.remove(&upload_storage_key(bucket, key, id));
+        Ok(())
+    }
+    fn join_token(&self, secret_sha256: &str) -> Result<Option<JoinTokenRecord>, Self::Error> {
+        Ok(self.tokens.get(secret_sha256).cloned())
+    }
+    fn put_join_token(&mut self, token: &JoinTokenRecord) -> Result<(), Self::Error> {
+        self.tokens
+            .insert(token.secret_sha256.clone(), token.clone());
+        Ok(())
+    }
+    fn join_tokens(&self) -> Result<Vec<JoinTokenRecord>, Self::Error> {
+        Ok(self.tokens.values().cloned().collect())
+    }
+    fn delete_join_token(&mut self, secret_sha256: &str) -> Result<(), Self::Error> {
+        self.tokens.remove(secret_sha256);
         Ok(())
     }
 }
@@ -943,6 +1064,102 @@ mod tests {
                 refused: None,
                 freed: vec![ObjectId([1; 16])]
             }
+        );
+    }
+
+    fn add_token(hash: &str, created_ms: u64, expires_ms: u64) -> Command {
+        Command::AddJoinToken {
+            secret_sha256: hash.into(),
+            expires_ms,
+            created_ms,
+        }
+    }
+
+    fn consume_token(hash: &str, now_ms: u64, node_id: u64) -> Command {
+        Command::ConsumeJoinToken {
+            secret_sha256: hash.into(),
+            now_ms,
+            node_id,
+        }
+    }
+
+    #[test]
+    fn join_token_admits_once_then_says_used() {
+        let mut s = MemStore::default();
+        let h = "a".repeat(64);
+        assert_eq!(run(&mut s, add_token(&h, 1_000, 5_000)), Applied::default());
+        assert_eq!(run(&mut s, consume_token(&h, 2_000, 7)), Applied::default());
+        let t = &s.tokens[&h];
+        assert_eq!((t.used_by, t.used_ms), (Some(7), Some(2_000)));
+        // A second use, by anyone, is "used" and changes nothing.
+        let before = s.clone();
+        for node in [7, 8] {
+            assert_eq!(
+                run(&mut s, consume_token(&h, 3_000, node)).refused,
+                Some(Refusal::TokenUsed)
+            );
+        }
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn join_token_refusals() {
+        let mut s = MemStore::default();
+        let h = "b".repeat(64);
+        run(&mut s, add_token(&h, 1_000, 5_000));
+        // Never minted: forged.
+        assert_eq!(
+            run(&mut s, consume_token(&"c".repeat(64), 2_000, 1)).refused,
+            Some(Refusal::TokenInvalid)
+        );
+        // Expiry is judged at the proposer's stamp, inclusive of the expiry instant.
+        assert_eq!(
+            run(&mut s, consume_token(&h, 5_000, 1)).refused,
+            Some(Refusal::TokenExpired)
+        );
+        assert_eq!(s.tokens[&h].used_by, None);
+        // The same hash cannot be minted twice, and malformed hashes are never stored.
+        assert_eq!(
+            run(&mut s, add_token(&h, 1_500, 9_000)).refused,
+            Some(Refusal::TokenInvalid)
+        );
+        for bad in ["", "abc", &"A".repeat(64), &"g".repeat(64), &"a".repeat(65)] {
+            assert_eq!(
+                run(&mut s, add_token(bad, 1_500, 9_000)).refused,
+                Some(Refusal::TokenInvalid),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(s.tokens.len(), 1);
+    }
+
+    #[test]
+    fn adding_a_token_prunes_expired_records() {
+        let mut s = MemStore::default();
+        let (h1, h2, h3, h4) = (
+            "1".repeat(64),
+            "2".repeat(64),
+            "3".repeat(64),
+            "4".repeat(64),
+        );
+        run(&mut s, add_token(&h1, 0, 1_000));
+        run(&mut s, add_token(&h2, 0, 10_000));
+        run(&mut s, add_token(&h3, 0, 2_000));
+        run(&mut s, consume_token(&h3, 500, 9));
+        // Used but unexpired records stay, so a replay within the lifetime says "used".
+        run(&mut s, add_token(&h4, 1_000, 3_000));
+        assert_eq!(
+            s.tokens.keys().cloned().collect::<Vec<_>>(),
+            vec![h2.clone(), h3.clone(), h4.clone()]
+        );
+        assert_eq!(
+            run(&mut s, consume_token(&h3, 1_500, 10)).refused,
+            Some(Refusal::TokenUsed)
+        );
+        run(&mut s, add_token(&"5".repeat(64), 3_000, 4_000));
+        assert_eq!(
+            s.tokens.keys().cloned().collect::<Vec<_>>(),
+            vec![h2, "5".repeat(64)]
         );
     }
 

@@ -86,6 +86,11 @@ pub enum ControlRequest {
         /// The permissions to remove.
         grant: Grant,
     },
+    /// Mint a single-use join token that stays valid for `ttl_ms` milliseconds.
+    MintJoinToken {
+        /// The token's lifetime, milliseconds (the node enforces the allowed range).
+        ttl_ms: u64,
+    },
 }
 
 /// A node's answer to one [`ControlRequest`].
@@ -106,6 +111,13 @@ pub enum ControlResponse {
     KeyUpdated(KeySummary),
     /// The answer to [`ControlRequest::DeleteKey`]: the key that was removed.
     KeyDeleted(KeySummary),
+    /// The answer to [`ControlRequest::MintJoinToken`].
+    JoinToken {
+        /// The token's text form (`hamster-join-1.…`).
+        token: String,
+        /// When it expires, Unix milliseconds.
+        expires_ms: u64,
+    },
     /// The request could not be served; the message says why and what to do.
     Error {
         /// One line: what is wrong and what to do about it.
@@ -429,6 +441,7 @@ mod tests {
                 bucket: "b".into(),
                 grant,
             },
+            ControlRequest::MintJoinToken { ttl_ms: 3_600_000 },
         ] {
             let frame = encode_message(&request).unwrap();
             let (payload, _) = decode_frame(&frame).unwrap().unwrap();
@@ -452,6 +465,10 @@ mod tests {
             },
             ControlResponse::KeyUpdated(summary.clone()),
             ControlResponse::KeyDeleted(summary.clone()),
+            ControlResponse::JoinToken {
+                token: "hamster-join-1.AAAA".into(),
+                expires_ms: 9,
+            },
         ] {
             let frame = encode_message(&response).unwrap();
             let (payload, _) = decode_frame(&frame).unwrap().unwrap();

@@ -10,7 +10,7 @@ use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, WithoutTls};
 
 /// Named databases we create; `max_dbs` is set from this.
-const TABLE_COUNT: u32 = 8;
+const TABLE_COUNT: u32 = 9;
 
 /// How long [`MetaDb::open`] waits for a previous environment on the same path (a node that is
 /// still shutting down in this process) to close before giving up.
@@ -55,6 +55,8 @@ pub struct MetaDb {
     pub keys: Table,
     /// Multipart uploads: `bucket/key/upload_id` → JSON `Upload`.
     pub uploads: Table,
+    /// Join tokens: SHA-256 of the secret (64 hex digits) → JSON `JoinTokenRecord`.
+    pub tokens: Table,
     /// State machine pointers: `applied`, `membership` → JSON.
     pub sm_meta: Table,
     /// The current snapshot: `meta` → JSON `SnapshotMeta`, `data` → snapshot bytes.
@@ -106,10 +108,11 @@ impl MetaDb {
                     t("sm_meta")?,
                     t("snapshot")?,
                     t("uploads")?,
+                    t("tokens")?,
                 )))
             })?
             .unwrap_commit();
-        let (log, raft, buckets, objects, keys, sm_meta, snapshot, uploads) = tables;
+        let (log, raft, buckets, objects, keys, sm_meta, snapshot, uploads, tokens) = tables;
         Ok(MetaDb {
             env,
             log,
@@ -120,6 +123,7 @@ impl MetaDb {
             sm_meta,
             snapshot,
             uploads,
+            tokens,
         })
     }
 

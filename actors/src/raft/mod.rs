@@ -8,7 +8,8 @@
 //! - [`log_store`]: the Raft log.
 //! - [`state_machine`]: `meta::apply` over LMDB, and snapshots.
 //! - [`query`]: reads of the state machine.
-//! - [`network`]: how RPCs reach peers (nowhere yet).
+//! - [`network`]: how RPCs reach peers: `NoPeers` for a lone node, `PeerNetwork` over the
+//!   mTLS peer link (`crate::peer`) for a cluster.
 //! - [`node`]: the actor and its messages.
 
 pub mod db;
@@ -21,8 +22,8 @@ pub mod state_machine;
 pub mod types;
 
 pub use node::{
-    GetAccessKey, GetBucket, GetObject, ListBuckets, ListObjects, Propose, ProposeError, RaftNode,
-    RaftNodeConfig, RaftStatus, RaftStatusReport, ReadError, ReferencedObjects, Shutdown,
-    TakeSnapshot,
+    AddLearner, ChangeMembership, GetAccessKey, GetBucket, GetObject, ListBuckets, ListObjects,
+    MembershipError, Network, Propose, ProposeError, RaftNode, RaftNodeConfig, RaftRpc, RaftStatus,
+    RaftStatusReport, ReadError, ReferencedObjects, Shutdown, StartOptions, TakeSnapshot,
 };
 pub use types::{NodeInfo, TypeConfig};

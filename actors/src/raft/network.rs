@@ -1,16 +1,29 @@
-//! How the Raft node reaches its peers. For now a one-node cluster has none, so every RPC
-//! reports the target unreachable (STYLE determinism rule 7: unreachable, not a retryable
-//! network error). The peer link replaces [`NoPeers`] when multi-node clusters arrive; nothing
-//! else in the Raft module names the network type.
+//! How the Raft node reaches its peers, and what Raft RPC looks like on the wire.
+//!
+//! - [`NoPeers`]: a one-node cluster has no peers, so every RPC reports the target unreachable
+//!   (STYLE determinism rule 7: unreachable, not a retryable network error).
+//! - [`PeerNetwork`]: Raft RPC over the peer link ([`crate::peer`]), one JSON frame per
+//!   request and per answer ([`RaftRequest`], [`RaftResponse`]), peers addressed by
+//!   `NodeInfo.cluster_addr` from the membership.
+//!
+//! Snapshots travel in openraft's chunks (`snapshot_max_chunk_size`, 3 MiB by default), each
+//! chunk one frame; a chunk's JSON must stay under the frame limit.
 
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use std::time::Duration;
+
+use hamster_protocol::wire::{decode_message, WireError};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use serde::{Deserialize, Serialize};
 
 use super::types::{NodeId, NodeInfo, TypeConfig};
+use crate::peer::{PeerError, PeerLink, PeerRequest, RECONNECT_BACKOFF_MS_MAX};
 
 /// The reason every RPC fails.
 #[derive(Debug, thiserror::Error)]
@@ -73,3 +86,202 @@ impl RaftNetwork<TypeConfig> for NoPeerConnection {
         Err(self.unreachable())
     }
 }
+
+/// One Raft RPC as it travels between nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RaftRequest {
+    /// Replicate entries or heartbeat, from the leader.
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    /// Ask for a vote, from a candidate.
+    Vote(VoteRequest<NodeId>),
+    /// One chunk of a snapshot, from the leader.
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+impl RaftRequest {
+    /// The node the request says it comes from (the leader or candidate in its vote); the
+    /// serving side checks it against the certificate.
+    pub fn sender(&self) -> Option<NodeId> {
+        let vote = match self {
+            RaftRequest::AppendEntries(r) => &r.vote,
+            RaftRequest::Vote(r) => &r.vote,
+            RaftRequest::InstallSnapshot(r) => &r.vote,
+        };
+        vote.leader_id().voted_for()
+    }
+}
+
+/// The answer to one [`RaftRequest`].
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RaftResponse {
+    /// The member's answer to `AppendEntries`.
+    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    /// The member's answer to `Vote`.
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    /// The member's answer to `InstallSnapshot`.
+    InstallSnapshot(
+        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
+    ),
+    /// The serving node would not pass the request to its member (wrong sender, not started,
+    /// undecodable); the member never saw it.
+    Refused {
+        /// Why.
+        message: String,
+    },
+}
+
+/// Why an answer could not be used.
+#[derive(Debug, thiserror::Error)]
+enum AnswerError {
+    #[error("node {to} refused the request: {message}")]
+    Refused { to: NodeId, message: String },
+    #[error("node {to} answered with the wrong kind of response")]
+    Mismatched { to: NodeId },
+    #[error("node {to} sent an undecodable answer: {error}")]
+    Garbled { to: NodeId, error: WireError },
+}
+
+/// A network factory whose connections carry Raft RPC over the peer link.
+#[derive(Debug, Clone)]
+pub struct PeerNetwork {
+    link: PeerLink,
+}
+
+impl PeerNetwork {
+    /// Raft RPC over `link`.
+    pub fn new(link: PeerLink) -> Self {
+        PeerNetwork { link }
+    }
+}
+
+/// Raft's connection to one peer: the target and where the membership says it listens.
+#[derive(Debug, Clone)]
+pub struct PeerConnection {
+    link: PeerLink,
+    target: NodeId,
+    addr: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Self::Network {
+        PeerConnection {
+            link: self.link.clone(),
+            target,
+            addr: node.cluster_addr.clone(),
+        }
+    }
+}
+
+/// A peer-link failure as openraft wants it: back off on unreachable, retry on the rest.
+fn link_error<E: std::error::Error>(e: PeerError) -> RPCError<NodeId, NodeInfo, E> {
+    if e.is_unreachable() {
+        RPCError::Unreachable(Unreachable::new(&e))
+    } else {
+        RPCError::Network(NetworkError::new(&e))
+    }
+}
+
+impl PeerConnection {
+    /// Sends `request` and decodes the answer; errors are already in openraft's terms except
+    /// for the member's own answer, which the caller unpacks.
+    async fn call<E: std::error::Error>(
+        &self,
+        request: RaftRequest,
+        option: &RPCOption,
+    ) -> Result<RaftResponse, RPCError<NodeId, NodeInfo, E>> {
+        let payload = serde_json::to_vec(&request)
+            .map_err(|e| RPCError::Network(NetworkError::new(&WireError::Encode(e.to_string()))))?;
+        let req = PeerRequest {
+            to: self.target,
+            addr: self.addr.clone(),
+            payload,
+            timeout: option.hard_ttl(),
+        };
+        let answer = self.link.send(req).await.map_err(link_error)?;
+        let response = decode_message::<RaftResponse>(&answer).map_err(|error| {
+            RPCError::Network(NetworkError::new(&AnswerError::Garbled {
+                to: self.target,
+                error,
+            }))
+        })?;
+        if let RaftResponse::Refused { message } = response {
+            // The peer is up but will not talk to us as we are; backing off is the useful move.
+            let e = AnswerError::Refused {
+                to: self.target,
+                message,
+            };
+            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        }
+        Ok(response)
+    }
+
+    fn mismatched<E: std::error::Error>(&self) -> RPCError<NodeId, NodeInfo, E> {
+        RPCError::Network(NetworkError::new(&AnswerError::Mismatched {
+            to: self.target,
+        }))
+    }
+
+    fn remote<E: std::error::Error>(
+        &self,
+        e: RaftError<NodeId, E>,
+    ) -> RPCError<NodeId, NodeInfo, RaftError<NodeId, E>> {
+        RPCError::RemoteError(RemoteError::new(self.target, e))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerConnection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        match self.call(RaftRequest::AppendEntries(rpc), &option).await? {
+            RaftResponse::AppendEntries(answer) => answer.map_err(|e| self.remote(e)),
+            _ => Err(self.mismatched()),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        match self
+            .call(RaftRequest::InstallSnapshot(rpc), &option)
+            .await?
+        {
+            RaftResponse::InstallSnapshot(answer) => answer.map_err(|e| self.remote(e)),
+            _ => Err(self.mismatched()),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        match self.call(RaftRequest::Vote(rpc), &option).await? {
+            RaftResponse::Vote(answer) => answer.map_err(|e| self.remote(e)),
+            _ => Err(self.mismatched()),
+        }
+    }
+
+    /// Exponential from [`BACKOFF_MS_MIN`], capped below the election timeout (STYLE rule 7),
+    /// so a peer that comes back is heard from before followers start elections.
+    fn backoff(&self) -> Backoff {
+        let steps = std::iter::successors(Some(BACKOFF_MS_MIN), |ms| {
+            Some((ms * 2).min(RECONNECT_BACKOFF_MS_MAX))
+        });
+        Backoff::new(steps.map(Duration::from_millis))
+    }
+}
+
+/// openraft's first pause after an unreachable peer.
+pub const BACKOFF_MS_MIN: u64 = 20;

@@ -21,11 +21,12 @@ use tokio::sync::oneshot;
 
 use super::db::{DbError, MetaDb};
 use super::log_store::LogStore;
-use super::network::NoPeers;
+use super::network::{NoPeers, PeerNetwork, RaftRequest, RaftResponse};
 use super::query;
 use super::runtime;
 use super::state_machine::StateMachine;
 use super::types::{NodeInfo, Raft};
+use crate::peer::PeerLink;
 
 /// Leader heartbeat period.
 pub const HEARTBEAT_MS: u64 = 100;
@@ -45,6 +46,8 @@ pub const SNAPSHOT_WAIT_MAX: Duration = Duration::from_secs(30);
 pub const CLOSE_WAIT_MAX: Duration = Duration::from_secs(5);
 const CLOSE_POLL: Duration = Duration::from_millis(10);
 /// Bound on queued messages; senders wait when it is full.
+/// How long `AddLearner` and `ChangeMembership` wait for the change to commit.
+pub const MEMBERSHIP_WAIT_MAX: Duration = Duration::from_secs(10);
 pub const MAILBOX_MAX: usize = 1024;
 
 /// What a node needs to start its Raft member.
@@ -61,6 +64,56 @@ pub struct RaftNodeConfig {
     pub freed_tx: UnboundedSender<Vec<ObjectId>>,
     /// LMDB map size; sparse, so it may be far larger than the data (e.g. 16 GiB).
     pub map_size_bytes: usize,
+}
+
+/// How the Raft member reaches its peers.
+#[derive(Debug, Clone)]
+pub enum Network {
+    /// No peers: every RPC is unreachable (the single-node `hamster serve`).
+    Solo,
+    /// Raft RPC over the peer link, peers addressed by their membership `cluster_addr`.
+    Peers(PeerLink),
+}
+
+/// How a node joins its group, beyond [`RaftNodeConfig`]. [`RaftNode::start`] uses
+/// [`StartOptions::solo`].
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// The network Raft uses.
+    pub network: Network,
+    /// On an empty store, found a one-voter cluster of this node (and wait to lead it). When
+    /// false the node waits, uninitialised, for a leader to add it as a learner.
+    pub bootstrap: bool,
+}
+
+impl StartOptions {
+    /// A one-node cluster without peers: found it on an empty store, then lead it.
+    pub fn solo() -> Self {
+        StartOptions {
+            network: Network::Solo,
+            bootstrap: true,
+        }
+    }
+}
+
+/// Why a membership change did not commit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    /// This node does not lead the group; ask the leader.
+    #[error("not the metadata leader (leader: {leader:?}); ask the leader")]
+    NotLeader {
+        /// The leader, if known.
+        leader: Option<u64>,
+    },
+    /// The change is not allowed as asked (e.g. a voter that is not a learner yet).
+    #[error("membership change refused: {0}")]
+    Refused(String),
+    /// It did not commit within [`MEMBERSHIP_WAIT_MAX`]; check the new members are reachable.
+    #[error("membership change did not commit in time; check the new members are reachable")]
+    Timeout,
+    /// The member is stopping or failed.
+    #[error("the metadata group failed: {0}")]
+    Fatal(String),
 }
 
 /// Why a proposal did not commit, and what the caller should do about it.
@@ -202,6 +255,32 @@ pub struct RaftStatus;
 #[rtype(result = "Result<u64, ProposeError>")]
 pub struct TakeSnapshot;
 
+/// Adds node `id` as a learner (the leader replicates to it; it does not vote) and waits,
+/// bounded by [`MEMBERSHIP_WAIT_MAX`], until it has caught up. Leader only.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), MembershipError>")]
+pub struct AddLearner {
+    /// The new node's id.
+    pub id: u64,
+    /// Where it listens and sits.
+    pub node: NodeInfo,
+}
+
+/// Makes `voters` the voting members (each already a member or learner); voters left out
+/// leave the group. Waits, bounded by [`MEMBERSHIP_WAIT_MAX`], for the change to commit.
+/// Leader only.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), MembershipError>")]
+pub struct ChangeMembership {
+    /// The new voter set.
+    pub voters: BTreeSet<u64>,
+}
+
+/// One Raft RPC from a peer, already authenticated by the peer link; answered by the member.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "RaftResponse")]
+pub struct RaftRpc(pub RaftRequest);
+
 /// Stops Raft, then closes LMDB and stops the actor; replies once the store is closed, so the
 /// same directory can be opened again at once.
 #[derive(Debug, Clone, Copy, Message)]
@@ -270,6 +349,16 @@ impl RaftNode {
     /// committed, then returns the started actor's address. Must be called inside a running
     /// actix System.
     pub async fn start(cfg: RaftNodeConfig) -> anyhow::Result<Addr<RaftNode>> {
+        Self::start_with(cfg, StartOptions::solo()).await
+    }
+
+    /// Like [`RaftNode::start`] with a choice of network and of founding or joining. A node
+    /// that founds (`bootstrap` on an empty store) or runs solo waits to lead before
+    /// returning; a joiner, or a restarted member of a multi-node group, returns at once.
+    pub async fn start_with(
+        cfg: RaftNodeConfig,
+        opts: StartOptions,
+    ) -> anyhow::Result<Addr<RaftNode>> {
         runtime::seed_rng(cfg.seed);
         let db = MetaDb::open(&cfg.meta_dir, cfg.map_size_bytes)
             .await
@@ -277,8 +366,25 @@ impl RaftNode {
         let config = Arc::new(raft_config()?);
         let log_store = LogStore::new(db.clone());
         let state_machine = StateMachine::new(db.clone(), cfg.freed_tx);
-        let raft = Raft::new(cfg.node_id, config, NoPeers, log_store, state_machine).await?;
-        if let Err(e) = Self::become_ready(&raft, cfg.node_id, cfg.node).await {
+        let solo = matches!(opts.network, Network::Solo);
+        let raft = match opts.network {
+            Network::Solo => {
+                Raft::new(cfg.node_id, config, NoPeers, log_store, state_machine).await?
+            }
+            Network::Peers(link) => {
+                let network = PeerNetwork::new(link);
+                Raft::new(cfg.node_id, config, network, log_store, state_machine).await?
+            }
+        };
+        let ready = async {
+            let fresh = !raft.is_initialized().await?;
+            if solo || (opts.bootstrap && fresh) {
+                Self::become_ready(&raft, cfg.node_id, cfg.node).await
+            } else {
+                Ok(())
+            }
+        };
+        if let Err(e) = ready.await {
             // Release the store so a retry can open it again.
             let _ = raft.shutdown().await;
             return Err(e);
@@ -362,6 +468,8 @@ fn longest_key_bytes(cmd: &Command) -> usize {
             bucket,
             key,
         } => bucket.len() + key.len() + upload_id.len() + 2,
+        Command::AddJoinToken { secret_sha256, .. }
+        | Command::ConsumeJoinToken { secret_sha256, .. } => secret_sha256.len(),
     }
 }
 
@@ -597,5 +705,68 @@ async fn wait_closed(closing: Option<heed::EnvClosingEvent>) {
         }
         tokio::time::sleep(CLOSE_POLL).await;
         waited += CLOSE_POLL;
+    }
+}
+
+fn membership_error(e: RaftError<u64, ClientWriteError<u64, NodeInfo>>) -> MembershipError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => MembershipError::NotLeader {
+            leader: f.leader_id,
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            MembershipError::Refused(e.to_string())
+        }
+        RaftError::Fatal(f) => MembershipError::Fatal(f.to_string()),
+    }
+}
+
+impl Handler<AddLearner> for RaftNode {
+    type Result = ResponseFuture<Result<(), MembershipError>>;
+
+    fn handle(&mut self, msg: AddLearner, _ctx: &mut Self::Context) -> Self::Result {
+        let raft = self.raft.clone();
+        Box::pin(async move {
+            let add = raft.add_learner(msg.id, msg.node, true);
+            match tokio::time::timeout(MEMBERSHIP_WAIT_MAX, add).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(membership_error(e)),
+                Err(_) => Err(MembershipError::Timeout),
+            }
+        })
+    }
+}
+
+impl Handler<ChangeMembership> for RaftNode {
+    type Result = ResponseFuture<Result<(), MembershipError>>;
+
+    fn handle(&mut self, msg: ChangeMembership, _ctx: &mut Self::Context) -> Self::Result {
+        let raft = self.raft.clone();
+        Box::pin(async move {
+            let change = raft.change_membership(msg.voters, false);
+            match tokio::time::timeout(MEMBERSHIP_WAIT_MAX, change).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(membership_error(e)),
+                Err(_) => Err(MembershipError::Timeout),
+            }
+        })
+    }
+}
+
+impl Handler<RaftRpc> for RaftNode {
+    type Result = ResponseFuture<RaftResponse>;
+
+    fn handle(&mut self, msg: RaftRpc, _ctx: &mut Self::Context) -> Self::Result {
+        let raft = self.raft.clone();
+        Box::pin(async move {
+            match msg.0 {
+                RaftRequest::AppendEntries(r) => {
+                    RaftResponse::AppendEntries(raft.append_entries(r).await)
+                }
+                RaftRequest::Vote(r) => RaftResponse::Vote(raft.vote(r).await),
+                RaftRequest::InstallSnapshot(r) => {
+                    RaftResponse::InstallSnapshot(raft.install_snapshot(r).await)
+                }
+            }
+        })
     }
 }

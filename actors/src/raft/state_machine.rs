@@ -11,8 +11,8 @@ use std::io::Cursor;
 use std::ops::Bound;
 
 use hamster_protocol::meta::{
-    self, upload_storage_key, AccessKey, Applied, BucketRecord, Command, MetaStore, ObjectId,
-    Upload, VersionList,
+    self, upload_storage_key, AccessKey, Applied, BucketRecord, Command, JoinTokenRecord,
+    MetaStore, ObjectId, Upload, VersionList,
 };
 use heed::RwTxn;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
@@ -48,6 +48,9 @@ pub struct SnapshotBody {
     /// Every multipart upload in progress, in storage-key order.
     #[serde(default)]
     pub uploads: Vec<Upload>,
+    /// Every join token record, in hash order.
+    #[serde(default)]
+    pub tokens: Vec<JoinTokenRecord>,
 }
 
 /// `MetaStore` over an open write transaction: what `meta::apply` mutates.
@@ -128,6 +131,23 @@ impl MetaStore for TxnStore<'_, '_> {
         self.db
             .uploads
             .delete(self.txn, upload_storage_key(bucket, key, id).as_bytes())?;
+        Ok(())
+    }
+
+    fn join_token(&self, secret_sha256: &str) -> Result<Option<JoinTokenRecord>, DbError> {
+        get_json(&self.db.tokens, self.txn, secret_sha256.as_bytes())
+    }
+
+    fn put_join_token(&mut self, t: &JoinTokenRecord) -> Result<(), DbError> {
+        put_json(&self.db.tokens, self.txn, t.secret_sha256.as_bytes(), t)
+    }
+
+    fn join_tokens(&self) -> Result<Vec<JoinTokenRecord>, DbError> {
+        read_all(&self.db.tokens, self.txn)
+    }
+
+    fn delete_join_token(&mut self, secret_sha256: &str) -> Result<(), DbError> {
+        self.db.tokens.delete(self.txn, secret_sha256.as_bytes())?;
         Ok(())
     }
 }
@@ -216,6 +236,10 @@ impl StateMachine {
         self.db.objects.clear(&mut txn)?;
         self.db.keys.clear(&mut txn)?;
         self.db.uploads.clear(&mut txn)?;
+        self.db.tokens.clear(&mut txn)?;
+        for t in &body.tokens {
+            put_json(&self.db.tokens, &mut txn, t.secret_sha256.as_bytes(), t)?;
+        }
         for u in &body.uploads {
             let k = upload_storage_key(&u.bucket, &u.key, &u.upload_id);
             put_json(&self.db.uploads, &mut txn, k.as_bytes(), u)?;
@@ -389,5 +413,79 @@ fn read_body(db: &MetaDb, txn: &heed::RoTxn) -> Result<SnapshotBody, DbError> {
         objects,
         keys,
         uploads,
+        tokens: read_all(&db.tokens, txn)?,
     })
+}
+
+/// Every record of a JSON table, in key order.
+fn read_all<T: serde::de::DeserializeOwned>(
+    table: &super::db::Table,
+    txn: &heed::RoTxn,
+) -> Result<Vec<T>, DbError> {
+    let mut out = Vec::new();
+    for item in table.iter(txn)? {
+        let (_, v) = item?;
+        out.push(serde_json::from_slice(v)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(c: char) -> String {
+        c.to_string().repeat(64)
+    }
+
+    /// Join tokens, used marks included, travel in the snapshot body, and a body written
+    /// before tokens existed still installs (with none).
+    #[actix_rt::test]
+    async fn join_tokens_round_trip_through_a_snapshot() {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let db_a = MetaDb::open(dir_a.path(), 1 << 26).await.unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let sm_a = StateMachine::new(db_a.clone(), tx.clone());
+        let mut txn = db_a.env.write_txn().unwrap();
+        for cmd in [
+            Command::AddJoinToken {
+                secret_sha256: hash('a'),
+                expires_ms: 10,
+                created_ms: 1,
+            },
+            Command::AddJoinToken {
+                secret_sha256: hash('b'),
+                expires_ms: 10,
+                created_ms: 1,
+            },
+            Command::ConsumeJoinToken {
+                secret_sha256: hash('b'),
+                now_ms: 2,
+                node_id: 7,
+            },
+        ] {
+            assert_eq!(sm_a.apply_command(&mut txn, &cmd).unwrap().refused, None);
+        }
+        txn.commit().unwrap();
+        let body = read_body(&db_a, &db_a.env.read_txn().unwrap()).unwrap();
+        assert_eq!(body.tokens.len(), 2);
+        assert_eq!(body.tokens[1].used_by, Some(7));
+
+        let db_b = MetaDb::open(dir_b.path(), 1 << 26).await.unwrap();
+        let sm_b = StateMachine::new(db_b.clone(), tx);
+        let meta = SnapshotMeta::default();
+        sm_b.install(&meta, serde_json::to_vec(&body).unwrap())
+            .unwrap();
+        assert_eq!(
+            read_body(&db_b, &db_b.env.read_txn().unwrap()).unwrap(),
+            body
+        );
+
+        let mut old = serde_json::to_value(&body).unwrap();
+        old.as_object_mut().unwrap().remove("tokens");
+        sm_b.install(&meta, serde_json::to_vec(&old).unwrap())
+            .unwrap();
+        let installed = read_body(&db_b, &db_b.env.read_txn().unwrap()).unwrap();
+        assert!(installed.tokens.is_empty());
+    }
 }
