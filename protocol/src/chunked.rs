@@ -3,9 +3,10 @@
 //! client-side encoders used by tests and the load generator.
 //!
 //! The decoder holds at most one framing line (chunk header or trailer, bounded by
-//! [`LINE_BYTES_MAX`]); payload bytes go straight to the caller. A chunk's signature can only be
-//! checked once the whole chunk has passed, so the caller must treat everything it received as
-//! provisional until [`ChunkedDecoder::finish`] succeeds.
+//! [`LINE_BYTES_MAX`]) and at most [`TRAILERS_MAX`] trailing headers; payload bytes go straight
+//! to the caller. A chunk's signature can only be checked once the whole chunk has passed, so the
+//! caller must treat everything it received as provisional until [`ChunkedDecoder::finish`]
+//! succeeds.
 
 use sha2::{Digest, Sha256};
 
@@ -15,6 +16,10 @@ use crate::sigv4::{self, SigningContext, EMPTY_SHA256_HEX};
 /// The longest chunk-header or trailer line accepted, CRLF included. Real lines are well under
 /// 200 bytes; the bound keeps a hostile body from growing our buffer.
 pub const LINE_BYTES_MAX: usize = 4096;
+
+/// The most trailing headers accepted. Real bodies send one or two (a checksum and its
+/// signature); the bound keeps a hostile body from growing the trailer list without end.
+pub const TRAILERS_MAX: usize = 32;
 
 /// The string-to-sign algorithm line for a chunk.
 const CHUNK_ALGORITHM: &str = "AWS4-HMAC-SHA256-PAYLOAD";
@@ -317,6 +322,11 @@ impl ChunkedDecoder {
                 self.trailer_signature_seen = true;
             }
             return Ok(());
+        }
+        if self.trailers.len() >= TRAILERS_MAX {
+            return Err(framing(format!(
+                "An aws-chunked body sent more than {TRAILERS_MAX} trailing headers"
+            )));
         }
         self.trailers.push((name, value));
         Ok(())

@@ -94,6 +94,10 @@ pub fn parse_http_date(s: &str) -> Option<u64> {
     let d: u32 = parts[1].parse().ok()?;
     let mo = MONTHS.iter().position(|m| *m == parts[2])? as u32 + 1;
     let y: i64 = parts[3].parse().ok()?;
+    // RFC 1123 years have four digits; a wider one would overflow the day arithmetic below.
+    if !(0..=9999).contains(&y) {
+        return None;
+    }
     let hms: Vec<u64> = parts[4]
         .split(':')
         .map(|p| p.parse().ok())
