@@ -181,7 +181,7 @@ class Node:
 
     def __init__(self, data_dir: Path, log_dir: Path, name: str = "node",
                  access_key: str | None = None, secret_key: str | None = None,
-                 no_s3: bool = False):
+                 no_s3: bool = False, token: str | None = None):
         self.name = name
         self.data_dir = Path(data_dir)
         self.log_dir = Path(log_dir)
@@ -189,6 +189,8 @@ class Node:
         self.access_key = access_key
         self.secret_key = secret_key
         self.no_s3 = no_s3
+        # A join token passed as `--token` on every start (the node ignores it once joined).
+        self.token = token
         self.s3_port, self.admin_port, self.cluster_port = free_ports(3)
         self.proc: subprocess.Popen | None = None
         self.starts = 0
@@ -230,6 +232,8 @@ class Node:
         args = [hamster_bin(), "serve", "--data", str(self.data_dir),
                 "--admin", self.admin_addr, "--cluster-addr", self.cluster_addr]
         args += ["--no-s3"] if self.no_s3 else ["--s3", self.s3_addr]
+        if self.token:
+            args += ["--token", self.token]
         extra = {}
         if self.access_key and self.secret_key:
             extra = {"HAMSTER_ACCESS_KEY": self.access_key,

@@ -98,6 +98,10 @@ pub struct ServeArgs {
     /// Config file (every flag has a key; flags win) [env: HAMSTER_CONFIG]
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Join the cluster this token (from `hamster token`) names; used only on an empty data
+    /// dir, ignored once the node is a member
+    #[arg(long)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,12 @@
 //! `hamster serve` (and `init`): production wiring. Builds the node's actors inside one actix
 //! System — Raft node, shard store and reclaimer, cluster port, S3 front, admin endpoint —
 //! tells systemd when it is ready, and shuts down cleanly on SIGTERM/SIGINT.
+//!
+//! Every node serves Raft over the peer link on its cluster port. On an empty data dir,
+//! `serve` founds a one-node cluster, or with `--token` first joins the cluster the token names
+//! ([`hamster_actors::join`]): it writes the certificate and `node.json` it was given and then
+//! starts like a restarting member. A node that holds the CA key is the founder; only it signs
+//! joiners' certificates.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -13,18 +19,27 @@ use actix_web::{web, App, HttpServer};
 use anyhow::{bail, Context};
 use hamster_actors::admin::{self, AdminState};
 use hamster_actors::clock::{Clock, IdSource, SystemClock};
-use hamster_actors::control::{self, ControlHandler};
+use hamster_actors::control::{self, ControlHandler, Routes};
+use hamster_actors::join::{self, JoinService};
 use hamster_actors::metrics::Metrics;
-use hamster_actors::node::{self, Credentials, DataDir, InitOptions, InitOutcome, NodeFile};
+use hamster_actors::node::{
+    self, Credentials, DataDir, InitOptions, InitOutcome, NodeFile, NODE_FILE_VERSION,
+};
+use hamster_actors::peer::{raft_protocol, PeerLink, RaftService};
 use hamster_actors::raft::node::{
-    GetAccessKey, Propose, RaftNode, RaftNodeConfig, RaftStatus, ReferencedObjects, Shutdown,
+    GetAccessKey, Network, Propose, RaftNode, RaftNodeConfig, RaftStatus, ReferencedObjects,
+    Shutdown, StartOptions,
 };
 use hamster_actors::raft::NodeInfo;
 use hamster_actors::s3::{self, S3Config, S3State};
 use hamster_actors::shards::ShardStore;
-use hamster_actors::tls;
+use hamster_actors::tls::{self, TlsMaterial};
 use hamster_protocol::meta::{AccessKey, Command, ObjectId};
-use hamster_protocol::wire::{ControlRequest, ControlResponse, MemberStatus, StatusReport};
+use hamster_protocol::token::JoinToken;
+use hamster_protocol::wire::{
+    ControlRequest, ControlResponse, JoinRequest, JoinResponse, MemberStatus, StatusReport,
+    ALPN_JOIN, ALPN_RAFT,
+};
 use tracing::{info, warn};
 
 use crate::config::{parse_size, FileConfig};
@@ -75,6 +90,18 @@ pub fn init_dir(
     shape: &NodeShape,
     file: Option<&FileConfig>,
 ) -> anyhow::Result<InitOutcome> {
+    let mut opts = shape_options(dir, shape, file)?;
+    opts.credentials = root_credentials_from_env()?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    node::init(&DataDir::new(dir), &opts, &IdSource::from_os())
+}
+
+/// Where and what a new node is, from flags, file and defaults (no credentials).
+fn shape_options(
+    dir: &Path,
+    shape: &NodeShape,
+    file: Option<&FileConfig>,
+) -> anyhow::Result<InitOptions> {
     let capacity = match shape
         .capacity
         .clone()
@@ -83,6 +110,25 @@ pub fn init_dir(
         Some(c) => parse_size(&c)?,
         None => filesystem_bytes(dir),
     };
+    Ok(InitOptions {
+        zone: pick(&shape.zone, file.map(|f| &f.zone), "default"),
+        host: shape
+            .host
+            .clone()
+            .or_else(|| file.and_then(|f| f.host.clone()))
+            .unwrap_or_else(hostname),
+        capacity_bytes: capacity,
+        cluster_addr: pick(
+            &shape.cluster_addr,
+            file.map(|f| &f.cluster_addr),
+            CLUSTER_ADDR_DEFAULT,
+        ),
+        credentials: None,
+    })
+}
+
+/// Root credentials chosen through `HAMSTER_ACCESS_KEY`/`HAMSTER_SECRET_KEY`, if both are set.
+fn root_credentials_from_env() -> anyhow::Result<Option<Credentials>> {
     let credentials = match (
         std::env::var("HAMSTER_ACCESS_KEY"),
         std::env::var("HAMSTER_SECRET_KEY"),
@@ -101,23 +147,103 @@ pub fn init_dir(
         }
         _ => None,
     };
-    let opts = InitOptions {
-        zone: pick(&shape.zone, file.map(|f| &f.zone), "default"),
-        host: shape
-            .host
-            .clone()
-            .or_else(|| file.and_then(|f| f.host.clone()))
-            .unwrap_or_else(hostname),
-        capacity_bytes: capacity,
-        cluster_addr: pick(
-            &shape.cluster_addr,
-            file.map(|f| &f.cluster_addr),
-            CLUSTER_ADDR_DEFAULT,
-        ),
-        credentials,
+    Ok(credentials)
+}
+
+/// Joins the cluster `token_text` names from the empty data dir `dir`: checks the token is
+/// fresh, makes a key and a certificate request, asks the token's members in order until one
+/// admits (a member that is not the leader, or cannot sign, passes the joiner on), checks what
+/// it got against the token's pin, and writes `<data>/tls` and `node.json`.
+async fn join_cluster(dir: &DataDir, token_text: &str, opts: &InitOptions) -> anyhow::Result<()> {
+    let token = JoinToken::decode(token_text)?;
+    token.check_fresh(SystemClock.now_ms())?;
+    if token.addrs.is_empty() {
+        bail!("the join token names no member to contact; mint a new one with `hamster token`");
+    }
+    let ids = IdSource::from_os();
+    let mut node_id = ids.next_u64();
+    while node_id == 0 {
+        node_id = ids.next_u64();
+    }
+    let id_hex = format!("{node_id:016x}");
+    let (key_pem, csr_pem) = tls::node_key_and_csr(&id_hex)?;
+    let req = JoinRequest {
+        token: token_text.trim().to_string(),
+        csr_pem,
+        node_id: id_hex.clone(),
+        cluster_addr: opts.cluster_addr.clone(),
+        zone: opts.zone.clone(),
+        host: opts.host.clone(),
+        capacity_bytes: opts.capacity_bytes,
     };
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    node::init(&DataDir::new(dir), &opts, &IdSource::from_os())
+    let mut last = String::from("no member answered");
+    let mut admitted = None;
+    for addr in &token.addrs {
+        match join::request_join(addr, token.ca_sha256, &req).await {
+            Ok(JoinResponse::Admitted {
+                cluster_id,
+                ca_pem,
+                cert_pem,
+                members,
+            }) => {
+                admitted = Some((cluster_id, ca_pem, cert_pem, members.len()));
+                break;
+            }
+            Ok(JoinResponse::Refused {
+                message,
+                retry_elsewhere: true,
+            }) => {
+                warn!(%addr, %message, "join not possible here; trying the next member");
+                last = message;
+            }
+            Ok(JoinResponse::Refused { message, .. }) => bail!("{message}"),
+            Err(e) => {
+                warn!(%addr, error = %format!("{e:#}"), "cannot join through this member; trying the next");
+                last = format!("{e:#}");
+            }
+        }
+    }
+    let Some((cluster_id, ca_pem, cert_pem, known)) = admitted else {
+        bail!("no member named in the join token admitted this node ({last}); check the cluster runs and retry");
+    };
+    let pin: String = token.ca_sha256.iter().map(|b| format!("{b:02x}")).collect();
+    if tls::ca_sha256_hex(&ca_pem)? != pin || cluster_id != token.cluster_id {
+        bail!(
+            "the cluster answered with a CA or cluster id other than the token's; check the token"
+        );
+    }
+    let material = TlsMaterial {
+        ca_cert_pem: ca_pem,
+        cert_pem,
+        key_pem,
+    };
+    tls::check_member_material(&material, &id_hex)?;
+    std::fs::create_dir_all(&dir.root)
+        .with_context(|| format!("cannot create data dir {}", dir.root.display()))?;
+    tls::write_member_tls_dir(
+        &dir.tls(),
+        &material.ca_cert_pem,
+        &material.cert_pem,
+        &material.key_pem,
+    )?;
+    let node = NodeFile {
+        version: NODE_FILE_VERSION,
+        node_id,
+        cluster_id,
+        cluster_addr: opts.cluster_addr.clone(),
+        zone: opts.zone.clone(),
+        host: opts.host.clone(),
+        capacity_bytes: opts.capacity_bytes,
+        admin_addr: String::new(),
+        s3_addr: None,
+    };
+    // node.json last: its presence marks a completed join.
+    node::save_node(dir, &node)?;
+    println!(
+        "hamster: joined cluster {} as node {id_hex} ({known} member(s) before us); no token needed to restart",
+        node.cluster_id
+    );
+    Ok(())
 }
 
 /// Prints what `init` made; the secret is shown here once.
@@ -175,6 +301,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let dir = DataDir::new(&dir_path);
     let no_s3 = a.no_s3 || f.and_then(|f| f.no_s3).unwrap_or(false);
     let s3_addr = (!no_s3).then(|| pick(&a.s3, f.map(|f| &f.s3), S3_ADDR_DEFAULT));
+    let mut join = None;
     if !dir.is_initialised() {
         if !dir.is_empty() {
             bail!(
@@ -182,8 +309,15 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 dir.root.display()
             );
         }
-        let outcome = init_dir(&dir_path, &a.shape, f)?;
-        print_init(&dir_path, &outcome, s3_addr.as_deref());
+        match &a.token {
+            Some(token) => join = Some((token.clone(), shape_options(&dir_path, &a.shape, f)?)),
+            None => {
+                let outcome = init_dir(&dir_path, &a.shape, f)?;
+                print_init(&dir_path, &outcome, s3_addr.as_deref());
+            }
+        }
+    } else if a.token.is_some() {
+        info!("this data dir is already a cluster member; --token ignored");
     }
     let settings = Settings {
         dir,
@@ -196,15 +330,28 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
             .or_else(|| f.and_then(|f| f.domain.clone())),
     };
     let system = actix_rt::System::new();
-    system.block_on(run_node(settings))
+    system.block_on(async move {
+        if let Some((token, opts)) = join {
+            join_cluster(&settings.dir, &token, &opts).await?;
+        }
+        run_node(settings).await
+    })
 }
 
 async fn run_node(s: Settings) -> anyhow::Result<()> {
     let mut node = node::load_node(&s.dir)?;
     let material = tls::load_tls_dir(&s.dir.tls())?;
+    // The founder holds the CA key; a joined node has neither it nor a credentials file (its
+    // S3 keys come from the replicated metadata).
+    let ca = if tls::has_ca_key(&s.dir.tls()) {
+        Some(tls::load_cluster_ca(&s.dir.tls())?)
+    } else {
+        None
+    };
+    let founder = ca.is_some();
     let credentials = match &s.s3 {
-        Some(_) => Some(node::load_credentials(&s.dir)?),
-        None => None,
+        Some(_) if founder || s.dir.credentials().exists() => Some(node::load_credentials(&s.dir)?),
+        _ => None,
     };
     let shards = Arc::new(
         ShardStore::open(&s.dir.shards())
@@ -213,7 +360,8 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let ids = Arc::new(IdSource::from_os());
     let (freed_tx, freed_rx) = tokio::sync::mpsc::unbounded_channel();
-    let raft = RaftNode::start(RaftNodeConfig {
+    let link = PeerLink::new(&material)?;
+    let raft_config = RaftNodeConfig {
         node_id: node.node_id,
         meta_dir: s.dir.meta(),
         node: NodeInfo {
@@ -225,9 +373,15 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         seed: ids.next_u64(),
         freed_tx,
         map_size_bytes: 16 << 30,
-    })
-    .await
-    .context("cannot start the metadata store")?;
+    };
+    let start = StartOptions {
+        network: Network::Peers(link),
+        // Only the founder may found a group on an empty store; a joiner waits to be added.
+        bootstrap: founder,
+    };
+    let raft = RaftNode::start_with(raft_config, start)
+        .await
+        .context("cannot start the metadata store")?;
     recover_orphans(&raft, &shards).await?;
     spawn_reclaimer(shards.clone(), metrics.clone(), freed_rx);
     if let Some(c) = &credentials {
@@ -274,7 +428,19 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
             }
         })
     });
-    let cluster_port = control::bind(cluster_addr, &material, handler)
+    let raft_service = RaftService::new();
+    raft_service.bind(raft.clone());
+    let join_service = JoinService::new(
+        node.cluster_id.clone(),
+        material.ca_cert_pem.clone(),
+        ca,
+        Arc::new(SystemClock),
+    )?;
+    join_service.bind(raft.clone());
+    let routes = Routes::new(handler)
+        .with(ALPN_RAFT, raft_protocol(raft_service))
+        .with(ALPN_JOIN, join::join_protocol(join_service));
+    let cluster_port = control::bind_routes(cluster_addr, &material, routes)
         .await
         .with_context(|| format!("cannot listen on the cluster port {cluster_addr}"))?;
 

@@ -7,6 +7,12 @@
 //! CA; the peer's node id is read from that certificate (INV-6: no plaintext, no anonymous
 //! peers). A plaintext, unauthenticated or foreign-CA client is closed with a debug log and the
 //! listener keeps serving.
+//!
+//! The one exception is the join protocol ([`ALPN_JOIN`]): a joining node has no certificate
+//! yet. When the routing table serves it, the handshake lets a client without a certificate
+//! through (a client that presents one must still chain to the CA), and the router hands such a
+//! connection to the join handler only; any other protocol asked for without a verified node
+//! certificate is closed before its handler sees a byte.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,7 +26,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use hamster_protocol::wire::{
     decode_message, encode_message, frame_len, ControlRequest, ControlResponse, WireError,
-    ALPN_CONTROL, FRAME_HEADER_BYTES,
+    ALPN_CONTROL, ALPN_JOIN, FRAME_BYTES_MAX, FRAME_HEADER_BYTES,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -29,7 +35,9 @@ use tokio::time::timeout;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::{debug, info, warn};
 
-use crate::tls::{client_config, cluster_server_name, peer_node_id, server_config, TlsMaterial};
+use crate::tls::{
+    client_config, cluster_server_name, peer_node_id, server_config_with, TlsMaterial,
+};
 
 /// Most connections served at once; one more is closed on arrival so that a flood cannot
 /// exhaust file descriptors or memory.
@@ -66,7 +74,8 @@ pub type ControlHandler = Arc<
 pub type ClusterStream = tokio_rustls::server::TlsStream<TcpStream>;
 
 /// Serves one whole connection of one ALPN protocol; the second argument is the peer's node id,
-/// taken from its certificate. Raft, shard transfer and join register one each.
+/// taken from its certificate. Raft, shard transfer and join register one each. The join
+/// handler alone may be called for a client without a certificate; it then gets an empty id.
 pub type ProtocolHandler =
     Arc<dyn Fn(ClusterStream, String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
@@ -152,7 +161,8 @@ pub async fn bind_routes(
     material: &TlsMaterial,
     routes: Routes,
 ) -> anyhow::Result<ClusterPort> {
-    let config = server_config(material, &routes.alpn_names())?;
+    let anonymous_allowed = routes.table.contains_key(ALPN_JOIN);
+    let config = server_config_with(material, &routes.alpn_names(), anonymous_allowed)?;
     let listener = TcpListener::bind(addr).await.map_err(|e| match e.kind() {
         io::ErrorKind::AddrInUse => {
             anyhow!(
@@ -230,15 +240,19 @@ async fn serve_connection(
         }
     };
     let (_, session) = stream.get_ref();
-    let Some(node_id) = session.peer_certificates().and_then(peer_node_id) else {
-        debug!(%peer_addr, "cluster port: peer certificate names no node; closing");
-        return;
+    let alpn = session.alpn_protocol();
+    let presented = session.peer_certificates().is_some_and(|c| !c.is_empty());
+    let node_id = match session.peer_certificates().and_then(peer_node_id) {
+        Some(id) => id,
+        // Only a joiner may come without a certificate; a certificate that names no node is
+        // never good enough, not even for joining.
+        None if !presented && alpn == Some(ALPN_JOIN) => String::new(),
+        None => {
+            debug!(%peer_addr, "cluster port: no node certificate for this protocol; closing");
+            return;
+        }
     };
-    let Some(handler) = session
-        .alpn_protocol()
-        .and_then(|alpn| routes.table.get(alpn))
-        .cloned()
-    else {
+    let Some(handler) = alpn.and_then(|alpn| routes.table.get(alpn)).cloned() else {
         debug!(%peer_addr, %node_id, "cluster port: no protocol negotiated; closing");
         return;
     };
@@ -322,6 +336,16 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     idle_ms: u64,
 ) -> Result<Option<Vec<u8>>, FrameError> {
+    read_frame_bounded(reader, idle_ms, FRAME_BYTES_MAX).await
+}
+
+/// Like [`read_frame`] with a tighter payload limit, `bytes_max`, for protocols whose
+/// messages are small (a length over it is refused before any of the payload is read).
+pub async fn read_frame_bounded<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    idle_ms: u64,
+    bytes_max: usize,
+) -> Result<Option<Vec<u8>>, FrameError> {
     let work = async {
         let mut header = [0u8; FRAME_HEADER_BYTES];
         match reader.read_exact(&mut header).await {
@@ -330,6 +354,12 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             Err(e) => return Err(FrameError::Io(e)),
         }
         let len = frame_len(header)?;
+        if len > bytes_max {
+            return Err(FrameError::Wire(WireError::FrameTooLarge {
+                len,
+                max: bytes_max,
+            }));
+        }
         let mut payload = vec![0u8; len];
         reader.read_exact(&mut payload).await?;
         Ok(Some(payload))
@@ -354,7 +384,8 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
         .map_err(FrameError::Io)
 }
 
-async fn write_message<W: AsyncWrite + Unpin, T: serde::Serialize>(
+/// Encodes `message` as one frame and writes it (see [`write_frame`]).
+pub async fn write_message<W: AsyncWrite + Unpin, T: serde::Serialize>(
     writer: &mut W,
     message: &T,
 ) -> Result<(), FrameError> {
@@ -407,7 +438,8 @@ pub async fn control_request(
     Ok(response)
 }
 
-async fn connect(addr: &str) -> anyhow::Result<TcpStream> {
+/// Opens a TCP connection to `addr` within [`CLIENT_CONNECT_MS`], with a one-line error.
+pub(crate) async fn connect(addr: &str) -> anyhow::Result<TcpStream> {
     match timeout(
         Duration::from_millis(CLIENT_CONNECT_MS),
         TcpStream::connect(addr),

@@ -24,14 +24,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
+    SanType, PKCS_ECDSA_P256_SHA256,
 };
-use rustls::crypto::CryptoProvider;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use sha2::{Digest, Sha256};
 
 /// The TLS server name every node certificate carries and every client asks for.
@@ -132,6 +135,72 @@ pub fn mint_cluster_ca(cluster_id: &str) -> anyhow::Result<ClusterCa> {
 pub fn mint_node_cert(ca: &ClusterCa, node_id: &str) -> anyhow::Result<(String, String)> {
     install_ring_provider();
     check_node_id(node_id)?;
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| anyhow!("cannot generate a node key: {e}; retry"))?;
+    let cert_pem = sign_node_key(ca, node_id, &key)?;
+    Ok((cert_pem, key.serialize_pem()))
+}
+
+/// A joiner's half of getting a certificate: a fresh key that stays with it and a certificate
+/// signing request (PEM) naming exactly `<node_id>.node.hamster` and `cluster.hamster`.
+/// Returns `(key_pem, csr_pem)`.
+pub fn node_key_and_csr(node_id: &str) -> anyhow::Result<(String, String)> {
+    install_ring_provider();
+    check_node_id(node_id)?;
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| anyhow!("cannot generate a node key: {e}; retry"))?;
+    let mut params = CertificateParams::new(node_names(node_id))
+        .map_err(|e| anyhow!("cannot build a request for node {node_id}: {e}"))?;
+    params.distinguished_name = distinguished_name(&format!("hamster node {node_id}"));
+    let csr = params
+        .serialize_request(&key)
+        .and_then(|r| r.pem())
+        .map_err(|e| anyhow!("cannot build the certificate request: {e}; retry"))?;
+    Ok((key.serialize_pem(), csr))
+}
+
+/// The CA's half of a join: signs the public key in `csr_pem` (whose self-signature is
+/// checked) as node `node_id`'s certificate. The request must name exactly that node's
+/// `<node_id>.node.hamster` and `cluster.hamster`; anything else is refused, so a joiner can
+/// never obtain another node's identity. Everything but the key is taken from our own recipe,
+/// not from the request.
+pub fn sign_node_csr(ca: &ClusterCa, csr_pem: &str, node_id: &str) -> anyhow::Result<String> {
+    install_ring_provider();
+    check_node_id(node_id)?;
+    let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+        .map_err(|e| anyhow!("the certificate request is not a valid signed CSR ({e})"))?;
+    let mut asked = Vec::new();
+    for san in &csr.params.subject_alt_names {
+        match san {
+            SanType::DnsName(name) => asked.push(name.as_str().to_string()),
+            _ => bail!("the certificate request names something other than DNS names"),
+        }
+    }
+    asked.sort();
+    let mut wanted = node_names(node_id);
+    wanted.sort();
+    if asked != wanted {
+        bail!(
+            "the certificate request names {asked:?}, not exactly node {node_id}'s names {wanted:?}"
+        );
+    }
+    sign_node_key(ca, node_id, &csr.public_key)
+}
+
+/// The DNS names a node certificate carries.
+fn node_names(node_id: &str) -> Vec<String> {
+    vec![
+        format!("{node_id}{NODE_NAME_SUFFIX}"),
+        CLUSTER_SERVER_NAME.to_string(),
+    ]
+}
+
+/// Signs `public_key` as node `node_id`'s certificate with `ca`, and checks the result chains.
+fn sign_node_key(
+    ca: &ClusterCa,
+    node_id: &str,
+    public_key: &impl PublicKeyData,
+) -> anyhow::Result<String> {
     let ca_der = first_cert(&ca.cert_pem, "the cluster CA certificate")?;
     let ca_fields = der::cert_fields(&ca_der)
         .ok_or_else(|| anyhow!("the cluster CA certificate is malformed; restore ca.pem"))?;
@@ -144,13 +213,8 @@ pub fn mint_node_cert(ca: &ClusterCa, node_id: &str) -> anyhow::Result<(String, 
     // issuer/subject comparison below proves the recipe matched.
     let issuer = Issuer::new(ca_params(ca_cn), ca_key);
 
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| anyhow!("cannot generate a node key: {e}; retry"))?;
-    let mut params = CertificateParams::new(vec![
-        format!("{node_id}{NODE_NAME_SUFFIX}"),
-        CLUSTER_SERVER_NAME.to_string(),
-    ])
-    .map_err(|e| anyhow!("cannot build a certificate for node {node_id}: {e}"))?;
+    let mut params = CertificateParams::new(node_names(node_id))
+        .map_err(|e| anyhow!("cannot build a certificate for node {node_id}: {e}"))?;
     params.distinguished_name = distinguished_name(&format!("hamster node {node_id}"));
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -161,7 +225,7 @@ pub fn mint_node_cert(ca: &ClusterCa, node_id: &str) -> anyhow::Result<(String, 
     params.use_authority_key_identifier_extension = true;
     set_validity(&mut params, NODE_VALIDITY_DAYS)?;
     let cert = params
-        .signed_by(&key, &issuer)
+        .signed_by(public_key, &issuer)
         .map_err(|e| anyhow!("cannot sign the certificate for node {node_id}: {e}; retry"))?;
 
     let leaf_fields = der::cert_fields(cert.der()).expect("rcgen emits well-formed DER");
@@ -175,7 +239,7 @@ pub fn mint_node_cert(ca: &ClusterCa, node_id: &str) -> anyhow::Result<(String, 
         peer_node_id(&[cert.der().clone()]).as_deref(),
         Some(node_id)
     );
-    Ok((cert_pem, key.serialize_pem()))
+    Ok(cert_pem)
 }
 
 /// Writes the CA and this node's certificate and key into `dir` (`<data>/tls`): `ca.pem`,
@@ -203,6 +267,48 @@ pub fn write_tls_dir(
         .and_then(|d| d.sync_all())
         .with_context(|| format!("cannot fsync {}; check the disk", dir.display()))?;
     Ok(())
+}
+
+/// Writes a joined node's `dir` (`<data>/tls`): `ca.pem`, `node.pem` and `node.key` (0600),
+/// crash-safely as [`write_tls_dir`] does. A joined node holds no CA key.
+pub fn write_member_tls_dir(
+    dir: &Path,
+    ca_cert_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> anyhow::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .with_context(|| format!("cannot create {}; check permissions", dir.display()))?;
+    write_file(dir, CA_CERT_FILE, ca_cert_pem, CERT_MODE)?;
+    write_file(dir, NODE_KEY_FILE, key_pem, KEY_MODE)?;
+    write_file(dir, NODE_CERT_FILE, cert_pem, CERT_MODE)?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot fsync {}; check the disk", dir.display()))?;
+    Ok(())
+}
+
+/// Checks material a joiner was handed before it is written: the certificate chains to the CA,
+/// fits the key, and names exactly node `node_id`.
+pub fn check_member_material(m: &TlsMaterial, node_id: &str) -> anyhow::Result<()> {
+    install_ring_provider();
+    verify_chain(&m.ca_cert_pem, &m.cert_pem)
+        .context("the certificate the cluster signed does not chain to its CA")?;
+    client_config(m, &[]).context("the certificate the cluster signed does not fit our key")?;
+    let leaf = first_cert(&m.cert_pem, "the signed certificate")?;
+    if peer_node_id(&[leaf]).as_deref() != Some(node_id) {
+        bail!("the certificate the cluster signed does not name node {node_id}");
+    }
+    Ok(())
+}
+
+/// Whether `dir` (`<data>/tls`) holds the cluster CA's key: true on the node that founded the
+/// cluster, false on nodes that joined it.
+pub fn has_ca_key(dir: &Path) -> bool {
+    dir.join(CA_KEY_FILE).exists()
 }
 
 /// Loads this node's TLS material from `dir` (`<data>/tls`).
@@ -250,17 +356,33 @@ pub fn ca_sha256_hex(ca_cert_pem: &str) -> anyhow::Result<String> {
 /// A server configuration for the cluster port: TLS 1.3, mutual TLS with client certificates
 /// required and verified against the cluster CA, offering the `alpn` protocols.
 pub fn server_config(m: &TlsMaterial, alpn: &[&[u8]]) -> anyhow::Result<Arc<ServerConfig>> {
+    server_config_with(m, alpn, false)
+}
+
+/// Like [`server_config`]; with `anonymous_allowed` a client may also connect *without* a
+/// certificate (one that presents a certificate must still chain to the cluster CA). Only the
+/// join protocol may serve such a client: the cluster port's router closes every other
+/// protocol's connection that carries no verified node certificate.
+pub fn server_config_with(
+    m: &TlsMaterial,
+    alpn: &[&[u8]],
+    anonymous_allowed: bool,
+) -> anyhow::Result<Arc<ServerConfig>> {
     install_ring_provider();
     let provider = ring_provider();
     let roots = Arc::new(cluster_roots(&m.ca_cert_pem)?);
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+    let mut builder = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
+    if anonymous_allowed {
+        builder = builder.allow_unauthenticated();
+    }
+    let verifier = builder
         .build()
         .map_err(|e| anyhow!("cannot build the client verifier: {e}; check ca.pem"))?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| anyhow!("cannot select TLS 1.3: {e}; this is a bug, please report it"))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(own_chain(m)?, own_key(m)?)
+        .with_single_cert(server_chain(m)?, own_key(m)?)
         .map_err(|e| {
             anyhow!("the node key does not fit the node certificate: {e}; re-mint both")
         })?;
@@ -283,6 +405,104 @@ pub fn client_config(m: &TlsMaterial, alpn: &[&[u8]]) -> anyhow::Result<Arc<Clie
         })?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
+}
+
+/// A client configuration for a node that has no certificate yet (the joiner): TLS 1.3, no
+/// client certificate, asking for the `alpn` protocols, and accepting the server only if the
+/// chain it presents contains a certificate whose SHA-256 is `ca_sha256` (the join token's pin)
+/// and its leaf verifies against that certificate for [`cluster_server_name`]. This runs inside
+/// the handshake, so nothing is sent to a server that fails it.
+pub fn pinned_client_config(
+    ca_sha256: [u8; 32],
+    alpn: &[&[u8]],
+) -> anyhow::Result<Arc<ClientConfig>> {
+    install_ring_provider();
+    let provider = ring_provider();
+    let verifier = PinnedCaVerifier {
+        ca_sha256,
+        provider: provider.clone(),
+    };
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| anyhow!("cannot select TLS 1.3: {e}; this is a bug, please report it"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// Trusts a server only through a CA pinned by hash (see [`pinned_client_config`]).
+#[derive(Debug)]
+struct PinnedCaVerifier {
+    ca_sha256: [u8; 32],
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCaVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let pinned =
+            |c: &&CertificateDer<'_>| Sha256::digest(c.as_ref()).as_slice() == self.ca_sha256;
+        let Some(ca) = intermediates.iter().find(pinned) else {
+            return Err(rustls::Error::General(
+                "the server presented no CA matching the join token's pin".into(),
+            ));
+        };
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(ca.clone().into_owned())
+            .map_err(|e| rustls::Error::General(format!("the pinned CA is not usable: {e}")))?;
+        let inner =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| {
+                    rustls::Error::General(format!("cannot verify against the pinned CA: {e}"))
+                })?;
+        let others: Vec<CertificateDer<'_>> =
+            intermediates.iter().filter(|c| *c != ca).cloned().collect();
+        inner.verify_server_cert(end_entity, &others, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// The server name clients verify: every member's certificate carries it.
@@ -402,6 +622,14 @@ fn cluster_roots(ca_cert_pem: &str) -> anyhow::Result<RootCertStore> {
 
 fn own_chain(m: &TlsMaterial) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     Ok(vec![first_cert(&m.cert_pem, "the node certificate")?])
+}
+
+/// What the cluster port presents: the leaf and then the CA, so that a joiner can find the CA
+/// its token pins in the chain.
+fn server_chain(m: &TlsMaterial) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let mut chain = own_chain(m)?;
+    chain.push(first_cert(&m.ca_cert_pem, "the cluster CA certificate")?);
+    Ok(chain)
 }
 
 fn own_key(m: &TlsMaterial) -> anyhow::Result<PrivateKeyDer<'static>> {

@@ -25,6 +25,10 @@ pub const ALPN_SHARD: &[u8] = b"hamster-shard/1";
 /// ALPN name of the join handshake a new node runs against the cluster.
 pub const ALPN_JOIN: &[u8] = b"hamster-join/1";
 
+/// Most bytes a join request may take: a token, a CSR and a few names fit in a few KiB. The
+/// join protocol is the one reachable without a certificate, so it reads less than a frame.
+pub const JOIN_REQUEST_BYTES_MAX: usize = 64 * 1024;
+
 /// Bytes in a frame header: the payload length as a big-endian `u32`.
 pub const FRAME_HEADER_BYTES: usize = 4;
 /// Largest payload a frame may carry. Shard transfer sends blocks of at most a few MiB, so
@@ -90,6 +94,53 @@ pub enum ControlRequest {
     MintJoinToken {
         /// The token's lifetime, milliseconds (the node enforces the allowed range).
         ttl_ms: u64,
+    },
+}
+
+/// What a new node sends over [`ALPN_JOIN`], after it checked the cluster's CA against the
+/// token's pin and before it has a certificate of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The join token's text form, exactly as `hamster token` printed it.
+    pub token: String,
+    /// A PKCS#10 request (PEM) for the joiner's own key, naming `<node_id>.node.hamster` and
+    /// `cluster.hamster`. The key itself never leaves the joiner.
+    pub csr_pem: String,
+    /// The node id the joiner chose, 16 lowercase hex digits.
+    pub node_id: String,
+    /// Where the joiner's cluster port listens.
+    pub cluster_addr: String,
+    /// Failure domain: zone.
+    pub zone: String,
+    /// Failure domain: host.
+    pub host: String,
+    /// Capacity weight in bytes.
+    pub capacity_bytes: u64,
+}
+
+/// The cluster's answer to a [`JoinRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum JoinResponse {
+    /// The token was consumed and the certificate signed; the joiner is added as a learner
+    /// (and promoted to voter while there are fewer than five) once it runs.
+    Admitted {
+        /// The cluster's id (for the joiner's `node.json`).
+        cluster_id: String,
+        /// The cluster CA certificate, PEM.
+        ca_pem: String,
+        /// The joiner's certificate, signed by the CA, PEM.
+        cert_pem: String,
+        /// The members as the answering node knew them.
+        members: Vec<MemberStatus>,
+    },
+    /// Not admitted; the message says why and what to do.
+    Refused {
+        /// One line: what is wrong and what to do.
+        message: String,
+        /// Whether another member (the leader) may admit the same request; the token was
+        /// not consumed.
+        retry_elsewhere: bool,
     },
 }
 

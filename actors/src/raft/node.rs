@@ -353,8 +353,9 @@ impl RaftNode {
     }
 
     /// Like [`RaftNode::start`] with a choice of network and of founding or joining. A node
-    /// that founds (`bootstrap` on an empty store) or runs solo waits to lead before
-    /// returning; a joiner, or a restarted member of a multi-node group, returns at once.
+    /// that founds (`bootstrap` on an empty store), runs solo, or restarts as its group's only
+    /// voter waits to lead before returning; a joiner, or a restarted member of a multi-node
+    /// group, returns at once.
     pub async fn start_with(
         cfg: RaftNodeConfig,
         opts: StartOptions,
@@ -378,7 +379,14 @@ impl RaftNode {
         };
         let ready = async {
             let fresh = !raft.is_initialized().await?;
-            if solo || (opts.bootstrap && fresh) {
+            // A restarted member that is the group's only voter leads alone, as a fresh
+            // founder does; wait for that so it serves writes as soon as it returns.
+            let sole_voter = {
+                let m = raft.metrics().borrow().clone();
+                let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+                voters == [cfg.node_id]
+            };
+            if solo || (opts.bootstrap && fresh) || sole_voter {
                 Self::become_ready(&raft, cfg.node_id, cfg.node).await
             } else {
                 Ok(())

@@ -1,0 +1,161 @@
+"""Joining a cluster with a token, end to end with real processes on loopback.
+
+Node A founds a cluster; B and C start on empty data dirs with `--token` and become members.
+Every member's `hamster status` then shows the same three members, leader and term; a bucket
+made through A's S3 shows up through B's and C's S3 (they read their local replica, so the
+check polls, bounded). A used token is refused with a clear one-line message and the refused
+node exits nonzero. The cluster port refuses a plaintext client and a TLS client without a
+certificate that asks for the control protocol, and keeps serving.
+
+Proposals on a follower are not forwarded to the leader yet, so writes go through the leader
+(A) only; a PUT on B or C may answer 503 and is deliberately not tested here.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import struct
+import time
+import uuid
+
+import harness
+
+# Joining, catching up as a learner and promotion to voter, for two joiners in a row.
+CONVERGE_TIMEOUT = 60.0
+REPLICA_TIMEOUT = 30.0
+
+
+def mint(node) -> str:
+    r = harness.run_cli(["token", "--data", str(node.data_dir)])
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def status(node) -> dict | None:
+    r = harness.run_cli(["status", "--json", "--data", str(node.data_dir)])
+    if r.returncode != 0:
+        return None
+    return json.loads(r.stdout)
+
+
+def converged(nodes) -> tuple[bool, list]:
+    reports = [status(n) for n in nodes]
+    if any(r is None for r in reports):
+        return False, reports
+    ids = {r["node_id"] for r in reports}
+    for r in reports:
+        members = {m["node_id"]: m for m in r["members"]}
+        if set(members) != ids or any(m["role"] != "voter" for m in members.values()):
+            return False, reports
+    if len({(r["leader"], r["term"]) for r in reports}) != 1 or reports[0]["leader"] is None:
+        return False, reports
+    return True, reports
+
+
+def test_three_nodes_join_and_agree(node_factory):
+    a = node_factory("join-a")
+    token_b, token_c = mint(a), mint(a)
+    b = node_factory("join-b", token=token_b)
+    c = node_factory("join-c", token=token_c)
+
+    deadline = time.monotonic() + CONVERGE_TIMEOUT
+    ok, reports = converged([a, b, c])
+    while not ok and time.monotonic() < deadline:
+        time.sleep(0.5)
+        ok, reports = converged([a, b, c])
+    assert ok, f"members did not agree within {CONVERGE_TIMEOUT}s: {reports}"
+    # Addresses in the membership are the ones each node listens on.
+    addrs = {m["node_id"]: m["cluster_addr"] for m in reports[0]["members"]}
+    for node, r in zip((a, b, c), reports):
+        assert addrs[r["node_id"]] == node.cluster_addr
+        assert r["cluster_id"] == reports[0]["cluster_id"]
+
+    # The joiners hold no CA key and no credentials of their own.
+    for n in (b, c):
+        assert not (n.data_dir / "tls" / "ca.key").exists()
+        assert (n.data_dir / "tls" / "node.key").stat().st_mode & 0o777 == 0o600
+
+    bucket = f"join-{uuid.uuid4().hex[:12]}"
+    a.client().create_bucket(Bucket=bucket)
+    for n in (b, c):
+        s3 = n.client(a.access_key, a.secret_key)
+        deadline = time.monotonic() + REPLICA_TIMEOUT
+        names: list[str] = []
+        while time.monotonic() < deadline:
+            names = [x["Name"] for x in s3.list_buckets()["Buckets"]]
+            if bucket in names:
+                break
+            time.sleep(0.3)
+        assert bucket in names, f"{n.name} never saw {bucket}: {names}"
+
+    # A restart of a joined node ignores its token and rejoins as the member it is.
+    b.restart()
+    assert "ignored" in b.stderr()
+
+
+def test_used_token_is_refused(node_factory):
+    a = node_factory("used-a", no_s3=True)
+    token = mint(a)
+    node_factory("used-b", no_s3=True, token=token)
+    late = node_factory("used-c", no_s3=True, token=token, start=False)
+    late.start(wait=False)
+    code = late.proc.wait(harness.CLI_TIMEOUT)
+    assert code != 0
+    err = late.stderr()
+    assert "the join token was already used" in err, err
+    last = [line for line in err.splitlines() if line.startswith("hamster:")]
+    assert last and "hamster token" in last[-1], err
+    assert not (late.data_dir / "node.json").exists()
+
+
+def frame(obj: dict) -> bytes:
+    body = json.dumps(obj).encode()
+    return struct.pack(">I", len(body)) + body
+
+
+def closed_without_answer(sock) -> bool:
+    """Reads until the server closes: only nothing, a TLS alert record (0x15) or a connection
+    error count as a refusal; a frame back would be an answer."""
+    sock.settimeout(10)
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except (ssl.SSLError, ConnectionError, OSError):
+        pass
+    return data == b"" or data[0] == 0x15
+
+
+def test_cluster_port_refuses_plaintext_and_certless_clients(node_factory):
+    a = node_factory("refuse-a", no_s3=True)
+
+    with socket.create_connection(("127.0.0.1", a.cluster_port), timeout=10) as s:
+        s.sendall(frame({"type": "status"}))
+        assert closed_without_answer(s)
+
+    for alpn in ("hamster-control/1", "hamster-raft/1"):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_alpn_protocols([alpn])
+        raw = socket.create_connection(("127.0.0.1", a.cluster_port), timeout=10)
+        try:
+            tls = ctx.wrap_socket(raw, server_hostname="cluster.hamster")
+        except (ssl.SSLError, ConnectionError, OSError):
+            raw.close()
+            continue
+        with tls:
+            try:
+                tls.sendall(frame({"type": "status"}))
+            except (ssl.SSLError, ConnectionError, OSError):
+                continue
+            assert closed_without_answer(tls), alpn
+
+    assert a.running()
+    r = status(a)
+    assert r is not None and r["node_id"], "the node stopped answering after the refusals"
