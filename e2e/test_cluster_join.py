@@ -7,8 +7,8 @@ check polls, bounded). A used token is refused with a clear one-line message and
 node exits nonzero. The cluster port refuses a plaintext client and a TLS client without a
 certificate that asks for the control protocol, and keeps serving.
 
-Proposals on a follower are not forwarded to the leader yet, so writes go through the leader
-(A) only; a PUT on B or C may answer 503 and is deliberately not tested here.
+A write through a follower's S3 is forwarded to the leader and committed, not bounced with
+503; the follower answers once it has applied the write itself, so it reads it back at once.
 """
 
 from __future__ import annotations
@@ -54,11 +54,12 @@ def converged(nodes) -> tuple[bool, list]:
     return True, reports
 
 
-def test_three_nodes_join_and_agree(node_factory):
-    a = node_factory("join-a")
+def three_node_cluster(node_factory, prefix: str):
+    """A founder and two joiners, once every member agrees on members, leader and term."""
+    a = node_factory(f"{prefix}-a")
     token_b, token_c = mint(a), mint(a)
-    b = node_factory("join-b", token=token_b)
-    c = node_factory("join-c", token=token_c)
+    b = node_factory(f"{prefix}-b", token=token_b)
+    c = node_factory(f"{prefix}-c", token=token_c)
 
     deadline = time.monotonic() + CONVERGE_TIMEOUT
     ok, reports = converged([a, b, c])
@@ -66,6 +67,11 @@ def test_three_nodes_join_and_agree(node_factory):
         time.sleep(0.5)
         ok, reports = converged([a, b, c])
     assert ok, f"members did not agree within {CONVERGE_TIMEOUT}s: {reports}"
+    return (a, b, c), reports
+
+
+def test_three_nodes_join_and_agree(node_factory):
+    (a, b, c), reports = three_node_cluster(node_factory, "join")
     # Addresses in the membership are the ones each node listens on.
     addrs = {m["node_id"]: m["cluster_addr"] for m in reports[0]["members"]}
     for node, r in zip((a, b, c), reports):
@@ -93,6 +99,49 @@ def test_three_nodes_join_and_agree(node_factory):
     # A restart of a joined node ignores its token and rejoins as the member it is.
     b.restart()
     assert "ignored" in b.stderr()
+
+
+def test_write_on_follower_is_forwarded(node_factory):
+    nodes, reports = three_node_cluster(node_factory, "fwd")
+    leader_id = reports[0]["leader"]
+    by_id = {r["node_id"]: n for n, r in zip(nodes, reports)}
+    leader = by_id[leader_id]
+    follower = next(n for nid, n in by_id.items() if nid != leader_id)
+    ak, sk = nodes[0].access_key, nodes[0].secret_key
+
+    bucket = f"fwd-{uuid.uuid4().hex[:12]}"
+    key = "written/on-a-follower.txt"
+    body = b"committed through the leader, readable here at once"
+    s3 = follower.client(ak, sk)
+    # No retries in the client: a 503 bounce would fail here.
+    s3.create_bucket(Bucket=bucket)
+    s3.head_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+    # Read-your-writes on the node written to, without polling.
+    got = s3.get_object(Bucket=bucket, Key=key)
+    assert got["Body"].read() == body
+    listed = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert listed == [key]
+
+    # The leader has the metadata (the bytes stay on the follower until erasure coding).
+    lead = leader.client(ak, sk)
+    deadline = time.monotonic() + REPLICA_TIMEOUT
+    keys: list[str] = []
+    while time.monotonic() < deadline:
+        try:
+            lead.head_bucket(Bucket=bucket)
+            keys = [o["Key"] for o in lead.list_objects_v2(Bucket=bucket).get("Contents", [])]
+        except lead.exceptions.ClientError:
+            keys = []
+        if keys == [key]:
+            break
+        time.sleep(0.3)
+    assert keys == [key], f"the leader never listed {key}: {keys}"
+
+    # A delete through the follower is forwarded too.
+    s3.delete_object(Bucket=bucket, Key=key)
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
 
 
 def test_used_token_is_refused(node_factory):

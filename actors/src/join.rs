@@ -42,7 +42,7 @@ use crate::control::{
 };
 use crate::peer::{node_id_hex, parse_node_id};
 use crate::raft::node::{
-    AddLearner, ChangeMembership, MembershipError, Propose, ProposeError, RaftNode, RaftStatus,
+    AddLearner, ChangeMembership, MembershipError, ProposeError, ProposeHere, RaftNode, RaftStatus,
     RaftStatusReport,
 };
 use crate::raft::NodeInfo;
@@ -204,7 +204,7 @@ impl JoinService {
             now_ms: self.inner.clock.now_ms(),
             node_id: id,
         };
-        match node.send(Propose(consume)).await {
+        match node.send(ProposeHere(consume)).await {
             Ok(Ok(applied)) => match applied.refused {
                 None => {}
                 Some(Refusal::TokenUsed) => {

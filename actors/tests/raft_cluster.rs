@@ -19,8 +19,8 @@ use hamster_actors::peer::{
 use hamster_actors::raft::network::{RaftRequest, RaftResponse};
 use hamster_actors::raft::node::{AddLearner, ChangeMembership, Network, StartOptions};
 use hamster_actors::raft::{
-    GetBucket, ListBuckets, NodeInfo, Propose, ProposeError, RaftNode, RaftNodeConfig, RaftStatus,
-    Shutdown,
+    GetBucket, ListBuckets, NodeInfo, Propose, ProposeError, ProposeHere, RaftNode, RaftNodeConfig,
+    RaftStatus, Shutdown,
 };
 use hamster_actors::tls::{mint_cluster_ca, mint_node_cert, ClusterCa, TlsMaterial};
 use hamster_protocol::meta::{BucketRecord, Command, ObjectId};
@@ -245,8 +245,43 @@ async fn t10_three_members_replicate_and_fail_over() {
         .expect("membership changed");
 
     let names = ["b0", "b1", "b2", "b3", "b4"];
-    for name in names {
+    for name in names[..4].iter().copied() {
         propose(&leader, Command::CreateBucket(bucket(name))).await;
+    }
+    // A proposal on a follower goes to the leader, and the follower answers only once it has
+    // applied it: its own replica reads the write at once.
+    propose(m2.node(), Command::CreateBucket(bucket("b4"))).await;
+    let got = m2.node().send(GetBucket("b4".into())).await.unwrap();
+    assert_eq!(
+        got.unwrap(),
+        Some(bucket("b4")),
+        "read-your-writes on the follower"
+    );
+    // `ProposeHere` never leaves the node.
+    let here = m3
+        .node()
+        .send(ProposeHere(Command::CreateBucket(bucket("never"))))
+        .await
+        .unwrap();
+    assert_eq!(here, Err(ProposeError::NotLeader { leader: Some(1) }));
+    // A forwarded proposal that reaches a follower is not forwarded again.
+    let link = PeerLink::new(&material(&ca, 3)).unwrap();
+    let request = PeerRequest {
+        to: 2,
+        addr: m2.info.cluster_addr.clone(),
+        payload: serde_json::to_vec(&RaftRequest::Propose(vec![Command::CreateBucket(bucket(
+            "never",
+        ))]))
+        .unwrap(),
+        timeout: REQUEST_WAIT,
+    };
+    let answer = link.send(request).await.expect("node 2 answers");
+    match decode_message::<RaftResponse>(&answer).unwrap() {
+        RaftResponse::Proposed(p) => assert_eq!(
+            p.results,
+            vec![Err(ProposeError::NotLeader { leader: Some(1) })]
+        ),
+        other => panic!("expected a proposal answer, got {other:?}"),
     }
     converge(&[&m1, &m2, &m3], &names).await;
     for m in [&m1, &m2, &m3] {

@@ -23,7 +23,8 @@ pub mod types;
 
 pub use node::{
     AddLearner, ChangeMembership, GetAccessKey, GetBucket, GetObject, ListBuckets, ListObjects,
-    MembershipError, Network, Propose, ProposeError, RaftNode, RaftNodeConfig, RaftRpc, RaftStatus,
-    RaftStatusReport, ReadError, ReferencedObjects, Shutdown, StartOptions, TakeSnapshot,
+    MembershipError, Network, Propose, ProposeError, ProposeHere, RaftNode, RaftNodeConfig,
+    RaftRpc, RaftStatus, RaftStatusReport, ReadError, ReferencedObjects, Shutdown, StartOptions,
+    TakeSnapshot,
 };
 pub use types::{NodeInfo, TypeConfig};

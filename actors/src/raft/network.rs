@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use hamster_protocol::meta::{Applied, Command};
 use hamster_protocol::wire::{decode_message, WireError};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -22,6 +23,7 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::node::ProposeError;
 use super::types::{NodeId, NodeInfo, TypeConfig};
 use crate::peer::{PeerError, PeerLink, PeerRequest, RECONNECT_BACKOFF_MS_MAX};
 
@@ -97,6 +99,10 @@ pub enum RaftRequest {
     Vote(VoteRequest<NodeId>),
     /// One chunk of a snapshot, from the leader.
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// Metadata commands a follower was asked to commit, for the leader to propose. Only the
+    /// small metadata commands travel this way, never object bytes (INV-1). The receiver
+    /// proposes them locally and does not forward them again.
+    Propose(Vec<Command>),
 }
 
 impl RaftRequest {
@@ -107,6 +113,7 @@ impl RaftRequest {
             RaftRequest::AppendEntries(r) => &r.vote,
             RaftRequest::Vote(r) => &r.vote,
             RaftRequest::InstallSnapshot(r) => &r.vote,
+            RaftRequest::Propose(_) => return None,
         };
         vote.leader_id().voted_for()
     }
@@ -124,12 +131,25 @@ pub enum RaftResponse {
     InstallSnapshot(
         Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
     ),
+    /// The answer to `Propose`: one result per command, in order, and the highest log index
+    /// that carried any of them.
+    Proposed(Proposed),
     /// The serving node would not pass the request to its member (wrong sender, not started,
     /// undecodable); the member never saw it.
     Refused {
         /// Why.
         message: String,
     },
+}
+
+/// Forwarded commands, committed by the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposed {
+    /// What applying each command answered, or why it did not commit, in the order proposed.
+    pub results: Vec<Result<Applied, ProposeError>>,
+    /// The highest log index that carried any of them; the forwarding node waits until it has
+    /// applied this far before answering, so the writer reads its write there.
+    pub log_index: u64,
 }
 
 /// Why an answer could not be used.

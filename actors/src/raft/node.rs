@@ -1,6 +1,7 @@
 //! The `RaftNode` actor: owns the metadata Raft instance and the LMDB environment under
 //! `<data>/meta`, turns `Propose` into a Raft client write (the commit is the linearization
-//! point, INV-2), and answers metadata reads from the local replica.
+//! point, INV-2), and answers metadata reads from the local replica. On a follower, proposals
+//! go once to the leader over the peer link, and are answered when applied here too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -15,18 +16,19 @@ use hamster_protocol::meta::{
 };
 use openraft::error::{ClientWriteError, Fatal, RaftError};
 use openraft::{ServerState, SnapshotPolicy};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
 
 use super::db::{DbError, MetaDb};
 use super::log_store::LogStore;
-use super::network::{NoPeers, PeerNetwork, RaftRequest, RaftResponse};
+use super::network::{NoPeers, PeerNetwork, Proposed, RaftRequest, RaftResponse};
 use super::query;
 use super::runtime;
 use super::state_machine::StateMachine;
 use super::types::{NodeInfo, Raft};
-use crate::peer::PeerLink;
+use crate::peer::{PeerLink, PeerRequest};
+use hamster_protocol::wire::decode_message;
 
 /// Leader heartbeat period.
 pub const HEARTBEAT_MS: u64 = 100;
@@ -49,6 +51,10 @@ const CLOSE_POLL: Duration = Duration::from_millis(10);
 /// How long `AddLearner` and `ChangeMembership` wait for the change to commit.
 pub const MEMBERSHIP_WAIT_MAX: Duration = Duration::from_secs(10);
 pub const MAILBOX_MAX: usize = 1024;
+/// How long a follower waits for the leader to commit proposals it forwarded.
+pub const FORWARD_WAIT_MAX: Duration = Duration::from_secs(10);
+/// How long a follower then waits to apply the leader's entry itself (read-your-writes).
+pub const FORWARD_APPLY_WAIT_MAX: Duration = Duration::from_secs(5);
 
 /// What a node needs to start its Raft member.
 pub struct RaftNodeConfig {
@@ -117,7 +123,8 @@ pub enum MembershipError {
 }
 
 /// Why a proposal did not commit, and what the caller should do about it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ProposeError {
     /// This node does not lead the metadata group; retry later (S3 503 ServiceUnavailable).
     #[error("not the metadata leader (leader: {leader:?}); retry later")]
@@ -169,6 +176,13 @@ pub enum ReadError {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<Applied, ProposeError>")]
 pub struct Propose(pub Command);
+
+/// Like [`Propose`], but only where this node leads: never forwarded, answers `NotLeader`
+/// on a follower (for changes that must commit together with leader-only steps, as a join's
+/// token with the membership change after it).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Applied, ProposeError>")]
+pub struct ProposeHere(pub Command);
 
 /// One bucket by name.
 #[derive(Debug, Clone, Message)]
@@ -319,13 +333,25 @@ pub struct RaftNode {
     db: Option<MetaDb>,
     max_key_bytes: usize,
     /// Proposals waiting for the batch in flight to land.
-    pending: Vec<(Command, Waiter)>,
+    pending: Vec<Pending>,
     /// Whether a batch is in the log pipeline.
     in_flight: bool,
+    /// Where proposals go when this node does not lead; `None` when running solo.
+    link: Option<PeerLink>,
 }
 
-/// Where a batched proposal's answer goes.
-type Waiter = oneshot::Sender<Result<Applied, ProposeError>>;
+/// Where a batched proposal's answer goes: what applying it answered and the log index of
+/// the entry that carried it.
+type Waiter = oneshot::Sender<Result<(Applied, u64), ProposeError>>;
+
+/// One queued proposal.
+struct Pending {
+    cmd: Command,
+    waiter: Waiter,
+    /// Whether it may go to the leader when this node does not lead. False for proposals a
+    /// follower forwarded here (a proposal travels at most once) and for [`ProposeHere`].
+    forward: bool,
+}
 
 /// Most commands one log entry carries; bounds entry size and apply-transaction length.
 pub const BATCH_COMMANDS_MAX: usize = 256;
@@ -368,13 +394,16 @@ impl RaftNode {
         let log_store = LogStore::new(db.clone());
         let state_machine = StateMachine::new(db.clone(), cfg.freed_tx);
         let solo = matches!(opts.network, Network::Solo);
-        let raft = match opts.network {
-            Network::Solo => {
-                Raft::new(cfg.node_id, config, NoPeers, log_store, state_machine).await?
-            }
+        let (raft, link) = match opts.network {
+            Network::Solo => (
+                Raft::new(cfg.node_id, config, NoPeers, log_store, state_machine).await?,
+                None,
+            ),
             Network::Peers(link) => {
-                let network = PeerNetwork::new(link);
-                Raft::new(cfg.node_id, config, network, log_store, state_machine).await?
+                let network = PeerNetwork::new(link.clone());
+                let raft =
+                    Raft::new(cfg.node_id, config, network, log_store, state_machine).await?;
+                (raft, Some(link))
             }
         };
         let ready = async {
@@ -405,6 +434,7 @@ impl RaftNode {
             max_key_bytes,
             pending: Vec::new(),
             in_flight: false,
+            link,
         };
         Ok(node.start())
     }
@@ -506,15 +536,111 @@ impl Handler<Propose> for RaftNode {
     type Result = ResponseFuture<Result<Applied, ProposeError>>;
 
     fn handle(&mut self, msg: Propose, ctx: &mut Self::Context) -> Self::Result {
-        let len = longest_key_bytes(&msg.0);
+        let answer = self.enqueue(msg.0, true, ctx);
+        Box::pin(async move { answer.await.map(|(applied, _)| applied) })
+    }
+}
+
+impl Handler<ProposeHere> for RaftNode {
+    type Result = ResponseFuture<Result<Applied, ProposeError>>;
+
+    fn handle(&mut self, msg: ProposeHere, ctx: &mut Self::Context) -> Self::Result {
+        let answer = self.enqueue(msg.0, false, ctx);
+        Box::pin(async move { answer.await.map(|(applied, _)| applied) })
+    }
+}
+
+impl RaftNode {
+    /// Queues one proposal for the next batch; the future answers once it landed.
+    fn enqueue(
+        &mut self,
+        cmd: Command,
+        forward: bool,
+        ctx: &mut Context<Self>,
+    ) -> impl std::future::Future<Output = Result<(Applied, u64), ProposeError>> + 'static {
+        let len = longest_key_bytes(&cmd);
         let max = self.max_key_bytes;
-        if len > max {
-            return Box::pin(async move { Err(ProposeError::KeyTooLong { len, max }) });
+        let rx = if len > max {
+            None
+        } else {
+            let (tx, rx) = oneshot::channel();
+            self.pending.push(Pending {
+                cmd,
+                waiter: tx,
+                forward,
+            });
+            self.flush(ctx);
+            Some(rx)
+        };
+        async move {
+            match rx {
+                None => Err(ProposeError::KeyTooLong { len, max }),
+                Some(rx) => rx.await.unwrap_or(Err(ProposeError::Stopping)),
+            }
         }
-        let (tx, rx) = oneshot::channel();
-        self.pending.push((msg.0, tx));
-        self.flush(ctx);
-        Box::pin(async move { rx.await.unwrap_or(Err(ProposeError::Stopping)) })
+    }
+
+    /// Commits `cmds` through the leader `leader`, then waits (bounded) until this node has
+    /// applied the entry that carried them. Answers `NotLeader` when the leader cannot be
+    /// reached or does not lead any more, so the caller retries.
+    fn forward(
+        &self,
+        leader: u64,
+        cmds: Vec<Command>,
+    ) -> impl std::future::Future<Output = Result<Vec<Result<Applied, ProposeError>>, ProposeError>>
+           + 'static {
+        let raft = self.raft.clone();
+        let link = self.link.clone();
+        let count = cmds.len();
+        async move {
+            let not_leader = ProposeError::NotLeader {
+                leader: Some(leader),
+            };
+            let Some(link) = link else {
+                return Err(not_leader);
+            };
+            let addr = {
+                let m = raft.metrics().borrow().clone();
+                m.membership_config
+                    .membership()
+                    .get_node(&leader)
+                    .map(|n| n.cluster_addr.clone())
+            };
+            let Some(addr) = addr else {
+                return Err(not_leader);
+            };
+            let payload = serde_json::to_vec(&RaftRequest::Propose(cmds))
+                .map_err(|e| ProposeError::Fatal(e.to_string()))?;
+            let req = PeerRequest {
+                to: leader,
+                addr,
+                payload,
+                timeout: FORWARD_WAIT_MAX,
+            };
+            let answer = match link.send(req).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    tracing::debug!(leader, error = %e, "forwarding proposals failed");
+                    return Err(not_leader);
+                }
+            };
+            let proposed = match decode_message::<RaftResponse>(&answer) {
+                Ok(RaftResponse::Proposed(p)) if p.results.len() == count => p,
+                other => {
+                    tracing::debug!(leader, answer = ?other, "unusable answer to forwarded proposals");
+                    return Err(not_leader);
+                }
+            };
+            let applied = raft
+                .wait(Some(FORWARD_APPLY_WAIT_MAX))
+                .applied_index_at_least(Some(proposed.log_index), "forwarded proposals applied")
+                .await;
+            if let Err(e) = applied {
+                // Committed all the same; only reading it back here may lag.
+                tracing::warn!(error = %e, index = proposed.log_index, "forwarded proposals committed but not applied here yet");
+            }
+            Ok(proposed.results)
+        }
     }
 }
 
@@ -527,32 +653,67 @@ impl RaftNode {
             return;
         }
         let take = self.pending.len().min(BATCH_COMMANDS_MAX);
-        let (cmds, waiters): (Vec<Command>, Vec<Waiter>) = self.pending.drain(..take).unzip();
+        let batch: Vec<Pending> = self.pending.drain(..take).collect();
+        let cmds: Vec<Command> = batch.iter().map(|p| p.cmd.clone()).collect();
         self.in_flight = true;
         let raft = self.raft.clone();
         let write = async move { raft.client_write(Batch(cmds)).await };
         ctx.spawn(write.into_actor(self).map(move |res, act, ctx| {
             match res {
                 Ok(r) => {
-                    assert_eq!(
-                        r.data.len(),
-                        waiters.len(),
-                        "one answer per batched command"
-                    );
-                    for (w, a) in waiters.into_iter().zip(r.data) {
-                        let _ = w.send(Ok(a));
+                    assert_eq!(r.data.len(), batch.len(), "one answer per batched command");
+                    let index = r.log_id.index;
+                    for (p, a) in batch.into_iter().zip(r.data) {
+                        let _ = p.waiter.send(Ok((a, index)));
                     }
                 }
-                Err(e) => {
-                    let e = propose_error(e);
-                    for w in waiters {
-                        let _ = w.send(Err(e.clone()));
-                    }
-                }
+                Err(e) => act.refused(propose_error(e), batch, ctx),
             }
             act.in_flight = false;
             act.flush(ctx);
         }));
+    }
+}
+
+impl RaftNode {
+    /// Answers a batch this node could not commit: proposals that may be forwarded go to the
+    /// leader when one is known (at most once); the rest get the error.
+    fn refused(&mut self, e: ProposeError, batch: Vec<Pending>, ctx: &mut Context<Self>) {
+        let leader = match e {
+            ProposeError::NotLeader { leader: Some(id) } if id != self.node_id => Some(id),
+            _ => None,
+        };
+        let (local, stay): (Vec<Pending>, Vec<Pending>) = match leader {
+            Some(_) if self.link.is_some() => batch.into_iter().partition(|p| p.forward),
+            _ => (Vec::new(), batch),
+        };
+        for p in stay {
+            let _ = p.waiter.send(Err(e.clone()));
+        }
+        let (Some(leader), false) = (leader, local.is_empty()) else {
+            return;
+        };
+        let (cmds, waiters): (Vec<Command>, Vec<Waiter>) =
+            local.into_iter().map(|p| (p.cmd, p.waiter)).unzip();
+        let forward = self.forward(leader, cmds);
+        ctx.spawn(
+            async move {
+                match forward.await {
+                    Ok(results) => {
+                        // The index only matters to proposals from peers; these were made here.
+                        for (w, r) in waiters.into_iter().zip(results) {
+                            let _ = w.send(r.map(|a| (a, 0)));
+                        }
+                    }
+                    Err(e) => {
+                        for w in waiters {
+                            let _ = w.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+            .into_actor(self),
+        );
     }
 }
 
@@ -763,8 +924,25 @@ impl Handler<ChangeMembership> for RaftNode {
 impl Handler<RaftRpc> for RaftNode {
     type Result = ResponseFuture<RaftResponse>;
 
-    fn handle(&mut self, msg: RaftRpc, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: RaftRpc, ctx: &mut Self::Context) -> Self::Result {
         let raft = self.raft.clone();
+        if let RaftRequest::Propose(cmds) = msg.0 {
+            let answers: Vec<_> = cmds
+                .into_iter()
+                .map(|cmd| self.enqueue(cmd, false, ctx))
+                .collect();
+            return Box::pin(async move {
+                let mut results = Vec::with_capacity(answers.len());
+                let mut log_index = 0;
+                for answer in answers {
+                    results.push(answer.await.map(|(a, index)| {
+                        log_index = log_index.max(index);
+                        a
+                    }));
+                }
+                RaftResponse::Proposed(Proposed { results, log_index })
+            });
+        }
         Box::pin(async move {
             match msg.0 {
                 RaftRequest::AppendEntries(r) => {
@@ -774,6 +952,9 @@ impl Handler<RaftRpc> for RaftNode {
                 RaftRequest::InstallSnapshot(r) => {
                     RaftResponse::InstallSnapshot(raft.install_snapshot(r).await)
                 }
+                RaftRequest::Propose(_) => RaftResponse::Refused {
+                    message: "proposals are answered by the batcher".into(),
+                },
             }
         })
     }
