@@ -116,6 +116,30 @@ pub struct ObjectVersion {
     pub parts: Vec<PartLayout>,
 }
 
+impl PartLayout {
+    /// A part stored as one shard holding all its bytes: the 1+0 profile of a one-node cluster.
+    /// Every writer builds its layout here, so choosing a coding profile has one home.
+    pub fn single_shard(
+        part: u32,
+        size: u64,
+        block_bytes: u32,
+        blake3_hex: String,
+        md5_hex: String,
+        body: Option<ObjectId>,
+    ) -> PartLayout {
+        PartLayout {
+            part,
+            size,
+            k: 1,
+            m: 0,
+            block_bytes,
+            shard_blake3: vec![blake3_hex],
+            md5: md5_hex,
+            body,
+        }
+    }
+}
+
 impl ObjectVersion {
     /// The body whose shard files hold `part`.
     pub fn part_body(&self, part: &PartLayout) -> ObjectId {

@@ -347,16 +347,14 @@ pub async fn copy_object(x: &Exchange) -> Result<HttpResponse, S3Error> {
         headers,
         user_meta,
         checksums: copied.checksums.clone(),
-        parts: vec![PartLayout {
-            part: 1,
-            size: copied.size,
-            k: 1,
-            m: 0,
-            block_bytes: BLOCK_BYTES_DEFAULT,
-            shard_blake3: vec![copied.blake3_hex.clone()],
-            md5: copied.md5_hex.clone(),
-            body: None,
-        }],
+        parts: vec![PartLayout::single_shard(
+            1,
+            copied.size,
+            BLOCK_BYTES_DEFAULT,
+            copied.blake3_hex.clone(),
+            copied.md5_hex.clone(),
+            None,
+        )],
     };
     let cmd = Command::PutObject {
         bucket: bucket_name.to_string(),

@@ -323,16 +323,14 @@ async fn commit_part(
 }
 
 fn part_layout(n: u32, size: u64, blake3_hex: String, md5_hex: &str, body: ObjectId) -> PartLayout {
-    PartLayout {
-        part: n,
+    PartLayout::single_shard(
+        n,
         size,
-        k: 1,
-        m: 0,
-        block_bytes: BLOCK_BYTES_DEFAULT,
-        shard_blake3: vec![blake3_hex],
-        md5: md5_hex.to_string(),
-        body: Some(body),
-    }
+        BLOCK_BYTES_DEFAULT,
+        blake3_hex,
+        md5_hex.to_string(),
+        Some(body),
+    )
 }
 
 /// UploadPart.

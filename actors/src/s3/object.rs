@@ -363,16 +363,14 @@ pub async fn put_object(x: &Exchange, payload: Payload) -> Result<HttpResponse, 
         headers,
         user_meta,
         checksums: checksums.clone(),
-        parts: vec![PartLayout {
-            part: 1,
-            size: received,
-            k: 1,
-            m: 0,
-            block_bytes: BLOCK_BYTES_DEFAULT,
-            shard_blake3: vec![info.blake3_hex],
-            md5: etag.clone(),
-            body: None,
-        }],
+        parts: vec![PartLayout::single_shard(
+            1,
+            received,
+            BLOCK_BYTES_DEFAULT,
+            info.blake3_hex,
+            etag.clone(),
+            None,
+        )],
     };
     let cmd = match put_expectation(x) {
         None => Command::PutObject {

@@ -168,16 +168,14 @@ async fn store(
         headers: accepted.headers.clone(),
         user_meta: accepted.user_meta.clone(),
         checksums: Default::default(),
-        parts: vec![PartLayout {
-            part: 1,
-            size: received,
-            k: 1,
-            m: 0,
-            block_bytes: BLOCK_BYTES_DEFAULT,
-            shard_blake3: vec![info.blake3_hex],
-            md5: etag.clone(),
-            body: None,
-        }],
+        parts: vec![PartLayout::single_shard(
+            1,
+            received,
+            BLOCK_BYTES_DEFAULT,
+            info.blake3_hex,
+            etag.clone(),
+            None,
+        )],
     };
     let cmd = Command::PutObject {
         bucket: bucket_name.to_string(),
