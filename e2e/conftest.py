@@ -49,15 +49,17 @@ def _forget(nodes):
 @pytest.fixture
 def node_factory(tmp_path):
     """Make nodes for this test: `node_factory(name, start=True, creds=True, no_s3=False,
-    token=None)`; with a token the node joins that cluster (and gets no credentials of its own)."""
+    token=None, extra_args=None)`; with a token the node joins that cluster (and gets no
+    credentials of its own); `extra_args` are further `serve` flags."""
     made: list[Node] = []
 
     def make(name: str = "node", start: bool = True, creds: bool = True,
              no_s3: bool = False, data_dir: Path | None = None,
-             token: str | None = None) -> Node:
+             token: str | None = None, extra_args: list[str] | None = None) -> Node:
         ak, sk = harness.random_key_pair() if creds and not token else (None, None)
         node = Node(data_dir or tmp_path / f"{name}-data", tmp_path / "logs", name=name,
-                    access_key=ak, secret_key=sk, no_s3=no_s3, token=token)
+                    access_key=ak, secret_key=sk, no_s3=no_s3, token=token,
+                    extra_args=extra_args)
         made.append(node)
         if start:
             node.start()

@@ -181,7 +181,8 @@ class Node:
 
     def __init__(self, data_dir: Path, log_dir: Path, name: str = "node",
                  access_key: str | None = None, secret_key: str | None = None,
-                 no_s3: bool = False, token: str | None = None):
+                 no_s3: bool = False, token: str | None = None,
+                 extra_args: list[str] | None = None):
         self.name = name
         self.data_dir = Path(data_dir)
         self.log_dir = Path(log_dir)
@@ -191,6 +192,8 @@ class Node:
         self.no_s3 = no_s3
         # A join token passed as `--token` on every start (the node ignores it once joined).
         self.token = token
+        # Further `serve` flags, on every start.
+        self.extra_args = list(extra_args or [])
         self.s3_port, self.admin_port, self.cluster_port = free_ports(3)
         self.proc: subprocess.Popen | None = None
         self.starts = 0
@@ -234,6 +237,7 @@ class Node:
         args += ["--no-s3"] if self.no_s3 else ["--s3", self.s3_addr]
         if self.token:
             args += ["--token", self.token]
+        args += self.extra_args
         extra = {}
         if self.access_key and self.secret_key:
             extra = {"HAMSTER_ACCESS_KEY": self.access_key,

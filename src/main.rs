@@ -102,6 +102,10 @@ pub struct ServeArgs {
     /// dir, ignored once the node is a member
     #[arg(long)]
     pub token: Option<String>,
+    /// Silence after which the leader replaces a voter by a caught-up learner, e.g. 60s, 5m
+    /// [default: 60s]
+    #[arg(long)]
+    pub voter_down_after: Option<String>,
 }
 
 #[derive(Debug, Args)]

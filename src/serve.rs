@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Addr;
+use actix::{Actor, Addr};
 use actix_web::{web, App, HttpServer};
 use anyhow::{bail, Context};
 use hamster_actors::admin::{self, AdminState};
@@ -33,8 +33,10 @@ use hamster_actors::raft::node::{
 use hamster_actors::raft::NodeInfo;
 use hamster_actors::s3::{self, S3Config, S3State};
 use hamster_actors::shards::ShardStore;
+use hamster_actors::steward::{Steward, VOTER_DOWN_AFTER_DEFAULT};
 use hamster_actors::tls::{self, TlsMaterial};
 use hamster_protocol::meta::{AccessKey, Command, ObjectId};
+use hamster_protocol::time::parse_duration_ms;
 use hamster_protocol::token::JoinToken;
 use hamster_protocol::wire::{
     ControlRequest, ControlResponse, JoinRequest, JoinResponse, MemberStatus, StatusReport,
@@ -183,10 +185,11 @@ async fn join_cluster(dir: &DataDir, token_text: &str, opts: &InitOptions) -> an
             Ok(JoinResponse::Admitted {
                 cluster_id,
                 ca_pem,
+                ca_key_pem,
                 cert_pem,
                 members,
             }) => {
-                admitted = Some((cluster_id, ca_pem, cert_pem, members.len()));
+                admitted = Some((cluster_id, ca_pem, ca_key_pem, cert_pem, members.len()));
                 break;
             }
             Ok(JoinResponse::Refused {
@@ -203,7 +206,7 @@ async fn join_cluster(dir: &DataDir, token_text: &str, opts: &InitOptions) -> an
             }
         }
     }
-    let Some((cluster_id, ca_pem, cert_pem, known)) = admitted else {
+    let Some((cluster_id, ca_pem, ca_key_pem, cert_pem, known)) = admitted else {
         bail!("no member named in the join token admitted this node ({last}); check the cluster runs and retry");
     };
     let pin: String = token.ca_sha256.iter().map(|b| format!("{b:02x}")).collect();
@@ -218,11 +221,15 @@ async fn join_cluster(dir: &DataDir, token_text: &str, opts: &InitOptions) -> an
         key_pem,
     };
     tls::check_member_material(&material, &id_hex)?;
+    if let Some(key) = &ca_key_pem {
+        tls::check_ca_key(&material.ca_cert_pem, key)?;
+    }
     std::fs::create_dir_all(&dir.root)
         .with_context(|| format!("cannot create data dir {}", dir.root.display()))?;
     tls::write_member_tls_dir(
         &dir.tls(),
         &material.ca_cert_pem,
+        ca_key_pem.as_deref(),
         &material.cert_pem,
         &material.key_pem,
     )?;
@@ -236,6 +243,7 @@ async fn join_cluster(dir: &DataDir, token_text: &str, opts: &InitOptions) -> an
         capacity_bytes: opts.capacity_bytes,
         admin_addr: String::new(),
         s3_addr: None,
+        joined: true,
     };
     // node.json last: its presence marks a completed join.
     node::save_node(dir, &node)?;
@@ -276,6 +284,7 @@ fn resolve(addr: &str, what: &str) -> anyhow::Result<SocketAddr> {
 /// Settings `serve` runs with, after flags, file and defaults are merged.
 struct Settings {
     dir: DataDir,
+    voter_down_after: Duration,
     s3: Option<String>,
     admin: String,
     region: String,
@@ -319,8 +328,22 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     } else if a.token.is_some() {
         info!("this data dir is already a cluster member; --token ignored");
     }
+    let voter_down_after = match a
+        .voter_down_after
+        .as_deref()
+        .or_else(|| f.and_then(|f| f.voter_down_after.as_deref()))
+    {
+        None => VOTER_DOWN_AFTER_DEFAULT,
+        Some(text) => match parse_duration_ms(text) {
+            Some(ms) if ms >= 1_000 => Duration::from_millis(ms),
+            _ => bail!(
+                "--voter-down-after {text:?} is not a duration of at least 1s, like 30s, 5m or 1h"
+            ),
+        },
+    };
     let settings = Settings {
         dir,
+        voter_down_after,
         s3: s3_addr,
         admin: pick(&a.admin, f.map(|f| &f.admin), ADMIN_ADDR_DEFAULT),
         region: pick(&a.region, f.map(|f| &f.region), REGION_DEFAULT),
@@ -341,14 +364,15 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
 async fn run_node(s: Settings) -> anyhow::Result<()> {
     let mut node = node::load_node(&s.dir)?;
     let material = tls::load_tls_dir(&s.dir.tls())?;
-    // The founder holds the CA key; a joined node has neither it nor a credentials file (its
-    // S3 keys come from the replicated metadata).
+    // Members hold the CA key (docs/adr/0003). Only the founder has a credentials file; a
+    // joined node's S3 keys come from the replicated metadata. (Nodes that joined before
+    // members were given the key have no key and no `joined` mark.)
     let ca = if tls::has_ca_key(&s.dir.tls()) {
         Some(tls::load_cluster_ca(&s.dir.tls())?)
     } else {
         None
     };
-    let founder = ca.is_some();
+    let founder = ca.is_some() && !node.joined;
     let credentials = match &s.s3 {
         Some(_) if founder || s.dir.credentials().exists() => Some(node::load_credentials(&s.dir)?),
         _ => None,
@@ -382,6 +406,8 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
     let raft = RaftNode::start_with(raft_config, start)
         .await
         .context("cannot start the metadata store")?;
+    // Held to the end of the node's life; it acts only while this node leads.
+    let _steward = Steward::new(raft.clone(), s.voter_down_after).start();
     recover_orphans(&raft, &shards).await?;
     spawn_reclaimer(shards.clone(), metrics.clone(), freed_rx);
     if let Some(c) = &credentials {

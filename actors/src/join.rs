@@ -6,20 +6,15 @@
 //! sent ([`crate::tls::pinned_client_config`]). It then sends one [`JoinRequest`]: the token,
 //! a CSR for a key that never leaves it, its chosen node id and where it listens. The serving
 //! node checks the token pins its CA, signs the CSR for exactly that node id, consumes the
-//! token through Raft (single use, expiry judged at the proposer's clock), and answers
-//! [`JoinResponse::Admitted`] with the CA and the signed certificate.
+//! token through Raft (single use, expiry judged at the proposer's clock; a follower forwards
+//! the proposal to the leader), and answers [`JoinResponse::Admitted`] with the CA, its key
+//! and the signed certificate.
 //!
-//! Only the leader admits, and only a node holding the CA key (the founder) can sign; any
-//! other member refuses with `retry_elsewhere`, and the joiner tries the token's next address.
-//! `hamster token` runs on the leader and lists its own address first, so the first address
-//! is the leader unless leadership moved since. No proposal is forwarded.
-//!
-//! Membership changes after the answer, in the background on the leader, one join at a time:
-//! the joiner needs its certificate before it can be reached, so it is added as a learner once
-//! it runs (bounded retries), then promoted to voter while the group has fewer than
-//! [`VOTERS_MAX`] voters.
+//! Every member holds the CA key (docs/adr/0003), so any member can admit and joins outlive
+//! the founder. The consumed token records where the joiner runs; the leader's steward
+//! ([`crate::steward`]) adds it as a learner and promotes it once it has caught up, whoever
+//! leads by then.
 
-use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,7 +26,7 @@ use hamster_protocol::wire::{
     decode_message, JoinRequest, JoinResponse, MemberStatus, ALPN_JOIN, JOIN_REQUEST_BYTES_MAX,
 };
 use tokio::io::AsyncWriteExt;
-use tokio::time::{sleep, timeout};
+use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 use tracing::{debug, info, warn};
 
@@ -41,18 +36,12 @@ use crate::control::{
     ProtocolHandler, HANDSHAKE_MS,
 };
 use crate::peer::{node_id_hex, parse_node_id};
-use crate::raft::node::{
-    AddLearner, ChangeMembership, MembershipError, ProposeError, ProposeHere, RaftNode, RaftStatus,
-    RaftStatusReport,
-};
+use crate::raft::node::{Propose, ProposeError, RaftNode, RaftStatus, RaftStatusReport};
 use crate::raft::NodeInfo;
 use crate::tls::{
     ca_sha256_hex, cluster_server_name, pinned_client_config, sign_node_csr, ClusterCa,
 };
 
-/// Most voters the metadata group gets, whatever the cluster size (DESIGN §4); further
-/// members stay learners.
-pub const VOTERS_MAX: usize = 5;
 /// Time a joiner has to send its request after the handshake.
 pub const JOIN_IDLE_MS_MAX: u64 = 10_000;
 /// Time the serving node may take to answer one join request.
@@ -60,10 +49,6 @@ pub const JOIN_HANDLER_MS_MAX: u64 = 30_000;
 /// Time the joiner waits for the answer: longer than the node's own bound, so that the node's
 /// error reaches the joiner rather than a bare timeout.
 pub const JOIN_RESPONSE_MS_MAX: u64 = JOIN_HANDLER_MS_MAX + 5_000;
-/// Attempts the leader makes at each membership step for a new member.
-pub const ADMIT_ATTEMPTS_MAX: u32 = 10;
-/// Pause between those attempts.
-pub const ADMIT_RETRY_MS: u64 = 1_000;
 
 /// The serving side of the join protocol; bound to the local Raft member once it has started.
 #[derive(Clone)]
@@ -75,12 +60,10 @@ struct JoinInner {
     cluster_id: String,
     ca_cert_pem: String,
     ca_sha256: [u8; 32],
-    /// The CA with its key, on the node that founded the cluster; `None` elsewhere.
+    /// The CA with its key; `None` on a node that joined before members were given the key.
     ca: Option<ClusterCa>,
     clock: Arc<dyn Clock>,
     node: Mutex<Option<Addr<RaftNode>>>,
-    /// Serialises membership changes: openraft refuses a change while another is in flight.
-    admissions: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for JoinService {
@@ -92,19 +75,10 @@ impl std::fmt::Debug for JoinService {
     }
 }
 
-/// What admitting decided, and the member to add afterwards.
-struct Decision {
-    answer: JoinResponse,
-    add: Option<(u64, NodeInfo)>,
-}
-
-fn refuse(message: impl Into<String>, retry_elsewhere: bool) -> Decision {
-    Decision {
-        answer: JoinResponse::Refused {
-            message: message.into(),
-            retry_elsewhere,
-        },
-        add: None,
+fn refuse(message: impl Into<String>, retry_elsewhere: bool) -> JoinResponse {
+    JoinResponse::Refused {
+        message: message.into(),
+        retry_elsewhere,
     }
 }
 
@@ -129,7 +103,6 @@ impl JoinService {
                 ca,
                 clock,
                 node: Mutex::new(None),
-                admissions: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -143,7 +116,7 @@ impl JoinService {
         self.inner.node.lock().expect("join service lock").clone()
     }
 
-    async fn admit(&self, req: JoinRequest) -> Decision {
+    async fn admit(&self, req: JoinRequest) -> JoinResponse {
         let token = match JoinToken::decode(&req.token) {
             Ok(t) => t,
             Err(e) => return refuse(e.to_string(), false),
@@ -171,9 +144,6 @@ impl JoinService {
                 true,
             );
         };
-        if status.leader != Some(status.node_id) {
-            return refuse(not_leader(&status), true);
-        }
         if is_member(&status, id) {
             return refuse(
                 format!(
@@ -185,7 +155,7 @@ impl JoinService {
         }
         let Some(ca) = &self.inner.ca else {
             return refuse(
-                "this node holds no CA key and cannot sign certificates; join through the node that founded the cluster",
+                "this node holds no CA key and cannot sign certificates; join through another member",
                 true,
             );
         };
@@ -199,12 +169,19 @@ impl JoinService {
                 )
             }
         };
+        let info = NodeInfo {
+            cluster_addr: req.cluster_addr.clone(),
+            zone: req.zone.clone(),
+            host: req.host.clone(),
+            capacity_bytes: req.capacity_bytes,
+        };
         let consume = Command::ConsumeJoinToken {
             secret_sha256: token.secret_hash_hex(),
             now_ms: self.inner.clock.now_ms(),
             node_id: id,
+            joined: Some(info),
         };
-        match node.send(ProposeHere(consume)).await {
+        match node.send(Propose(consume)).await {
             Ok(Ok(applied)) => match applied.refused {
                 None => {}
                 Some(Refusal::TokenUsed) => {
@@ -226,88 +203,23 @@ impl JoinService {
                     )
                 }
             },
-            Ok(Err(ProposeError::NotLeader { .. })) => return refuse(not_leader(&status), true),
+            Ok(Err(ProposeError::NotLeader { .. })) => {
+                return refuse(
+                    "the cluster has no leader to commit the join right now; retry shortly",
+                    true,
+                )
+            }
             Ok(Err(e)) => return refuse(format!("the join did not commit: {e}; retry"), true),
             Err(_) => return refuse("this node's metadata member stopped; retry elsewhere", true),
         }
-        let info = NodeInfo {
-            cluster_addr: req.cluster_addr.clone(),
-            zone: req.zone.clone(),
-            host: req.host.clone(),
-            capacity_bytes: req.capacity_bytes,
-        };
         info!(node = %req.node_id, addr = %req.cluster_addr, "join token consumed; admitting the node");
-        Decision {
-            answer: JoinResponse::Admitted {
-                cluster_id: self.inner.cluster_id.clone(),
-                ca_pem: self.inner.ca_cert_pem.clone(),
-                cert_pem,
-                members: members(&status),
-            },
-            add: Some((id, info)),
+        JoinResponse::Admitted {
+            cluster_id: self.inner.cluster_id.clone(),
+            ca_pem: self.inner.ca_cert_pem.clone(),
+            ca_key_pem: Some(ca.key_pem.clone()),
+            cert_pem,
+            members: members(&status),
         }
-    }
-
-    /// Adds the admitted node as a learner, then promotes it while voters are fewer than
-    /// [`VOTERS_MAX`]; each step retried a bounded number of times.
-    async fn add_member(self, id: u64, info: NodeInfo) {
-        let _one_at_a_time = self.inner.admissions.lock().await;
-        let Some(node) = self.node() else { return };
-        let who = node_id_hex(id);
-        let mut learner = false;
-        for attempt in 1..=ADMIT_ATTEMPTS_MAX {
-            match node
-                .send(AddLearner {
-                    id,
-                    node: info.clone(),
-                })
-                .await
-            {
-                Ok(Ok(())) => {
-                    learner = true;
-                    break;
-                }
-                Ok(Err(MembershipError::NotLeader { .. })) | Err(_) => {
-                    warn!(node = %who, "lost leadership while adding a joined node; it stays out until re-admitted");
-                    return;
-                }
-                Ok(Err(e)) => {
-                    debug!(node = %who, attempt, error = %e, "adding learner; retrying");
-                    sleep(Duration::from_millis(ADMIT_RETRY_MS)).await;
-                }
-            }
-        }
-        if !learner {
-            warn!(node = %who, "the joined node did not catch up as a learner; check it runs and is reachable");
-            return;
-        }
-        info!(node = %who, "joined node added as a learner");
-        for attempt in 1..=ADMIT_ATTEMPTS_MAX {
-            let Ok(status) = node.send(RaftStatus).await else {
-                return;
-            };
-            let mut voters: BTreeSet<u64> = status.voters.iter().map(|(v, _)| *v).collect();
-            if voters.contains(&id) {
-                return;
-            }
-            if voters.len() >= VOTERS_MAX {
-                info!(node = %who, VOTERS_MAX, "voter cap reached; the node stays a learner");
-                return;
-            }
-            voters.insert(id);
-            match node.send(ChangeMembership { voters }).await {
-                Ok(Ok(())) => {
-                    info!(node = %who, "joined node promoted to voter");
-                    return;
-                }
-                Ok(Err(MembershipError::NotLeader { .. })) | Err(_) => return,
-                Ok(Err(e)) => {
-                    debug!(node = %who, attempt, error = %e, "promoting to voter; retrying");
-                    sleep(Duration::from_millis(ADMIT_RETRY_MS)).await;
-                }
-            }
-        }
-        warn!(node = %who, "the joined node could not be promoted to voter; it stays a learner");
     }
 }
 
@@ -317,20 +229,6 @@ fn is_member(status: &RaftStatusReport, id: u64) -> bool {
         .iter()
         .chain(&status.learners)
         .any(|(m, _)| *m == id)
-}
-
-fn not_leader(status: &RaftStatusReport) -> String {
-    let addr = status
-        .leader
-        .and_then(|l| status.voters.iter().find(|(v, _)| *v == l))
-        .map(|(_, n)| n.cluster_addr.clone());
-    match (status.leader, addr) {
-        (Some(l), Some(a)) => format!(
-            "this node does not lead the cluster; retry on the leader {} at {a}",
-            node_id_hex(l)
-        ),
-        _ => "this node does not lead the cluster and knows no leader; retry shortly".to_string(),
-    }
 }
 
 fn members(status: &RaftStatusReport) -> Vec<MemberStatus> {
@@ -362,7 +260,7 @@ async fn serve_join(mut stream: ClusterStream, peer: String, service: JoinServic
                 return;
             }
         };
-    let decision = match decode_message::<JoinRequest>(&payload) {
+    let answer = match decode_message::<JoinRequest>(&payload) {
         Ok(req) => {
             let work = service.admit(req);
             match timeout(Duration::from_millis(JOIN_HANDLER_MS_MAX), work).await {
@@ -375,17 +273,14 @@ async fn serve_join(mut stream: ClusterStream, peer: String, service: JoinServic
         }
         Err(e) => refuse(e.to_string(), false),
     };
-    if let JoinResponse::Refused { message, .. } = &decision.answer {
+    if let JoinResponse::Refused { message, .. } = &answer {
         info!(%message, "join refused");
     }
-    let sent = write_message(&mut stream, &decision.answer).await;
+    let sent = write_message(&mut stream, &answer).await;
     let _ = stream.shutdown().await;
     if let Err(e) = sent {
         // The token is consumed; the node may still come up with what it got, or not at all.
         warn!(error = %e, "join: could not send the answer");
-    }
-    if let Some((id, info)) = decision.add {
-        tokio::spawn(service.add_member(id, info));
     }
 }
 

@@ -11,4 +11,5 @@ pub mod peer;
 pub mod raft;
 pub mod s3;
 pub mod shards;
+pub mod steward;
 pub mod tls;

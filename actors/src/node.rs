@@ -84,6 +84,10 @@ pub struct NodeFile {
     /// The S3 address the node last served on, if any.
     #[serde(default)]
     pub s3_addr: Option<String>,
+    /// Whether this node joined an existing cluster (rather than founding one). A joined node
+    /// never founds a group of its own, even on an empty metadata store.
+    #[serde(default)]
+    pub joined: bool,
 }
 
 /// Serde for a u64 as 16 lowercase hex digits.
@@ -295,6 +299,7 @@ pub fn init(dir: &DataDir, opts: &InitOptions, ids: &IdSource) -> anyhow::Result
         capacity_bytes: opts.capacity_bytes,
         admin_addr: String::new(),
         s3_addr: None,
+        joined: false,
     };
     // node.json last: its presence marks a completed init.
     save_node(dir, &node)?;

@@ -269,11 +269,13 @@ pub fn write_tls_dir(
     Ok(())
 }
 
-/// Writes a joined node's `dir` (`<data>/tls`): `ca.pem`, `node.pem` and `node.key` (0600),
-/// crash-safely as [`write_tls_dir`] does. A joined node holds no CA key.
+/// Writes a joined node's `dir` (`<data>/tls`): `ca.pem`, the CA key `ca.key` (0600) when the
+/// cluster handed it over, `node.pem` and `node.key` (0600), crash-safely as
+/// [`write_tls_dir`] does.
 pub fn write_member_tls_dir(
     dir: &Path,
     ca_cert_pem: &str,
+    ca_key_pem: Option<&str>,
     cert_pem: &str,
     key_pem: &str,
 ) -> anyhow::Result<()> {
@@ -283,12 +285,27 @@ pub fn write_member_tls_dir(
         .create(dir)
         .with_context(|| format!("cannot create {}; check permissions", dir.display()))?;
     write_file(dir, CA_CERT_FILE, ca_cert_pem, CERT_MODE)?;
+    if let Some(ca_key) = ca_key_pem {
+        write_file(dir, CA_KEY_FILE, ca_key, KEY_MODE)?;
+    }
     write_file(dir, NODE_KEY_FILE, key_pem, KEY_MODE)?;
     write_file(dir, NODE_CERT_FILE, cert_pem, CERT_MODE)?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("cannot fsync {}; check the disk", dir.display()))?;
     Ok(())
+}
+
+/// Checks that `key_pem` is the private key of the CA certificate `ca_cert_pem`, by signing a
+/// throwaway node certificate with it ([`mint_node_cert`] verifies it against the CA).
+pub fn check_ca_key(ca_cert_pem: &str, key_pem: &str) -> anyhow::Result<()> {
+    let ca = ClusterCa {
+        cert_pem: ca_cert_pem.to_string(),
+        key_pem: key_pem.to_string(),
+    };
+    mint_node_cert(&ca, "ffffffffffffffff")
+        .map(|_| ())
+        .context("the CA key the cluster sent does not belong to its CA certificate")
 }
 
 /// Checks material a joiner was handed before it is written: the certificate chains to the CA,

@@ -6,6 +6,7 @@ pub mod checksum;
 pub mod chunked;
 pub mod form;
 pub mod listing;
+pub mod membership;
 pub mod meta;
 pub mod names;
 pub mod post_policy;

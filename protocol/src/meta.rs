@@ -254,6 +254,30 @@ pub struct JoinTokenRecord {
     /// When it was used, Unix milliseconds.
     #[serde(default)]
     pub used_ms: Option<u64>,
+    /// Where the node that used the token runs: the leader adds it to the membership from
+    /// here, whichever member admitted it and whoever leads by then.
+    #[serde(default)]
+    pub joined: Option<NodeInfo>,
+}
+
+/// What the membership records about one node: enough to reach it and to place shards on it.
+/// It travels inside membership log entries and snapshots, so it doubles as the address book.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The cluster port address (`host:port`) peers dial.
+    pub cluster_addr: String,
+    /// Failure domain: zone.
+    pub zone: String,
+    /// Failure domain: host.
+    pub host: String,
+    /// Capacity weight for placement, in bytes.
+    pub capacity_bytes: u64,
+}
+
+impl std::fmt::Display for NodeInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}/{}", self.cluster_addr, self.zone, self.host)
+    }
 }
 
 /// Whether `s` is a SHA-256 in the form join token records are keyed by: 64 lowercase hex.
@@ -371,6 +395,9 @@ pub enum Command {
         now_ms: u64,
         /// The node the token admits.
         node_id: u64,
+        /// Where that node runs, recorded with the token so the leader can add it.
+        #[serde(default)]
+        joined: Option<NodeInfo>,
     },
 }
 
@@ -745,6 +772,7 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
                 expires_ms: *expires_ms,
                 used_by: None,
                 used_ms: None,
+                joined: None,
             })?;
             Ok(Applied::default())
         }
@@ -752,6 +780,7 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
             secret_sha256,
             now_ms,
             node_id,
+            joined,
         } => {
             let Some(mut t) = store.join_token(secret_sha256)? else {
                 return Ok(Applied::refused(Refusal::TokenInvalid));
@@ -764,6 +793,7 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
             }
             t.used_by = Some(*node_id);
             t.used_ms = Some(*now_ms);
+            t.joined = joined.clone();
             store.put_join_token(&t)?;
             Ok(Applied::default())
         }
@@ -1104,6 +1134,10 @@ mod tests {
             secret_sha256: hash.into(),
             now_ms,
             node_id,
+            joined: Some(NodeInfo {
+                cluster_addr: format!("127.0.0.1:{}", 9400 + node_id),
+                ..NodeInfo::default()
+            }),
         }
     }
 
@@ -1115,6 +1149,10 @@ mod tests {
         assert_eq!(run(&mut s, consume_token(&h, 2_000, 7)), Applied::default());
         let t = &s.tokens[&h];
         assert_eq!((t.used_by, t.used_ms), (Some(7), Some(2_000)));
+        assert_eq!(
+            t.joined.as_ref().map(|n| n.cluster_addr.as_str()),
+            Some("127.0.0.1:9407")
+        );
         // A second use, by anyone, is "used" and changes nothing.
         let before = s.clone();
         for node in [7, 8] {

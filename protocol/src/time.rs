@@ -33,6 +33,25 @@ fn split(ms: u64) -> (i64, u32, u32, u64, u64, u64, u64) {
     (y, mo, d, rem / 3600, (rem % 3600) / 60, rem % 60, ms % 1000)
 }
 
+/// Parses an operator's duration, a whole number with one unit: `90s`, `5m`, `1h`, `7d`, into
+/// milliseconds. `None` if it does not parse or does not fit.
+pub fn parse_duration_ms(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = t.split_at(split);
+    if number.is_empty() {
+        return None;
+    }
+    let unit_ms: u64 = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 24 * 3_600_000,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(unit_ms)
+}
+
 /// `2013-05-24T00:00:00.000Z`, the form of `<LastModified>` and `<CreationDate>` in S3 XML.
 pub fn iso8601_ms(ms: u64) -> String {
     let (y, mo, d, h, mi, s, milli) = split(ms);
@@ -115,6 +134,18 @@ pub fn parse_http_date(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_parse_with_one_unit() {
+        assert_eq!(parse_duration_ms("90s"), Some(90_000));
+        assert_eq!(parse_duration_ms(" 5m "), Some(300_000));
+        assert_eq!(parse_duration_ms("1h"), Some(3_600_000));
+        assert_eq!(parse_duration_ms("2d"), Some(172_800_000));
+        for bad in ["", "s", "10", "10x", "1.5h", "-1s", "1h30m", "99999999999999999999s"] {
+            assert_eq!(parse_duration_ms(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_duration_ms(&format!("{}d", u64::MAX / 1_000)), None);
+    }
 
     #[test]
     fn round_trips_known_dates() {

@@ -238,24 +238,14 @@ pub enum TtlError {
 /// [`TTL_MIN_MS`]..=[`TTL_MAX_MS`].
 pub fn parse_ttl(text: &str) -> Result<u64, TtlError> {
     let t = text.trim();
-    let syntax = || TtlError::Syntax(text.to_string());
-    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(syntax)?;
-    let (number, unit) = t.split_at(split);
-    if number.is_empty() {
-        return Err(syntax());
+    let well_formed = t.len() > 1
+        && t.ends_with(['s', 'm', 'h', 'd'])
+        && t[..t.len() - 1].bytes().all(|b| b.is_ascii_digit());
+    if !well_formed {
+        return Err(TtlError::Syntax(text.to_string()));
     }
-    let unit_ms: u64 = match unit {
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 24 * 3_600_000,
-        _ => return Err(syntax()),
-    };
     // Anything with more digits than fit is certainly too long.
-    let ms = number
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(unit_ms));
+    let ms = crate::time::parse_duration_ms(t);
     check_ttl(ms.unwrap_or(u64::MAX)).map_err(|e| match e {
         TtlError::TooShort(_) => TtlError::TooShort(text.to_string()),
         _ => TtlError::TooLong(text.to_string()),

@@ -129,6 +129,10 @@ pub enum JoinResponse {
         cluster_id: String,
         /// The cluster CA certificate, PEM.
         ca_pem: String,
+        /// The cluster CA's private key, PEM, so that every member can admit joiners
+        /// (docs/adr/0003). Sent only over the TLS session the joiner pinned to this CA.
+        #[serde(default)]
+        ca_key_pem: Option<String>,
         /// The joiner's certificate, signed by the CA, PEM.
         cert_pem: String,
         /// The members as the answering node knew them.

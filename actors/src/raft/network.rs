@@ -9,6 +9,8 @@
 //! Snapshots travel in openraft's chunks (`snapshot_max_chunk_size`, 3 MiB by default), each
 //! chunk one frame; a chunk's JSON must stay under the frame limit.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hamster_protocol::meta::{Applied, Command};
@@ -22,6 +24,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 use super::node::ProposeError;
 use super::types::{NodeId, NodeInfo, TypeConfig};
@@ -103,6 +106,9 @@ pub enum RaftRequest {
     /// small metadata commands travel this way, never object bytes (INV-1). The receiver
     /// proposes them locally and does not forward them again.
     Propose(Vec<Command>),
+    /// A follower asks the leader how far it has committed, so that it can serve a read once
+    /// it has applied that far itself (a read index).
+    ReadIndex,
 }
 
 impl RaftRequest {
@@ -113,7 +119,7 @@ impl RaftRequest {
             RaftRequest::AppendEntries(r) => &r.vote,
             RaftRequest::Vote(r) => &r.vote,
             RaftRequest::InstallSnapshot(r) => &r.vote,
-            RaftRequest::Propose(_) => return None,
+            RaftRequest::Propose(_) | RaftRequest::ReadIndex => return None,
         };
         vote.leader_id().voted_for()
     }
@@ -134,6 +140,8 @@ pub enum RaftResponse {
     /// The answer to `Propose`: one result per command, in order, and the highest log index
     /// that carried any of them.
     Proposed(Proposed),
+    /// The answer to `ReadIndex`: the leader's commit index, or why it cannot say.
+    ReadIndex(Result<u64, ProposeError>),
     /// The serving node would not pass the request to its member (wrong sender, not started,
     /// undecodable); the member never saw it.
     Refused {
@@ -163,16 +171,43 @@ enum AnswerError {
     Garbled { to: NodeId, error: WireError },
 }
 
+/// When each peer last answered a Raft RPC from this node. On the leader, which sends
+/// heartbeats to every member, it tells who is up; the membership steward reads it.
+#[derive(Debug, Clone, Default)]
+pub struct PeerHealth {
+    heard: Arc<Mutex<BTreeMap<NodeId, Instant>>>,
+}
+
+impl PeerHealth {
+    /// Notes an answer from `peer` now.
+    pub fn heard_from(&self, peer: NodeId) {
+        self.heard
+            .lock()
+            .expect("peer health lock")
+            .insert(peer, Instant::now());
+    }
+
+    /// When `peer` last answered, if ever.
+    pub fn last_heard(&self, peer: NodeId) -> Option<Instant> {
+        self.heard
+            .lock()
+            .expect("peer health lock")
+            .get(&peer)
+            .copied()
+    }
+}
+
 /// A network factory whose connections carry Raft RPC over the peer link.
 #[derive(Debug, Clone)]
 pub struct PeerNetwork {
     link: PeerLink,
+    health: PeerHealth,
 }
 
 impl PeerNetwork {
-    /// Raft RPC over `link`.
-    pub fn new(link: PeerLink) -> Self {
-        PeerNetwork { link }
+    /// Raft RPC over `link`; answers are noted in `health`.
+    pub fn new(link: PeerLink, health: PeerHealth) -> Self {
+        PeerNetwork { link, health }
     }
 }
 
@@ -180,6 +215,7 @@ impl PeerNetwork {
 #[derive(Debug, Clone)]
 pub struct PeerConnection {
     link: PeerLink,
+    health: PeerHealth,
     target: NodeId,
     addr: String,
 }
@@ -190,6 +226,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Self::Network {
         PeerConnection {
             link: self.link.clone(),
+            health: self.health.clone(),
             target,
             addr: node.cluster_addr.clone(),
         }
@@ -236,6 +273,7 @@ impl PeerConnection {
             };
             return Err(RPCError::Unreachable(Unreachable::new(&e)));
         }
+        self.health.heard_from(self.target);
         Ok(response)
     }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use anyhow::Context as _;
 use hamster_protocol::listing::{ListParams, Page};
+use hamster_protocol::membership::{MemberView, Situation};
 use hamster_protocol::meta::{
     AccessKey, Applied, Batch, BucketRecord, Command, ObjectId, ObjectVersion, Upload, VersionList,
 };
@@ -19,10 +20,11 @@ use openraft::{ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::db::{DbError, MetaDb};
 use super::log_store::LogStore;
-use super::network::{NoPeers, PeerNetwork, Proposed, RaftRequest, RaftResponse};
+use super::network::{NoPeers, PeerHealth, PeerNetwork, Proposed, RaftRequest, RaftResponse};
 use super::query;
 use super::runtime;
 use super::state_machine::StateMachine;
@@ -47,14 +49,24 @@ pub const SNAPSHOT_WAIT_MAX: Duration = Duration::from_secs(30);
 /// How long `Shutdown` waits for LMDB to close once Raft has stopped.
 pub const CLOSE_WAIT_MAX: Duration = Duration::from_secs(5);
 const CLOSE_POLL: Duration = Duration::from_millis(10);
-/// Bound on queued messages; senders wait when it is full.
 /// How long `AddLearner` and `ChangeMembership` wait for the change to commit.
 pub const MEMBERSHIP_WAIT_MAX: Duration = Duration::from_secs(10);
+/// Bound on queued messages; senders wait when it is full.
 pub const MAILBOX_MAX: usize = 1024;
 /// How long a follower waits for the leader to commit proposals it forwarded.
 pub const FORWARD_WAIT_MAX: Duration = Duration::from_secs(10);
 /// How long a follower then waits to apply the leader's entry itself (read-your-writes).
 pub const FORWARD_APPLY_WAIT_MAX: Duration = Duration::from_secs(5);
+/// How long a follower waits for the leader's read index, and then to apply up to it.
+pub const READ_INDEX_WAIT_MAX: Duration = Duration::from_secs(3);
+/// How long a follower that knows no leader waits for one before refusing a read.
+pub const LEADER_WAIT_MAX: Duration = Duration::from_secs(3);
+/// Snapshot bytes per `InstallSnapshot` chunk: with JSON's worst case of four characters per
+/// byte a chunk stays well inside one peer-link frame, and memory per transfer is bounded.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+/// Most entries one `AppendEntries` carries (each a batch of up to [`BATCH_COMMANDS_MAX`]
+/// commands), so a catching-up follower's frames stay bounded.
+pub const APPEND_ENTRIES_MAX: u64 = 16;
 
 /// What a node needs to start its Raft member.
 pub struct RaftNodeConfig {
@@ -270,7 +282,8 @@ pub struct RaftStatus;
 pub struct TakeSnapshot;
 
 /// Adds node `id` as a learner (the leader replicates to it; it does not vote) and waits,
-/// bounded by [`MEMBERSHIP_WAIT_MAX`], until it has caught up. Leader only.
+/// bounded by [`MEMBERSHIP_WAIT_MAX`], for the change to commit (not for the learner to catch
+/// up: the steward promotes it once it has). Leader only.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<(), MembershipError>")]
 pub struct AddLearner {
@@ -281,7 +294,7 @@ pub struct AddLearner {
 }
 
 /// Makes `voters` the voting members (each already a member or learner); voters left out
-/// leave the group. Waits, bounded by [`MEMBERSHIP_WAIT_MAX`], for the change to commit.
+/// stay on as learners. Waits, bounded by [`MEMBERSHIP_WAIT_MAX`], for the change to commit.
 /// Leader only.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<(), MembershipError>")]
@@ -289,6 +302,19 @@ pub struct ChangeMembership {
     /// The new voter set.
     pub voters: BTreeSet<u64>,
 }
+
+/// Waits until this node's replica holds every write committed before the call: on the
+/// leader (or a node without peers) at once; on a follower once it has applied up to the
+/// leader's commit index, asked over the peer link (a read index). Refused with `NotLeader`
+/// when no leader answers within [`LEADER_WAIT_MAX`] + [`READ_INDEX_WAIT_MAX`].
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<(), ProposeError>")]
+pub struct CatchUp;
+
+/// The membership as the leader sees it, for the steward; `None` when this node does not lead.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Option<Situation>")]
+pub struct MembershipView;
 
 /// One Raft RPC from a peer, already authenticated by the peer link; answered by the member.
 #[derive(Debug, Clone, Message)]
@@ -338,6 +364,10 @@ pub struct RaftNode {
     in_flight: bool,
     /// Where proposals go when this node does not lead; `None` when running solo.
     link: Option<PeerLink>,
+    /// When peers last answered this node's Raft RPC.
+    health: PeerHealth,
+    /// The term this node leads in and since when (as first seen by [`MembershipView`]).
+    leading_since: Option<(u64, Instant)>,
 }
 
 /// Where a batched proposal's answer goes: what applying it answered and the log index of
@@ -364,6 +394,8 @@ fn raft_config() -> anyhow::Result<openraft::Config> {
         election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_LOGS_SINCE_LAST),
         max_in_snapshot_log_to_keep: SNAPSHOT_LOGS_KEPT,
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+        max_payload_entries: APPEND_ENTRIES_MAX,
         ..Default::default()
     };
     Ok(config.validate()?)
@@ -394,13 +426,14 @@ impl RaftNode {
         let log_store = LogStore::new(db.clone());
         let state_machine = StateMachine::new(db.clone(), cfg.freed_tx);
         let solo = matches!(opts.network, Network::Solo);
+        let health = PeerHealth::default();
         let (raft, link) = match opts.network {
             Network::Solo => (
                 Raft::new(cfg.node_id, config, NoPeers, log_store, state_machine).await?,
                 None,
             ),
             Network::Peers(link) => {
-                let network = PeerNetwork::new(link.clone());
+                let network = PeerNetwork::new(link.clone(), health.clone());
                 let raft =
                     Raft::new(cfg.node_id, config, network, log_store, state_machine).await?;
                 (raft, Some(link))
@@ -435,6 +468,8 @@ impl RaftNode {
             pending: Vec::new(),
             in_flight: false,
             link,
+            health,
+            leading_since: None,
         };
         Ok(node.start())
     }
@@ -599,33 +634,14 @@ impl RaftNode {
             let Some(link) = link else {
                 return Err(not_leader);
             };
-            let addr = {
-                let m = raft.metrics().borrow().clone();
-                m.membership_config
-                    .membership()
-                    .get_node(&leader)
-                    .map(|n| n.cluster_addr.clone())
-            };
-            let Some(addr) = addr else {
-                return Err(not_leader);
-            };
             let payload = serde_json::to_vec(&RaftRequest::Propose(cmds))
                 .map_err(|e| ProposeError::Fatal(e.to_string()))?;
-            let req = PeerRequest {
-                to: leader,
-                addr,
-                payload,
-                timeout: FORWARD_WAIT_MAX,
+            let answer = match ask_node(&raft, &link, leader, payload, FORWARD_WAIT_MAX).await {
+                Some(answer) => answer,
+                None => return Err(not_leader),
             };
-            let answer = match link.send(req).await {
-                Ok(answer) => answer,
-                Err(e) => {
-                    tracing::debug!(leader, error = %e, "forwarding proposals failed");
-                    return Err(not_leader);
-                }
-            };
-            let proposed = match decode_message::<RaftResponse>(&answer) {
-                Ok(RaftResponse::Proposed(p)) if p.results.len() == count => p,
+            let proposed = match answer {
+                RaftResponse::Proposed(p) if p.results.len() == count => p,
                 other => {
                     tracing::debug!(leader, answer = ?other, "unusable answer to forwarded proposals");
                     return Err(not_leader);
@@ -642,6 +658,79 @@ impl RaftNode {
             Ok(proposed.results)
         }
     }
+}
+
+/// Sends `payload` (an encoded [`RaftRequest`]) to member `to` over the peer link and decodes
+/// the answer; `None` (logged) if `to` is not in the membership, unreachable, or answers
+/// garbage.
+async fn ask_node(
+    raft: &Raft,
+    link: &PeerLink,
+    to: u64,
+    payload: Vec<u8>,
+    timeout: Duration,
+) -> Option<RaftResponse> {
+    let addr = {
+        let m = raft.metrics().borrow().clone();
+        m.membership_config
+            .membership()
+            .get_node(&to)
+            .map(|n| n.cluster_addr.clone())
+    }?;
+    let req = PeerRequest {
+        to,
+        addr,
+        payload,
+        timeout,
+    };
+    match link.send(req).await {
+        Ok(answer) => match decode_message::<RaftResponse>(&answer) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::debug!(to, error = %e, "undecodable answer from a member");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::debug!(to, error = %e, "asking a member failed");
+            None
+        }
+    }
+}
+
+/// The follower's half of [`CatchUp`].
+async fn catch_up(raft: Raft, link: PeerLink, me: u64) -> Result<(), ProposeError> {
+    let mut leader = raft.metrics().borrow().current_leader;
+    if leader.is_none() {
+        let seen = raft
+            .wait(Some(LEADER_WAIT_MAX))
+            .metrics(|m| m.current_leader.is_some(), "a leader is known")
+            .await;
+        leader = seen.ok().and_then(|m| m.current_leader);
+    }
+    let Some(leader) = leader else {
+        return Err(ProposeError::NotLeader { leader: None });
+    };
+    if leader == me {
+        return Ok(());
+    }
+    let payload = serde_json::to_vec(&RaftRequest::ReadIndex)
+        .map_err(|e| ProposeError::Fatal(e.to_string()))?;
+    let index = match ask_node(&raft, &link, leader, payload, READ_INDEX_WAIT_MAX).await {
+        Some(RaftResponse::ReadIndex(answer)) => answer?,
+        _ => {
+            return Err(ProposeError::NotLeader {
+                leader: Some(leader),
+            })
+        }
+    };
+    raft.wait(Some(READ_INDEX_WAIT_MAX))
+        .applied_index_at_least(Some(index), "applied up to the leader's read index")
+        .await
+        .map_err(|_| ProposeError::NotLeader {
+            leader: Some(leader),
+        })?;
+    Ok(())
 }
 
 impl RaftNode {
@@ -819,6 +908,82 @@ impl Handler<RaftStatus> for RaftNode {
     }
 }
 
+impl Handler<CatchUp> for RaftNode {
+    type Result = ResponseFuture<Result<(), ProposeError>>;
+
+    fn handle(&mut self, _msg: CatchUp, _ctx: &mut Self::Context) -> Self::Result {
+        let leads = self.raft.metrics().borrow().current_leader == Some(self.node_id);
+        match (&self.link, leads) {
+            (Some(link), false) => {
+                Box::pin(catch_up(self.raft.clone(), link.clone(), self.node_id))
+            }
+            _ => Box::pin(async { Ok(()) }),
+        }
+    }
+}
+
+impl Handler<MembershipView> for RaftNode {
+    type Result = ResponseFuture<Option<Situation>>;
+
+    fn handle(&mut self, _msg: MembershipView, _ctx: &mut Self::Context) -> Self::Result {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader || m.current_leader != Some(self.node_id) {
+            self.leading_since = None;
+            return Box::pin(async { None });
+        }
+        let now = Instant::now();
+        let since = match self.leading_since {
+            Some((term, at)) if term == m.current_term => at,
+            _ => {
+                self.leading_since = Some((m.current_term, now));
+                now
+            }
+        };
+        let admitted = self.read(query::admitted);
+        let admitted = match admitted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read admitted nodes");
+                return Box::pin(async { None });
+            }
+        };
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let matched = m.replication.clone().unwrap_or_default();
+        let members = membership
+            .nodes()
+            .map(|(id, info)| {
+                let silent_ms = if *id == self.node_id {
+                    0
+                } else {
+                    let heard = self.health.last_heard(*id).map_or(since, |t| t.max(since));
+                    u64::try_from(now.saturating_duration_since(heard).as_millis())
+                        .unwrap_or(u64::MAX)
+                };
+                let matched = if *id == self.node_id {
+                    m.last_log_index
+                } else {
+                    matched.get(id).copied().flatten().map(|l| l.index)
+                };
+                let view = MemberView {
+                    info: info.clone(),
+                    voter: voters.contains(id),
+                    matched,
+                    silent_ms,
+                };
+                (*id, view)
+            })
+            .collect();
+        let situation = Situation {
+            leader: self.node_id,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            members,
+            admitted,
+        };
+        Box::pin(async move { Some(situation) })
+    }
+}
+
 impl Handler<TakeSnapshot> for RaftNode {
     type Result = ResponseFuture<Result<u64, ProposeError>>;
 
@@ -895,7 +1060,7 @@ impl Handler<AddLearner> for RaftNode {
     fn handle(&mut self, msg: AddLearner, _ctx: &mut Self::Context) -> Self::Result {
         let raft = self.raft.clone();
         Box::pin(async move {
-            let add = raft.add_learner(msg.id, msg.node, true);
+            let add = raft.add_learner(msg.id, msg.node, false);
             match tokio::time::timeout(MEMBERSHIP_WAIT_MAX, add).await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(e)) => Err(membership_error(e)),
@@ -911,7 +1076,8 @@ impl Handler<ChangeMembership> for RaftNode {
     fn handle(&mut self, msg: ChangeMembership, _ctx: &mut Self::Context) -> Self::Result {
         let raft = self.raft.clone();
         Box::pin(async move {
-            let change = raft.change_membership(msg.voters, false);
+            // Voters left out stay learners: a member the steward replaced can come back.
+            let change = raft.change_membership(msg.voters, true);
             match tokio::time::timeout(MEMBERSHIP_WAIT_MAX, change).await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(e)) => Err(membership_error(e)),
@@ -921,11 +1087,27 @@ impl Handler<ChangeMembership> for RaftNode {
     }
 }
 
+/// The leader's commit index for a follower's read; the follower serves the read once it has
+/// applied this far. Every write acknowledged anywhere was committed at or below it.
+async fn read_index(raft: &Raft, me: u64) -> Result<u64, ProposeError> {
+    let leader = raft.metrics().borrow().current_leader;
+    if leader != Some(me) {
+        return Err(ProposeError::NotLeader { leader });
+    }
+    raft.with_raft_state(|st| st.committed.map_or(0, |l| l.index))
+        .await
+        .map_err(|_| ProposeError::Stopping)
+}
+
 impl Handler<RaftRpc> for RaftNode {
     type Result = ResponseFuture<RaftResponse>;
 
     fn handle(&mut self, msg: RaftRpc, ctx: &mut Self::Context) -> Self::Result {
         let raft = self.raft.clone();
+        if let RaftRequest::ReadIndex = msg.0 {
+            let me = self.node_id;
+            return Box::pin(async move { RaftResponse::ReadIndex(read_index(&raft, me).await) });
+        }
         if let RaftRequest::Propose(cmds) = msg.0 {
             let answers: Vec<_> = cmds
                 .into_iter()
@@ -952,8 +1134,8 @@ impl Handler<RaftRpc> for RaftNode {
                 RaftRequest::InstallSnapshot(r) => {
                     RaftResponse::InstallSnapshot(raft.install_snapshot(r).await)
                 }
-                RaftRequest::Propose(_) => RaftResponse::Refused {
-                    message: "proposals are answered by the batcher".into(),
+                RaftRequest::Propose(_) | RaftRequest::ReadIndex => RaftResponse::Refused {
+                    message: "answered above".into(),
                 },
             }
         })

@@ -7,7 +7,8 @@ use std::ops::Bound;
 
 use hamster_protocol::listing::{paginate, KeyCursor, ListParams, Page};
 use hamster_protocol::meta::{
-    upload_storage_key, AccessKey, BucketRecord, ObjectId, ObjectVersion, Upload, VersionList,
+    upload_storage_key, AccessKey, BucketRecord, JoinTokenRecord, NodeInfo, ObjectId,
+    ObjectVersion, Upload, VersionList,
 };
 use heed::types::Bytes;
 use heed::{RoRange, RoTxn};
@@ -46,6 +47,20 @@ pub fn versions(
     key: &str,
 ) -> Result<Option<VersionList>, DbError> {
     get_json(&db.objects, txn, &object_key(bucket, key))
+}
+
+/// Nodes admitted by a join token, with where they run (tokens used before that was recorded
+/// are left out).
+pub fn admitted(db: &MetaDb, txn: &RoTxn) -> Result<BTreeMap<u64, NodeInfo>, DbError> {
+    let mut out = BTreeMap::new();
+    for item in db.tokens.iter(txn)? {
+        let (_, bytes) = item?;
+        let t: JoinTokenRecord = serde_json::from_slice(bytes)?;
+        if let (Some(id), Some(info)) = (t.used_by, t.joined) {
+            out.insert(id, info);
+        }
+    }
+    Ok(out)
 }
 
 /// One access key.

@@ -462,6 +462,7 @@ mod tests {
                 secret_sha256: hash('b'),
                 now_ms: 2,
                 node_id: 7,
+                joined: None,
             },
         ] {
             assert_eq!(sm_a.apply_command(&mut txn, &cmd).unwrap().refused, None);

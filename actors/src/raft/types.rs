@@ -4,30 +4,10 @@
 
 use std::io::Cursor;
 
+pub use hamster_protocol::meta::NodeInfo;
 use hamster_protocol::meta::{Applied, Batch};
-use serde::{Deserialize, Serialize};
 
 use super::runtime::HamsterRuntime;
-
-/// What the membership records about one node: enough to reach it and to place shards on it.
-/// It travels inside membership log entries and snapshots, so it doubles as the address book.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeInfo {
-    /// The cluster port address (`host:port`) peers dial.
-    pub cluster_addr: String,
-    /// Failure domain: zone.
-    pub zone: String,
-    /// Failure domain: host.
-    pub host: String,
-    /// Capacity weight for placement, in bytes.
-    pub capacity_bytes: u64,
-}
-
-impl std::fmt::Display for NodeInfo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}@{}/{}", self.cluster_addr, self.zone, self.host)
-    }
-}
 
 openraft::declare_raft_types!(
     /// The type configuration of Hamster's metadata Raft group.

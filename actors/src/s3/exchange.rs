@@ -125,6 +125,9 @@ async fn dispatch(
 ) -> Outcome {
     let t = target(&req, &state.config).map_err(|e| (Op::BadMethod, e))?;
     let op = classify(req.method().as_str(), &t);
+    // Every answer below is read from this node's replica: bring it up to the leader's commit
+    // index first, so it holds every write acknowledged anywhere before this request arrived.
+    super::meta::catch_up(state).await.map_err(|e| (op, e))?;
     if op == Op::PostObject {
         // A form upload is signed inside its body (the POST policy), not in its headers.
         return post::post_object(state, &req, &t, echo, payload)

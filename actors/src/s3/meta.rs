@@ -8,7 +8,7 @@ use hamster_protocol::s3err::{S3Error, S3ErrorCode};
 use tracing::warn;
 
 use super::S3State;
-use crate::raft::node::{GetBucket, Propose, ProposeError, RaftNode};
+use crate::raft::node::{CatchUp, GetBucket, Propose, ProposeError, RaftNode};
 
 /// Sends a read to the Raft node; storage failures become InternalError.
 pub async fn read<M, T, E>(state: &S3State, msg: M) -> Result<T, S3Error>
@@ -24,6 +24,22 @@ where
         Ok(Err(e)) => {
             warn!(error = %e, "metadata read failed");
             Err(S3Error::new(S3ErrorCode::InternalError))
+        }
+        Err(_) => Err(S3Error::new(S3ErrorCode::ServiceUnavailable)),
+    }
+}
+
+/// Waits until the local replica holds every write committed before now (a read index on a
+/// follower; nothing to wait for on the leader). 503 when no leader can be asked.
+pub async fn catch_up(state: &S3State) -> Result<(), S3Error> {
+    match state.raft.send(CatchUp).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            warn!(error = %e, "cannot confirm the local replica is current");
+            Err(S3Error::with_message(
+                S3ErrorCode::ServiceUnavailable,
+                "the metadata cluster has no reachable leader right now; retry",
+            ))
         }
         Err(_) => Err(S3Error::new(S3ErrorCode::ServiceUnavailable)),
     }
