@@ -4,6 +4,7 @@
 mod config;
 mod key;
 mod local;
+mod recover;
 mod serve;
 mod status;
 mod token;
@@ -33,6 +34,9 @@ enum Verb {
     Key(key::KeyArgs),
     /// Mint a single-use, time-limited join token for adding a node to this cluster
     Token(token::TokenArgs),
+    /// Exit from permanent quorum loss: make this stopped survivor the only voter (keeps every
+    /// log entry; see docs/operations.md)
+    Recover(RecoverArgs),
     /// Print version, git commit and protocol generation
     Version,
 }
@@ -109,6 +113,12 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Args)]
+struct RecoverArgs {
+    #[command(flatten)]
+    data: DataArg,
+}
+
+#[derive(Debug, Args)]
 struct StatusArgs {
     #[command(flatten)]
     data: DataArg,
@@ -156,6 +166,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Verb::Status(a) => status::status(&data_dir(&a.data, None), a.json),
         Verb::Key(a) => key::run(a),
         Verb::Token(a) => token::run(a),
+        Verb::Recover(a) => recover::recover(&data_dir(&a.data, None)),
         Verb::Version => {
             println!("hamster {}", version_line());
             Ok(())

@@ -39,8 +39,7 @@ use hamster_protocol::meta::{AccessKey, Command, ObjectId};
 use hamster_protocol::time::parse_duration_ms;
 use hamster_protocol::token::JoinToken;
 use hamster_protocol::wire::{
-    ControlRequest, ControlResponse, JoinRequest, JoinResponse, MemberStatus, StatusReport,
-    ALPN_JOIN, ALPN_RAFT,
+    ControlRequest, ControlResponse, JoinRequest, JoinResponse, StatusReport, ALPN_JOIN, ALPN_RAFT,
 };
 use tracing::{info, warn};
 
@@ -55,6 +54,8 @@ const CLUSTER_ADDR_DEFAULT: &str = "127.0.0.1:9400";
 const REGION_DEFAULT: &str = "us-east-1";
 /// How long in-flight S3 requests may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE_SECS: u64 = 30;
+/// How long `status` waits for each other member to report its own state.
+const MEMBER_STATUS_WAIT: Duration = Duration::from_secs(2);
 
 fn pick(flag: &Option<String>, file: Option<&Option<String>>, default: &str) -> String {
     flag.clone()
@@ -415,7 +416,13 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
     }
 
     let cluster_addr = resolve(&node.cluster_addr, "cluster")?;
-    let status_ctx = Arc::new((raft.clone(), node.clone(), s.s3.clone(), s.admin.clone()));
+    let status_ctx = Arc::new((
+        raft.clone(),
+        node.clone(),
+        s.s3.clone(),
+        s.admin.clone(),
+        material.clone(),
+    ));
     let key_admin = Arc::new(KeyAdmin::new(
         raft.clone(),
         ids.clone(),
@@ -435,7 +442,10 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         Box::pin(async move {
             match req {
                 ControlRequest::Status => {
-                    status_report(&ctx.0, &ctx.1, ctx.2.clone(), &ctx.3).await
+                    status_report(&ctx.0, &ctx.1, ctx.2.clone(), &ctx.3, Some(&ctx.4)).await
+                }
+                ControlRequest::NodeStatus => {
+                    status_report(&ctx.0, &ctx.1, ctx.2.clone(), &ctx.3, None).await
                 }
                 ControlRequest::CreateKey { name } => keys.create(&name).await,
                 ControlRequest::ListKeys => keys.list().await,
@@ -667,6 +677,7 @@ async fn status_report(
     node: &NodeFile,
     s3: Option<String>,
     admin: &str,
+    peers: Option<&TlsMaterial>,
 ) -> ControlResponse {
     let s = match raft.send(RaftStatus).await {
         Ok(s) => s,
@@ -676,16 +687,47 @@ async fn status_report(
             }
         }
     };
-    let member = |(id, n): &(u64, NodeInfo), role: &str| MemberStatus {
-        node_id: format!("{id:016x}"),
-        cluster_addr: n.cluster_addr.clone(),
-        role: role.to_string(),
-        zone: n.zone.clone(),
-        host: n.host.clone(),
-        capacity_bytes: n.capacity_bytes,
-    };
-    let mut members: Vec<MemberStatus> = s.voters.iter().map(|m| member(m, "voter")).collect();
-    members.extend(s.learners.iter().map(|m| member(m, "learner")));
+    let mut members = s.members();
+    let me = node.node_id_hex();
+    // Each member reports its own state; asked together, each bounded.
+    let asks = members.iter().map(|m| {
+        let own = m.node_id == me;
+        let addr = m.cluster_addr.clone();
+        async move {
+            match (own, peers) {
+                (true, _) | (false, None) => None,
+                (false, Some(material)) => {
+                    let ask =
+                        control::control_request(&addr, material, &ControlRequest::NodeStatus);
+                    match tokio::time::timeout(MEMBER_STATUS_WAIT, ask).await {
+                        Ok(Ok(ControlResponse::Status(r))) => Some(Some(r)),
+                        _ => Some(None),
+                    }
+                }
+            }
+        }
+    });
+    let answers = futures_util::future::join_all(asks).await;
+    for (m, answer) in members.iter_mut().zip(answers) {
+        match answer {
+            _ if m.node_id == me => {
+                m.state = Some(s.state.clone());
+                m.term = Some(s.term);
+                m.last_log_index = Some(s.last_log_index);
+            }
+            Some(Some(r)) => {
+                m.state = r
+                    .members
+                    .iter()
+                    .find(|x| x.node_id == r.node_id)
+                    .and_then(|x| x.state.clone());
+                m.term = Some(r.term);
+                m.last_log_index = Some(r.last_log_index);
+            }
+            Some(None) => m.state = Some("unreachable".to_string()),
+            None => {}
+        }
+    }
     ControlResponse::Status(StatusReport {
         node_id: node.node_id_hex(),
         cluster_id: node.cluster_id.clone(),

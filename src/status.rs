@@ -39,9 +39,10 @@ fn print_report(r: &StatusReport) {
     println!("cluster port:  {}", r.cluster_addr);
     println!("members:");
     println!(
-        "  {:<18} {:<8} {:<22} {:<10} {:<16} capacity",
-        "id", "role", "address", "zone", "host"
+        "  {:<18} {:<8} {:<11} {:>6} {:>9} {:<22} {:<10} {:<16} capacity",
+        "id", "role", "state", "term", "last log", "address", "zone", "host"
     );
+    let or_dash = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
     for m in &r.members {
         let lead = if r.leader.as_deref() == Some(m.node_id.as_str()) {
             " (leader)"
@@ -49,8 +50,17 @@ fn print_report(r: &StatusReport) {
             ""
         };
         println!(
-            "  {:<18} {:<8} {:<22} {:<10} {:<16} {}{}",
-            m.node_id, m.role, m.cluster_addr, m.zone, m.host, m.capacity_bytes, lead
+            "  {:<18} {:<8} {:<11} {:>6} {:>9} {:<22} {:<10} {:<16} {}{}",
+            m.node_id,
+            m.role,
+            m.state.as_deref().unwrap_or("-"),
+            or_dash(m.term),
+            or_dash(m.last_log_index),
+            m.cluster_addr,
+            m.zone,
+            m.host,
+            m.capacity_bytes,
+            lead
         );
     }
 }

@@ -23,7 +23,7 @@ use anyhow::{anyhow, bail};
 use hamster_protocol::meta::{Command, Refusal};
 use hamster_protocol::token::JoinToken;
 use hamster_protocol::wire::{
-    decode_message, JoinRequest, JoinResponse, MemberStatus, ALPN_JOIN, JOIN_REQUEST_BYTES_MAX,
+    decode_message, JoinRequest, JoinResponse, ALPN_JOIN, JOIN_REQUEST_BYTES_MAX,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::time::timeout;
@@ -218,7 +218,7 @@ impl JoinService {
             ca_pem: self.inner.ca_cert_pem.clone(),
             ca_key_pem: Some(ca.key_pem.clone()),
             cert_pem,
-            members: members(&status),
+            members: status.members(),
         }
     }
 }
@@ -229,20 +229,6 @@ fn is_member(status: &RaftStatusReport, id: u64) -> bool {
         .iter()
         .chain(&status.learners)
         .any(|(m, _)| *m == id)
-}
-
-fn members(status: &RaftStatusReport) -> Vec<MemberStatus> {
-    let one = |(id, n): &(u64, NodeInfo), role: &str| MemberStatus {
-        node_id: node_id_hex(*id),
-        cluster_addr: n.cluster_addr.clone(),
-        role: role.to_string(),
-        zone: n.zone.clone(),
-        host: n.host.clone(),
-        capacity_bytes: n.capacity_bytes,
-    };
-    let mut out: Vec<MemberStatus> = status.voters.iter().map(|m| one(m, "voter")).collect();
-    out.extend(status.learners.iter().map(|m| one(m, "learner")));
-    out
 }
 
 /// The cluster port's handler for [`ALPN_JOIN`]: answers one join request per connection.

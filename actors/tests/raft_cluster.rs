@@ -379,3 +379,66 @@ async fn t30_server_refuses_a_claimed_sender_that_is_not_the_certificate() {
     assert!(matches!(response, RaftResponse::Vote(_)), "{response:?}");
     m2.stop().await;
 }
+
+/// Quorum loss and `recover`: with nodes 1 and 2 gone for good, node 3 — which holds an entry
+/// the dead majority committed, perhaps without knowing it committed — rewrites its membership
+/// to lead alone, keeps every entry, and commits again.
+#[actix_rt::test]
+async fn t40_recover_keeps_what_the_survivor_holds() {
+    use hamster_actors::raft::db::MetaDb;
+    use hamster_actors::raft::recover::{inspect, rewrite_membership};
+
+    let ca = mint_cluster_ca("c-raft-recover").unwrap();
+    let mut m1 = Member::bind(&ca, 1).await;
+    let mut m2 = Member::bind(&ca, 2).await;
+    let mut m3 = Member::bind(&ca, 3).await;
+    m1.start(true).await;
+    m2.start(false).await;
+    m3.start(false).await;
+    let leader = m1.node().clone();
+    for m in [&m2, &m3] {
+        let add = AddLearner {
+            id: m.id,
+            node: m.info.clone(),
+        };
+        leader.send(add).await.unwrap().expect("learner added");
+    }
+    leader
+        .send(ChangeMembership {
+            voters: BTreeSet::from([1, 2, 3]),
+        })
+        .await
+        .unwrap()
+        .expect("membership changed");
+    propose(&leader, Command::CreateBucket(bucket("early"))).await;
+    converge(&[&m1, &m2, &m3], &["early"]).await;
+
+    // Node 2 dies; "late" commits on {1, 3}; then 1 and 3 stop at once.
+    m2.stop().await;
+    propose(&leader, Command::CreateBucket(bucket("late"))).await;
+    m1.stop().await;
+    m3.stop().await;
+
+    let meta = m3.dir.path().join("meta");
+    let db = MetaDb::open(&meta, MAP_SIZE_BYTES).await.unwrap();
+    let before = inspect(&db).unwrap();
+    assert_eq!(before.voters(), BTreeSet::from([1, 2, 3]));
+    let last = before.last_log.expect("a log").index;
+    let written = rewrite_membership(&db, 3, &BTreeSet::new()).unwrap();
+    assert_eq!(
+        written.index,
+        last + 1,
+        "appended after every entry, nothing truncated"
+    );
+    let after = inspect(&db).unwrap();
+    assert_eq!(after.voters(), BTreeSet::from([3]));
+    assert_eq!(after.nodes().keys().copied().collect::<Vec<_>>(), vec![3]);
+    drop(db);
+
+    // Node 3 restarts as the only voter, leads, and has both writes.
+    m3.start(false).await;
+    assert_eq!(agreed_leader(&[&m3]).await, 3);
+    propose(m3.node(), Command::CreateBucket(bucket("recovered"))).await;
+    converge(&[&m3], &["early", "late", "recovered"]).await;
+    m3.stop().await;
+}

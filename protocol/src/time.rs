@@ -141,7 +141,16 @@ mod tests {
         assert_eq!(parse_duration_ms(" 5m "), Some(300_000));
         assert_eq!(parse_duration_ms("1h"), Some(3_600_000));
         assert_eq!(parse_duration_ms("2d"), Some(172_800_000));
-        for bad in ["", "s", "10", "10x", "1.5h", "-1s", "1h30m", "99999999999999999999s"] {
+        for bad in [
+            "",
+            "s",
+            "10",
+            "10x",
+            "1.5h",
+            "-1s",
+            "1h30m",
+            "99999999999999999999s",
+        ] {
             assert_eq!(parse_duration_ms(bad), None, "{bad:?}");
         }
         assert_eq!(parse_duration_ms(&format!("{}d", u64::MAX / 1_000)), None);

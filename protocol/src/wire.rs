@@ -58,8 +58,10 @@ pub enum WireError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ControlRequest {
-    /// Ask the node for its view of the cluster.
+    /// Ask the node for its view of the cluster, with every member asked for its own state.
     Status,
+    /// Ask the node for its own state only (what [`ControlRequest::Status`] asks each member).
+    NodeStatus,
     /// Mint a new S3 access key with this (unique) name and no grants.
     CreateKey {
         /// The key's human name.
@@ -235,6 +237,16 @@ pub struct MemberStatus {
     pub host: String,
     /// Capacity the member offers, in bytes (its placement weight).
     pub capacity_bytes: u64,
+    /// The member's own Raft state (`Leader`, `Follower`, `Learner`, `Candidate`), or
+    /// `unreachable` when it did not answer; `None` when it was not asked.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// The term the member is in, when it answered.
+    #[serde(default)]
+    pub term: Option<u64>,
+    /// The last index in the member's own log, when it answered.
+    #[serde(default)]
+    pub last_log_index: Option<u64>,
 }
 
 /// A node's status: who it is, who it sees, and how far its Raft log has got.
@@ -344,6 +356,9 @@ mod tests {
                 zone: "z1".into(),
                 host: "h1".into(),
                 capacity_bytes: 1 << 40,
+                state: Some("Leader".into()),
+                term: Some(3),
+                last_log_index: Some(11),
             }],
             leader: Some("00000000000000a1".into()),
             term: 3,

@@ -19,12 +19,12 @@ use openraft::{OptionalSend, StorageIOError};
 use super::db::{get_json, put_json, DbError, MetaDb};
 use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
-const VOTE_KEY: &[u8] = b"vote";
+pub(crate) const VOTE_KEY: &[u8] = b"vote";
 const COMMITTED_KEY: &[u8] = b"committed";
-const PURGED_KEY: &[u8] = b"purged";
+pub(crate) const PURGED_KEY: &[u8] = b"purged";
 
 /// The log key of `index`.
-fn index_key(index: u64) -> [u8; 8] {
+pub(crate) fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
 

@@ -8,6 +8,7 @@
 //! - [`log_store`]: the Raft log.
 //! - [`state_machine`]: `meta::apply` over LMDB, and snapshots.
 //! - [`query`]: reads of the state machine.
+//! - [`recover`]: reading and rewriting a stopped member's membership (`hamster recover`).
 //! - [`network`]: how RPCs reach peers: `NoPeers` for a lone node, `PeerNetwork` over the
 //!   mTLS peer link (`crate::peer`) for a cluster.
 //! - [`node`]: the actor and its messages.
@@ -17,6 +18,7 @@ pub mod log_store;
 pub mod network;
 pub mod node;
 pub mod query;
+pub mod recover;
 pub mod runtime;
 pub mod state_machine;
 pub mod types;

@@ -30,7 +30,7 @@ use super::runtime;
 use super::state_machine::StateMachine;
 use super::types::{NodeInfo, Raft};
 use crate::peer::{PeerLink, PeerRequest};
-use hamster_protocol::wire::decode_message;
+use hamster_protocol::wire::{decode_message, MemberStatus};
 
 /// Leader heartbeat period.
 pub const HEARTBEAT_MS: u64 = 100;
@@ -349,6 +349,27 @@ pub struct RaftStatusReport {
     pub learners: Vec<(u64, NodeInfo)>,
     /// Leader, Follower, Candidate, Learner or Shutdown.
     pub state: String,
+}
+
+impl RaftStatusReport {
+    /// The members as the control protocol reports them, voters first; per-member state is
+    /// left for the caller to ask each member for.
+    pub fn members(&self) -> Vec<MemberStatus> {
+        let one = |(id, n): &(u64, NodeInfo), role: &str| MemberStatus {
+            node_id: format!("{id:016x}"),
+            cluster_addr: n.cluster_addr.clone(),
+            role: role.to_string(),
+            zone: n.zone.clone(),
+            host: n.host.clone(),
+            capacity_bytes: n.capacity_bytes,
+            state: None,
+            term: None,
+            last_log_index: None,
+        };
+        let mut out: Vec<MemberStatus> = self.voters.iter().map(|m| one(m, "voter")).collect();
+        out.extend(self.learners.iter().map(|m| one(m, "learner")));
+        out
+    }
 }
 
 /// The actor owning the metadata Raft member and its store.

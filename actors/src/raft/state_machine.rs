@@ -27,7 +27,7 @@ use super::types::{
 };
 
 const APPLIED_KEY: &[u8] = b"applied";
-const MEMBERSHIP_KEY: &[u8] = b"membership";
+pub(crate) const MEMBERSHIP_KEY: &[u8] = b"membership";
 const SNAPSHOT_META_KEY: &[u8] = b"meta";
 const SNAPSHOT_DATA_KEY: &[u8] = b"data";
 
