@@ -442,3 +442,61 @@ async fn t40_recover_keeps_what_the_survivor_holds() {
     converge(&[&m3], &["early", "late", "recovered"]).await;
     m3.stop().await;
 }
+
+/// A member that joins after the log was compacted catches up from a snapshot streamed in
+/// chunks over the peer link, and the snapshot brings the address book with it.
+#[actix_rt::test]
+async fn t50_new_member_catches_up_from_a_streamed_snapshot() {
+    use hamster_actors::raft::node::CompactLog;
+
+    let ca = mint_cluster_ca("c-raft-snapshot").unwrap();
+    let mut m1 = Member::bind(&ca, 1).await;
+    let mut m2 = Member::bind(&ca, 2).await;
+    m1.start(true).await;
+    let leader = m1.node().clone();
+    // Enough state that the snapshot spans several 1 MiB chunks on the wire.
+    const BUCKETS: usize = 15_000;
+    let names: Vec<String> = (0..BUCKETS)
+        .map(|i| format!("snapshot-catch-up-bucket-with-a-long-name-{i:06}"))
+        .collect();
+    let proposals = names.iter().map(|n| {
+        let leader = leader.clone();
+        let cmd = Command::CreateBucket(bucket(n));
+        async move { leader.send(Propose(cmd)).await.unwrap().unwrap() }
+    });
+    futures::future::join_all(proposals).await;
+    let purged = leader.send(CompactLog).await.unwrap().expect("compacted");
+    assert!(purged > 0, "the log was purged");
+
+    m2.start(false).await;
+    leader
+        .send(AddLearner {
+            id: 2,
+            node: m2.info.clone(),
+        })
+        .await
+        .unwrap()
+        .expect("learner added");
+    let mut waited = Duration::ZERO;
+    loop {
+        let got = m2.node().send(ListBuckets).await.unwrap().unwrap();
+        if got.len() == BUCKETS {
+            break;
+        }
+        assert!(waited < WAIT_MAX, "the learner has {} buckets", got.len());
+        tokio::time::sleep(POLL).await;
+        waited += POLL;
+    }
+    let s = m2.node().send(RaftStatus).await.unwrap();
+    assert_eq!(
+        s.voters,
+        vec![(1, m1.info.clone())],
+        "address book came with the state"
+    );
+    assert!(
+        s.applied_index >= purged,
+        "the state came from the snapshot"
+    );
+    m2.stop().await;
+    m1.stop().await;
+}

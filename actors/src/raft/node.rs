@@ -64,6 +64,9 @@ pub const LEADER_WAIT_MAX: Duration = Duration::from_secs(3);
 /// Snapshot bytes per `InstallSnapshot` chunk: with JSON's worst case of four characters per
 /// byte a chunk stays well inside one peer-link frame, and memory per transfer is bounded.
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+/// Time one snapshot chunk may take to send and install (openraft's default, 200 ms, is too
+/// short for a 1 MiB chunk as JSON on a loaded machine, and a timed-out chunk is resent).
+pub const SNAPSHOT_CHUNK_TIMEOUT_MS: u64 = 10_000;
 /// Most entries one `AppendEntries` carries (each a batch of up to [`BATCH_COMMANDS_MAX`]
 /// commands), so a catching-up follower's frames stay bounded.
 pub const APPEND_ENTRIES_MAX: u64 = 16;
@@ -281,6 +284,12 @@ pub struct RaftStatus;
 #[rtype(result = "Result<u64, ProposeError>")]
 pub struct TakeSnapshot;
 
+/// Builds a snapshot (as [`TakeSnapshot`]) and drops the log up to it, so a member that
+/// needs older entries catches up from the snapshot; answers the last purged index.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<u64, ProposeError>")]
+pub struct CompactLog;
+
 /// Adds node `id` as a learner (the leader replicates to it; it does not vote) and waits,
 /// bounded by [`MEMBERSHIP_WAIT_MAX`], for the change to commit (not for the learner to catch
 /// up: the steward promotes it once it has). Leader only.
@@ -416,6 +425,7 @@ fn raft_config() -> anyhow::Result<openraft::Config> {
         snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_LOGS_SINCE_LAST),
         max_in_snapshot_log_to_keep: SNAPSHOT_LOGS_KEPT,
         snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+        install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT_MS,
         max_payload_entries: APPEND_ENTRIES_MAX,
         ..Default::default()
     };
@@ -1026,6 +1036,29 @@ impl Handler<TakeSnapshot> for RaftNode {
                 .map_err(|e| ProposeError::Fatal(e.to_string()))?;
             Ok(m.snapshot.map_or(0, |s| s.index))
         })
+    }
+}
+
+impl Handler<CompactLog> for RaftNode {
+    type Result = ResponseActFuture<Self, Result<u64, ProposeError>>;
+
+    fn handle(&mut self, _msg: CompactLog, ctx: &mut Self::Context) -> Self::Result {
+        let snapshot = <Self as Handler<TakeSnapshot>>::handle(self, TakeSnapshot, ctx);
+        let raft = self.raft.clone();
+        let purge = async move {
+            let upto = snapshot.await?;
+            raft.trigger().purge_log(upto).await.map_err(|f| match f {
+                Fatal::Stopped => ProposeError::Stopping,
+                f => ProposeError::Fatal(f.to_string()),
+            })?;
+            let m = raft
+                .wait(Some(SNAPSHOT_WAIT_MAX))
+                .metrics(|m| m.purged.is_some_and(|p| p.index >= upto), "log purged")
+                .await
+                .map_err(|e| ProposeError::Fatal(e.to_string()))?;
+            Ok(m.purged.map_or(0, |p| p.index))
+        };
+        Box::pin(purge.into_actor(self))
     }
 }
 
