@@ -33,6 +33,8 @@ enum Verb {
     Key(key::KeyArgs),
     /// Mint a single-use, time-limited join token for adding a node to this cluster
     Token(token::TokenArgs),
+    /// Load-test any S3 endpoint: large-object MiB/s, small-object ops/s and latency, LIST
+    Bench(hamster_bench::BenchArgs),
     /// Print version, git commit and protocol generation
     Version,
 }
@@ -152,6 +154,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Verb::Status(a) => status::status(&data_dir(&a.data, None), a.json),
         Verb::Key(a) => key::run(a),
         Verb::Token(a) => token::run(a),
+        Verb::Bench(a) => hamster_bench::run(a),
         Verb::Version => {
             println!("hamster {}", version_line());
             Ok(())
