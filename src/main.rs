@@ -37,6 +37,8 @@ enum Verb {
     /// Exit from permanent quorum loss: make this stopped survivor the only voter (keeps every
     /// log entry; see docs/operations.md)
     Recover(RecoverArgs),
+    /// Load-test any S3 endpoint: large-object MiB/s, small-object ops/s and latency, LIST
+    Bench(hamster_bench::BenchArgs),
     /// Print version, git commit and protocol generation
     Version,
 }
@@ -167,6 +169,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Verb::Key(a) => key::run(a),
         Verb::Token(a) => token::run(a),
         Verb::Recover(a) => recover::recover(&data_dir(&a.data, None)),
+        Verb::Bench(a) => hamster_bench::run(a),
         Verb::Version => {
             println!("hamster {}", version_line());
             Ok(())
