@@ -516,6 +516,13 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
                 .app_data(web::Data::new(state.clone()))
                 .configure(s3::configure)
         })
+        // Without TCP_NODELAY a small response's body waits for the client's delayed ACK
+        // after the head (about 40 ms per small GET).
+        .on_connect(|conn, _ext| {
+            if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                let _ = tcp.set_nodelay(true);
+            }
+        })
         .disable_signals()
         .shutdown_timeout(SHUTDOWN_GRACE_SECS)
         .client_request_timeout(Duration::from_secs(60))
