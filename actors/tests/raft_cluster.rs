@@ -432,6 +432,11 @@ async fn t40_recover_keeps_what_the_survivor_holds() {
     );
     let after = inspect(&db).unwrap();
     assert_eq!(after.voters(), BTreeSet::from([3]));
+    assert_eq!(
+        after.last_log.map(|l| l.index),
+        Some(written.index + 1),
+        "followed by the entry that forgets pending admissions"
+    );
     assert_eq!(after.nodes().keys().copied().collect::<Vec<_>>(), vec![3]);
     drop(db);
 

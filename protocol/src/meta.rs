@@ -399,6 +399,10 @@ pub enum Command {
         #[serde(default)]
         joined: Option<NodeInfo>,
     },
+    /// Forget every pending admission (the `joined` of used tokens), so the leader adds no
+    /// node from them. `hamster recover` writes it with the new membership: nodes it drops must
+    /// not come back as learners from their old admissions.
+    ForgetAdmissions,
 }
 
 /// One Raft log entry: commands proposed together so that many concurrent writes share one
@@ -795,6 +799,14 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
             t.used_ms = Some(*now_ms);
             t.joined = joined.clone();
             store.put_join_token(&t)?;
+            Ok(Applied::default())
+        }
+        Command::ForgetAdmissions => {
+            for mut t in store.join_tokens()? {
+                if t.joined.take().is_some() {
+                    store.put_join_token(&t)?;
+                }
+            }
             Ok(Applied::default())
         }
     }

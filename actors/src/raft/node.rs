@@ -574,6 +574,7 @@ fn longest_key_bytes(cmd: &Command) -> usize {
         } => bucket.len() + key.len() + upload_id.len() + 2,
         Command::AddJoinToken { secret_sha256, .. }
         | Command::ConsumeJoinToken { secret_sha256, .. } => secret_sha256.len(),
+        Command::ForgetAdmissions => 0,
     }
 }
 

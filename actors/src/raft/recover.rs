@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{bail, Context};
+use hamster_protocol::meta::{Batch, Command};
 use heed::RoTxn;
 use openraft::{CommittedLeaderId, EntryPayload, Membership};
 
@@ -88,8 +89,9 @@ pub fn inspect(db: &MetaDb) -> anyhow::Result<Inspection> {
 }
 
 /// Makes `me` the only voter, keeping `learners` (each a current member) as learners and
-/// dropping every other member, by appending a membership entry in a new term. Returns the
-/// log id of that entry.
+/// dropping every other member, by appending a membership entry in a new term, followed by an
+/// entry that forgets pending admissions (so no dropped node is added back from its join).
+/// Returns the log id of the membership entry.
 pub fn rewrite_membership(db: &MetaDb, me: u64, learners: &BTreeSet<u64>) -> anyhow::Result<LogId> {
     let mut txn = db.env.write_txn()?;
     let state = inspect_txn(db, &txn)?;
@@ -121,6 +123,11 @@ pub fn rewrite_membership(db: &MetaDb, me: u64, learners: &BTreeSet<u64>) -> any
         payload: EntryPayload::Membership(membership),
     };
     put_json(&db.log, &mut txn, &index_key(log_id.index), &entry)?;
+    let forget = Entry {
+        log_id: LogId::new(CommittedLeaderId::new(term, me), log_id.index + 1),
+        payload: EntryPayload::Normal(Batch(vec![Command::ForgetAdmissions])),
+    };
+    put_json(&db.log, &mut txn, &index_key(forget.log_id.index), &forget)?;
     put_json(&db.raft, &mut txn, VOTE_KEY, &Vote::new(term, me))?;
     txn.commit()?;
     Ok(log_id)
