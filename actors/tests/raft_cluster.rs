@@ -17,7 +17,7 @@ use hamster_actors::peer::{
     node_id_hex, raft_protocol, PeerError, PeerLink, PeerRequest, RaftService,
 };
 use hamster_actors::raft::network::{RaftRequest, RaftResponse};
-use hamster_actors::raft::node::{AddLearner, ChangeMembership, Network, StartOptions};
+use hamster_actors::raft::node::{AddLearner, CatchUp, ChangeMembership, Network, StartOptions};
 use hamster_actors::raft::{
     GetBucket, ListBuckets, NodeInfo, Propose, ProposeError, ProposeHere, RaftNode, RaftNodeConfig,
     RaftStatus, Shutdown,
@@ -291,13 +291,35 @@ async fn t10_three_members_replicate_and_fail_over() {
         assert_eq!(s.leader, Some(1));
     }
 
+    // Reads on a follower after catching up see a write the leader just acknowledged, however
+    // many arrive at once (they share read-index rounds).
+    propose(&leader, Command::CreateBucket(bucket("fresh"))).await;
+    let reads = (0..64).map(|_| {
+        let follower = m3.node().clone();
+        async move {
+            follower.send(CatchUp).await.unwrap().expect("caught up");
+            follower
+                .send(GetBucket("fresh".into()))
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    });
+    for got in futures::future::join_all(reads).await {
+        assert_eq!(
+            got,
+            Some(bucket("fresh")),
+            "a read after catch-up sees the write"
+        );
+    }
+
     m1.stop().await;
     let new_leader = agreed_leader(&[&m2, &m3]).await;
     assert_ne!(new_leader, 1);
     let survivor = if new_leader == 2 { &m2 } else { &m3 };
     propose(survivor.node(), Command::CreateBucket(bucket("after"))).await;
     let mut after = names.to_vec();
-    after.push("after");
+    after.extend(["fresh", "after"]);
     converge(&[&m2, &m3], &after).await;
 
     m2.stop().await;

@@ -398,6 +398,10 @@ pub struct RaftNode {
     health: PeerHealth,
     /// The term this node leads in and since when (as first seen by [`MembershipView`]).
     leading_since: Option<(u64, Instant)>,
+    /// Reads waiting for the next read-index round (see [`CatchUp`]).
+    catch_up_waiting: Vec<oneshot::Sender<Result<(), ProposeError>>>,
+    /// Whether a read-index round is out.
+    catch_up_in_flight: bool,
 }
 
 /// Where a batched proposal's answer goes: what applying it answered and the log index of
@@ -501,6 +505,8 @@ impl RaftNode {
             link,
             health,
             leading_since: None,
+            catch_up_waiting: Vec::new(),
+            catch_up_in_flight: false,
         };
         Ok(node.start())
     }
@@ -943,14 +949,39 @@ impl Handler<RaftStatus> for RaftNode {
 impl Handler<CatchUp> for RaftNode {
     type Result = ResponseFuture<Result<(), ProposeError>>;
 
-    fn handle(&mut self, _msg: CatchUp, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _msg: CatchUp, ctx: &mut Self::Context) -> Self::Result {
         let leads = self.raft.metrics().borrow().current_leader == Some(self.node_id);
-        match (&self.link, leads) {
-            (Some(link), false) => {
-                Box::pin(catch_up(self.raft.clone(), link.clone(), self.node_id))
-            }
-            _ => Box::pin(async { Ok(()) }),
+        if self.link.is_none() || leads {
+            return Box::pin(async { Ok(()) });
         }
+        let (tx, rx) = oneshot::channel();
+        self.catch_up_waiting.push(tx);
+        self.catch_up_round(ctx);
+        Box::pin(async move { rx.await.unwrap_or(Err(ProposeError::Stopping)) })
+    }
+}
+
+impl RaftNode {
+    /// Read-index rounds, batched like proposals: reads that arrive while a round is out wait
+    /// for the next one (an index asked before a read arrived would not cover writes
+    /// acknowledged just before it), and one round answers every read that waited for it.
+    fn catch_up_round(&mut self, ctx: &mut Context<Self>) {
+        if self.catch_up_in_flight || self.catch_up_waiting.is_empty() {
+            return;
+        }
+        let Some(link) = self.link.clone() else {
+            return;
+        };
+        let waiting = std::mem::take(&mut self.catch_up_waiting);
+        self.catch_up_in_flight = true;
+        let round = catch_up(self.raft.clone(), link, self.node_id);
+        ctx.spawn(round.into_actor(self).map(move |result, act, ctx| {
+            for w in waiting {
+                let _ = w.send(result.clone());
+            }
+            act.catch_up_in_flight = false;
+            act.catch_up_round(ctx);
+        }));
     }
 }
 
