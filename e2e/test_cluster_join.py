@@ -128,19 +128,17 @@ def closed_without_answer(sock) -> bool:
     return data == b"" or data[0] == 0x15
 
 
-def test_cluster_port_refuses_plaintext_and_certless_clients(node_factory):
-    a = node_factory("refuse-a", no_s3=True)
-
-    with socket.create_connection(("127.0.0.1", a.cluster_port), timeout=10) as s:
-        s.sendall(frame({"type": "status"}))
-        assert closed_without_answer(s)
-
+def refused_on_member_protocols(port: int, cert: tuple | None = None) -> None:
+    """A TLS client (without a certificate, or with `cert`) asking for the control or Raft
+    protocol is refused: in the handshake, or by a close without any answer."""
     for alpn in ("hamster-control/1", "hamster-raft/1"):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
+        if cert:
+            ctx.load_cert_chain(*cert)
         ctx.set_alpn_protocols([alpn])
-        raw = socket.create_connection(("127.0.0.1", a.cluster_port), timeout=10)
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
         try:
             tls = ctx.wrap_socket(raw, server_hostname="cluster.hamster")
         except (ssl.SSLError, ConnectionError, OSError):
@@ -152,6 +150,16 @@ def test_cluster_port_refuses_plaintext_and_certless_clients(node_factory):
             except (ssl.SSLError, ConnectionError, OSError):
                 continue
             assert closed_without_answer(tls), alpn
+
+
+def test_cluster_port_refuses_plaintext_and_certless_clients(node_factory):
+    a = node_factory("refuse-a", no_s3=True)
+
+    with socket.create_connection(("127.0.0.1", a.cluster_port), timeout=10) as s:
+        s.sendall(frame({"type": "status"}))
+        assert closed_without_answer(s)
+
+    refused_on_member_protocols(a.cluster_port)
 
     assert a.running()
     r = cluster.status(a)
@@ -166,26 +174,8 @@ def test_cluster_port_refuses_a_certificate_from_another_cluster(node_factory, t
     assert r.returncode == 0, r.stderr
     tls_dir = other / "tls"
 
-    for alpn in ("hamster-control/1", "hamster-raft/1"):
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        ctx.load_cert_chain(tls_dir / "node.pem", tls_dir / "node.key")
-        ctx.set_alpn_protocols([alpn])
-        raw = socket.create_connection(("127.0.0.1", a.cluster_port), timeout=10)
-        try:
-            tls = ctx.wrap_socket(raw, server_hostname="cluster.hamster")
-        except (ssl.SSLError, ConnectionError, OSError):
-            raw.close()
-            continue
-        with tls:
-            try:
-                tls.sendall(frame({"type": "status"}))
-            except (ssl.SSLError, ConnectionError, OSError):
-                continue
-            assert closed_without_answer(tls), alpn
+    refused_on_member_protocols(a.cluster_port, (tls_dir / "node.pem", tls_dir / "node.key"))
 
-    # The CLI of the other cluster, pointed at this node, is refused with a clear message.
     assert a.running()
     r = cluster.status(a)
     assert r is not None and r["node_id"], "the node stopped answering after the refusal"

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde::Deserialize;
 
 /// Keys of `hamster.toml` (see config/hamster.example.toml).
@@ -45,29 +45,7 @@ pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
 
 /// Parses a size such as `1073741824`, `500GiB`, `2T`, `100 MB` into bytes.
 pub fn parse_size(s: &str) -> anyhow::Result<u64> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let unit = unit.trim().to_ascii_lowercase();
-    let mult: u64 = match unit.as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1000 * 1000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1000 * 1000 * 1000,
-        "gib" => 1 << 30,
-        "t" | "tb" => 1000 * 1000 * 1000 * 1000,
-        "tib" => 1 << 40,
-        _ => bail!("size {s:?} has an unknown unit; use e.g. 500GiB, 2TB or a byte count"),
-    };
-    let n: u64 = num
-        .parse()
-        .with_context(|| format!("size {s:?} is not a whole number with an optional unit"))?;
-    n.checked_mul(mult)
-        .with_context(|| format!("size {s:?} is too large"))
+    Ok(hamster_protocol::size::parse_size(s)?)
 }
 
 #[cfg(test)]

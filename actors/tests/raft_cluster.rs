@@ -216,17 +216,14 @@ async fn agreed_leader(members: &[&Member]) -> u64 {
     }
 }
 
-/// The whole lifecycle: found, grow to three voters, replicate, lose the leader, fail over.
-#[actix_rt::test]
-async fn t10_three_members_replicate_and_fail_over() {
-    let ca = mint_cluster_ca("c-raft-cluster").unwrap();
-    let mut m1 = Member::bind(&ca, 1).await;
-    let mut m2 = Member::bind(&ca, 2).await;
-    let mut m3 = Member::bind(&ca, 3).await;
+/// Nodes 1, 2 and 3: 1 founds the group, adds 2 and 3 as learners and makes all three voters.
+async fn three_voters(ca: &ClusterCa) -> (Member, Member, Member) {
+    let mut m1 = Member::bind(ca, 1).await;
+    let mut m2 = Member::bind(ca, 2).await;
+    let mut m3 = Member::bind(ca, 3).await;
     m1.start(true).await;
     m2.start(false).await;
     m3.start(false).await;
-
     let leader = m1.node().clone();
     for m in [&m2, &m3] {
         let add = AddLearner {
@@ -235,14 +232,23 @@ async fn t10_three_members_replicate_and_fail_over() {
         };
         leader.send(add).await.unwrap().expect("learner added");
     }
-    let voters = BTreeSet::from([1, 2, 3]);
     leader
         .send(ChangeMembership {
-            voters: voters.clone(),
+            voters: BTreeSet::from([1, 2, 3]),
         })
         .await
         .unwrap()
         .expect("membership changed");
+    (m1, m2, m3)
+}
+
+/// The whole lifecycle: found, grow to three voters, replicate, lose the leader, fail over.
+#[actix_rt::test]
+async fn t10_three_members_replicate_and_fail_over() {
+    let ca = mint_cluster_ca("c-raft-cluster").unwrap();
+    let (mut m1, mut m2, mut m3) = three_voters(&ca).await;
+    let leader = m1.node().clone();
+    let voters = BTreeSet::from([1, 2, 3]);
 
     let names = ["b0", "b1", "b2", "b3", "b4"];
     for name in names[..4].iter().copied() {
@@ -411,27 +417,8 @@ async fn t40_recover_keeps_what_the_survivor_holds() {
     use hamster_actors::raft::recover::{inspect, rewrite_membership};
 
     let ca = mint_cluster_ca("c-raft-recover").unwrap();
-    let mut m1 = Member::bind(&ca, 1).await;
-    let mut m2 = Member::bind(&ca, 2).await;
-    let mut m3 = Member::bind(&ca, 3).await;
-    m1.start(true).await;
-    m2.start(false).await;
-    m3.start(false).await;
+    let (mut m1, mut m2, mut m3) = three_voters(&ca).await;
     let leader = m1.node().clone();
-    for m in [&m2, &m3] {
-        let add = AddLearner {
-            id: m.id,
-            node: m.info.clone(),
-        };
-        leader.send(add).await.unwrap().expect("learner added");
-    }
-    leader
-        .send(ChangeMembership {
-            voters: BTreeSet::from([1, 2, 3]),
-        })
-        .await
-        .unwrap()
-        .expect("membership changed");
     propose(&leader, Command::CreateBucket(bucket("early"))).await;
     converge(&[&m1, &m2, &m3], &["early"]).await;
 

@@ -1,39 +1,14 @@
 //! Byte sizes on the command line (`64MiB`, `1GiB`, `4096`) and in figure labels.
 
-/// Parses a size such as `4096`, `64MiB`, `1GiB` or `100 MB` into bytes. Units follow
-/// `hamster init --capacity`: `KiB`/`MiB`/`GiB`/`TiB` are powers of 1024, `K`/`KB`, `M`/`MB`,
-/// `G`/`GB`, `T`/`TB` powers of 1000; case does not matter. Zero is refused: an empty object
-/// measures nothing.
+/// Parses a size such as `4096`, `64MiB`, `1GiB` or `100 MB` into bytes, with the units of
+/// `hamster init --capacity` ([`hamster_protocol::size::parse_size`]). Zero is refused: an
+/// empty object measures nothing.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1000 * 1000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1000 * 1000 * 1000,
-        "gib" => 1 << 30,
-        "t" | "tb" => 1000 * 1000 * 1000 * 1000,
-        "tib" => 1 << 40,
-        _ => {
-            return Err(format!(
-                "size {s:?} has an unknown unit; use e.g. 64MiB, 1GiB or a byte count"
-            ))
-        }
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("size {s:?} is not a whole number with an optional unit"))?;
-    let bytes = n
-        .checked_mul(mult)
-        .ok_or_else(|| format!("size {s:?} is too large"))?;
-    if bytes == 0 {
-        return Err(format!("size {s:?} is zero"));
+    match hamster_protocol::size::parse_size(s) {
+        Ok(0) => Err(format!("size {s:?} is zero")),
+        Ok(bytes) => Ok(bytes),
+        Err(e) => Err(e.to_string()),
     }
-    Ok(bytes)
 }
 
 /// The shortest exact binary form of `bytes` for labels: `64MiB`, `4KiB`, `1000B`.

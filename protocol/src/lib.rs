@@ -13,6 +13,7 @@ pub mod post_policy;
 pub mod s3err;
 pub mod shard;
 pub mod sigv4;
+pub mod size;
 pub mod time;
 pub mod token;
 pub mod wire;
