@@ -403,6 +403,7 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         network: Network::Peers(link),
         // Only the founder may found a group on an empty store; a joiner waits to be added.
         bootstrap: founder,
+        applied_tap: None,
     };
     let raft = RaftNode::start_with(raft_config, start)
         .await
@@ -499,6 +500,7 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
     let mut s3_handle = None;
     if let Some(addr) = &s.s3 {
         let state = Arc::new(S3State {
+            offload: s3::Offload::Pool,
             raft: raft.clone(),
             shards: shards.clone(),
             metrics: metrics.clone(),

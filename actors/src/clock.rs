@@ -64,6 +64,8 @@ impl IdSource {
     }
 
     /// A stream seeded from the operating system (production only).
+    // Production-only: the simulation seeds its ids from the run's seed.
+    #[allow(clippy::disallowed_methods)]
     pub fn from_os() -> Self {
         IdSource {
             rng: Mutex::new(ChaCha20Rng::from_entropy()),

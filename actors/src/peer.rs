@@ -119,10 +119,30 @@ pub struct PeerRequest {
     pub timeout: Duration,
 }
 
+/// Another way for a link's requests to travel: the deterministic simulation gives each node a
+/// simulated network here, so everything above the link (Raft RPC, forwarded proposals, read
+/// index) runs unchanged in it. The transport decides synchronously what happens to a request
+/// and answers it as the production link would, sorting failures the same way ([`PeerError`]).
+pub trait PeerTransport: Send + Sync + 'static {
+    /// Carries one request and waits (at most `req.timeout`) for its answer's payload.
+    fn send(&self, req: PeerRequest) -> BoxFuture<'static, Result<Vec<u8>, PeerError>>;
+}
+
+/// A boxed future that may move between threads.
+pub type BoxFuture<'a, T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 /// A cheap clonable handle on the node's outbound peer connections.
 #[derive(Clone)]
 pub struct PeerLink {
-    inner: Arc<LinkInner>,
+    inner: LinkKind,
+}
+
+#[derive(Clone)]
+enum LinkKind {
+    /// The production link: pooled mutual-TLS connections.
+    Tls(Arc<LinkInner>),
+    /// Another transport (the simulation's network).
+    Other(Arc<dyn PeerTransport>),
 }
 
 struct LinkInner {
@@ -147,13 +167,17 @@ struct Job {
 
 impl std::fmt::Debug for PeerLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let peers: Vec<NodeId> = self
-            .inner
-            .peers
-            .lock()
-            .map(|p| p.keys().copied().collect())
-            .unwrap_or_default();
-        f.debug_struct("PeerLink").field("peers", &peers).finish()
+        match &self.inner {
+            LinkKind::Tls(inner) => {
+                let peers: Vec<NodeId> = inner
+                    .peers
+                    .lock()
+                    .map(|p| p.keys().copied().collect())
+                    .unwrap_or_default();
+                f.debug_struct("PeerLink").field("peers", &peers).finish()
+            }
+            LinkKind::Other(_) => f.debug_struct("PeerLink").finish_non_exhaustive(),
+        }
     }
 }
 
@@ -162,16 +186,27 @@ impl PeerLink {
     pub fn new(material: &TlsMaterial) -> anyhow::Result<Self> {
         let connector = TlsConnector::from(client_config(material, &[ALPN_RAFT])?);
         Ok(PeerLink {
-            inner: Arc::new(LinkInner {
+            inner: LinkKind::Tls(Arc::new(LinkInner {
                 connector,
                 peers: Mutex::new(BTreeMap::new()),
-            }),
+            })),
         })
+    }
+
+    /// A link whose requests travel by `transport` instead of TLS connections.
+    pub fn with_transport(transport: Arc<dyn PeerTransport>) -> Self {
+        PeerLink {
+            inner: LinkKind::Other(transport),
+        }
     }
 
     /// Sends one request and waits (at most `req.timeout`) for its answer's payload. Must be
     /// called inside a tokio runtime: the first request to a peer starts its connection task.
     pub async fn send(&self, req: PeerRequest) -> Result<Vec<u8>, PeerError> {
+        let inner = match &self.inner {
+            LinkKind::Tls(inner) => inner,
+            LinkKind::Other(transport) => return transport.send(req).await,
+        };
         let PeerRequest {
             to,
             addr,
@@ -182,7 +217,7 @@ impl PeerLink {
             to,
             reason: e.to_string(),
         })?;
-        let (jobs, queued_bytes) = self.slot(to, &addr);
+        let (jobs, queued_bytes) = Self::slot(inner, to, &addr);
         let bytes = u32::try_from(frame.len()).expect("a frame's length fits in u32");
         let work = async {
             let closed = || PeerError::Network {
@@ -215,8 +250,8 @@ impl PeerLink {
 
     /// The queue for `to`, starting its connection task on first use or when its address
     /// changed (the old task ends once its queue is dropped).
-    fn slot(&self, to: NodeId, addr: &str) -> (mpsc::Sender<Job>, Arc<Semaphore>) {
-        let mut peers = self.inner.peers.lock().expect("peer table lock");
+    fn slot(inner: &LinkInner, to: NodeId, addr: &str) -> (mpsc::Sender<Job>, Arc<Semaphore>) {
+        let mut peers = inner.peers.lock().expect("peer table lock");
         let reusable = peers
             .get(&to)
             .is_some_and(|s| s.addr == addr && !s.jobs.is_closed());
@@ -225,7 +260,7 @@ impl PeerLink {
             let conn = PeerConnection {
                 to,
                 addr: addr.to_string(),
-                connector: self.inner.connector.clone(),
+                connector: inner.connector.clone(),
             };
             tokio::spawn(conn.drive(rx));
             peers.insert(
@@ -416,6 +451,25 @@ impl RaftService {
         *self.node.lock().expect("raft service lock") = None;
     }
 
+    /// Answers one encoded request from `peer` (the node id in its certificate) with the
+    /// answer as one frame (header and payload); `None` when the answer cannot be encoded
+    /// (the connection is then closed).
+    pub async fn answer_frame(&self, peer: NodeId, payload: &[u8]) -> Option<Vec<u8>> {
+        let response = match decode_message::<RaftRequest>(payload) {
+            Ok(request) => self.answer(peer, request).await,
+            Err(e) => RaftResponse::Refused {
+                message: e.to_string(),
+            },
+        };
+        match encode_message(&response) {
+            Ok(frame) => Some(frame),
+            Err(e) => {
+                debug!(peer, error = %e, "raft: cannot encode the answer");
+                None
+            }
+        }
+    }
+
     /// Answers one request from `peer` (the node id in its certificate).
     async fn answer(&self, peer: NodeId, request: RaftRequest) -> RaftResponse {
         let claimed = request.sender();
@@ -470,18 +524,8 @@ async fn serve_raft(mut stream: ClusterStream, peer: String, service: RaftServic
                 return;
             }
         };
-        let response = match decode_message::<RaftRequest>(&payload) {
-            Ok(request) => service.answer(peer_id, request).await,
-            Err(e) => RaftResponse::Refused {
-                message: e.to_string(),
-            },
-        };
-        let frame = match encode_message(&response) {
-            Ok(frame) => frame,
-            Err(e) => {
-                debug!(%peer, error = %e, "raft: cannot encode the answer; closing");
-                return;
-            }
+        let Some(frame) = service.answer_frame(peer_id, &payload).await else {
+            return;
         };
         if let Err(e) = write_frame(&mut stream, &frame).await {
             debug!(%peer, error = %e, "raft: cannot send the answer");

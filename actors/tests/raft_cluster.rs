@@ -110,6 +110,7 @@ impl Member {
         let opts = StartOptions {
             network: Network::Peers(PeerLink::new(&self.material).unwrap()),
             bootstrap,
+            applied_tap: None,
         };
         let node = RaftNode::start_with(cfg, opts)
             .await

@@ -27,7 +27,7 @@ use super::log_store::LogStore;
 use super::network::{NoPeers, PeerHealth, PeerNetwork, Proposed, RaftRequest, RaftResponse};
 use super::query;
 use super::runtime;
-use super::state_machine::StateMachine;
+use super::state_machine::{AppliedEntry, StateMachine};
 use super::types::{NodeInfo, Raft};
 use crate::peer::{PeerLink, PeerRequest};
 use hamster_protocol::wire::{decode_message, MemberStatus};
@@ -105,6 +105,8 @@ pub struct StartOptions {
     /// On an empty store, found a one-voter cluster of this node (and wait to lead it). When
     /// false the node waits, uninitialised, for a leader to add it as a learner.
     pub bootstrap: bool,
+    /// Where to report every applied entry, if anyone watches (the simulation does).
+    pub applied_tap: Option<UnboundedSender<AppliedEntry>>,
 }
 
 impl StartOptions {
@@ -113,6 +115,7 @@ impl StartOptions {
         StartOptions {
             network: Network::Solo,
             bootstrap: true,
+            applied_tap: None,
         }
     }
 }
@@ -336,6 +339,12 @@ pub struct RaftRpc(pub RaftRequest);
 #[rtype(result = "()")]
 pub struct Shutdown;
 
+/// A live view of this member's Raft metrics (state, term, leader, log and membership), as
+/// openraft publishes them; every change wakes the receiver.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, NodeInfo>>")]
+pub struct WatchMetrics;
+
 /// The answer to [`RaftStatus`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RaftStatusReport {
@@ -459,7 +468,8 @@ impl RaftNode {
             .with_context(|| format!("opening metadata store {}", cfg.meta_dir.display()))?;
         let config = Arc::new(raft_config()?);
         let log_store = LogStore::new(db.clone());
-        let state_machine = StateMachine::new(db.clone(), cfg.freed_tx);
+        let state_machine =
+            StateMachine::new(db.clone(), cfg.freed_tx).with_applied_tap(opts.applied_tap);
         let solo = matches!(opts.network, Network::Solo);
         let health = PeerHealth::default();
         let (raft, link) = match opts.network {
@@ -750,7 +760,8 @@ async fn catch_up(raft: Raft, link: PeerLink, me: u64) -> Result<(), ProposeErro
         return Err(ProposeError::NotLeader { leader: None });
     };
     if leader == me {
-        return Ok(());
+        let index = read_index(&raft, me).await?;
+        return wait_applied(&raft, index, leader).await;
     }
     let payload = serde_json::to_vec(&RaftRequest::ReadIndex)
         .map_err(|e| ProposeError::Fatal(e.to_string()))?;
@@ -762,6 +773,11 @@ async fn catch_up(raft: Raft, link: PeerLink, me: u64) -> Result<(), ProposeErro
             })
         }
     };
+    wait_applied(&raft, index, leader).await
+}
+
+/// Waits (bounded) until this node has applied up to `index`.
+async fn wait_applied(raft: &Raft, index: u64, leader: u64) -> Result<(), ProposeError> {
     raft.wait(Some(READ_INDEX_WAIT_MAX))
         .applied_index_at_least(Some(index), "applied up to the leader's read index")
         .await
@@ -946,12 +962,22 @@ impl Handler<RaftStatus> for RaftNode {
     }
 }
 
+impl Handler<WatchMetrics> for RaftNode {
+    type Result = MessageResult<WatchMetrics>;
+
+    fn handle(&mut self, _msg: WatchMetrics, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.raft.metrics())
+    }
+}
+
 impl Handler<CatchUp> for RaftNode {
     type Result = ResponseFuture<Result<(), ProposeError>>;
 
     fn handle(&mut self, _msg: CatchUp, ctx: &mut Self::Context) -> Self::Result {
-        let leads = self.raft.metrics().borrow().current_leader == Some(self.node_id);
-        if self.link.is_none() || leads {
+        // Without peers this node is the whole group. Everywhere else, even on the leader, a
+        // read waits for a round: a leader cut off from the others may have been deposed
+        // without knowing it, and must not answer from its stale state.
+        if self.link.is_none() {
             return Box::pin(async { Ok(()) });
         }
         let (tx, rx) = oneshot::channel();
@@ -1175,14 +1201,19 @@ impl Handler<ChangeMembership> for RaftNode {
 
 /// The leader's commit index for a follower's read; the follower serves the read once it has
 /// applied this far. Every write acknowledged anywhere was committed at or below it.
+/// The leader's read index: the index a read must wait to have applied. The leader first
+/// confirms with a quorum that it still leads (a heartbeat round), so a leader that was
+/// deposed behind a partition refuses instead of answering with a stale index.
 async fn read_index(raft: &Raft, me: u64) -> Result<u64, ProposeError> {
     let leader = raft.metrics().borrow().current_leader;
     if leader != Some(me) {
         return Err(ProposeError::NotLeader { leader });
     }
-    raft.with_raft_state(|st| st.committed.map_or(0, |l| l.index))
-        .await
-        .map_err(|_| ProposeError::Stopping)
+    match tokio::time::timeout(READ_INDEX_WAIT_MAX, raft.get_read_log_id()).await {
+        Ok(Ok((read_log_id, _applied))) => Ok(read_log_id.map_or(0, |l| l.index)),
+        Ok(Err(RaftError::Fatal(_))) => Err(ProposeError::Stopping),
+        Ok(Err(RaftError::APIError(_))) | Err(_) => Err(ProposeError::NotLeader { leader: None }),
+    }
 }
 
 impl Handler<RaftRpc> for RaftNode {

@@ -152,16 +152,40 @@ impl MetaStore for TxnStore<'_, '_> {
     }
 }
 
+/// One applied log entry as an observer sees it: where it sits in the log and a digest of
+/// what it carried. The simulation's state-machine safety check compares these across nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppliedEntry {
+    /// Log index.
+    pub index: u64,
+    /// Term of the leader that wrote it.
+    pub term: u64,
+    /// BLAKE3 of the entry's payload as JSON.
+    pub digest: [u8; 32],
+}
+
 /// The state machine.
 pub struct StateMachine {
     db: MetaDb,
     freed_tx: UnboundedSender<Vec<ObjectId>>,
+    /// Told of every entry once its apply has committed, when someone watches.
+    applied_tx: Option<UnboundedSender<AppliedEntry>>,
 }
 
 impl StateMachine {
     /// A state machine over `db`'s tables that reports freed bodies on `freed_tx`.
     pub fn new(db: MetaDb, freed_tx: UnboundedSender<Vec<ObjectId>>) -> Self {
-        StateMachine { db, freed_tx }
+        StateMachine {
+            db,
+            freed_tx,
+            applied_tx: None,
+        }
+    }
+
+    /// Also reports every applied entry on `tx` (after its transaction commits).
+    pub fn with_applied_tap(mut self, tx: Option<UnboundedSender<AppliedEntry>>) -> Self {
+        self.applied_tx = tx;
+        self
     }
 
     fn applied_state_sync(&self) -> Result<(Option<LogId>, StoredMembership), DbError> {
@@ -179,6 +203,7 @@ impl StateMachine {
         let mut last: Option<LogId> = get_json(&self.db.sm_meta, &txn, APPLIED_KEY)?;
         let mut membership: Option<StoredMembership> = None;
         let mut replies = Vec::new();
+        let mut applied = Vec::new();
         for entry in entries {
             // Entries apply in log order, each exactly once.
             if let Some(prev) = last {
@@ -203,6 +228,13 @@ impl StateMachine {
             };
             replies.push(reply);
             last = Some(entry.log_id);
+            if self.applied_tx.is_some() {
+                applied.push(AppliedEntry {
+                    index: entry.log_id.index,
+                    term: entry.log_id.leader_id.term,
+                    digest: *blake3::hash(&serde_json::to_vec(&entry.payload)?).as_bytes(),
+                });
+            }
         }
         if let Some(applied) = &last {
             put_json(&self.db.sm_meta, &mut txn, APPLIED_KEY, applied)?;
@@ -211,6 +243,11 @@ impl StateMachine {
             put_json(&self.db.sm_meta, &mut txn, MEMBERSHIP_KEY, m)?;
         }
         txn.commit()?;
+        if let Some(tx) = &self.applied_tx {
+            for entry in applied {
+                let _ = tx.send(entry);
+            }
+        }
         for reply in replies.iter().flatten() {
             if !reply.freed.is_empty() {
                 // The reclaimer may be gone (node stopping); the orphan scan at the next start

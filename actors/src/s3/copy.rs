@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use actix_web::http::StatusCode;
-use actix_web::web;
 use actix_web::HttpResponse;
 use hamster_protocol::meta::{Command, ObjectId, ObjectVersion, PartLayout};
 use hamster_protocol::names::validate_key;
@@ -222,12 +221,13 @@ pub(super) async fn copy_bytes(
         moved: 0,
     };
     while !job.cursor.done() {
-        let (back, result) = web::block(move || {
-            let r = job.step();
-            (job, r)
-        })
-        .await
-        .map_err(|_| S3Error::new(S3ErrorCode::InternalError))?;
+        let (back, result) = state
+            .offload
+            .run(move || {
+                let r = job.step();
+                (job, r)
+            })
+            .await?;
         job = back;
         if let Err(e) = result {
             // A source shard that fails its checksum is never copied on (INV-5).
@@ -245,9 +245,10 @@ pub(super) async fn copy_bytes(
         .collect();
     let writer = job.writer;
     // Durable before the commit (INV-2).
-    let info = web::block(move || writer.finish())
-        .await
-        .map_err(|_| S3Error::new(S3ErrorCode::InternalError))?
+    let info = state
+        .offload
+        .run(move || writer.finish())
+        .await?
         .map_err(|e| io_error("finish shard", e))?;
     assert_eq!(info.data_len, size, "the shard holds what was copied");
     state.metrics.shard_bytes.add(info.file_bytes as i64);

@@ -22,6 +22,8 @@ use std::sync::Arc;
 use actix::Addr;
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use hamster_protocol::s3err::{S3Error, S3ErrorCode};
+
 use crate::clock::{Clock, IdSource};
 use crate::metrics::Metrics;
 use crate::raft::node::RaftNode;
@@ -46,6 +48,32 @@ pub struct S3Config {
     pub domain: Option<String>,
 }
 
+/// Where blocking file work (a shard's fsync and rename, shard reads) runs: actix-web's blocking
+/// pool in production, inline on the one thread in the simulation (STYLE determinism rule 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offload {
+    /// A thread of the blocking pool, so the request's thread keeps serving others.
+    Pool,
+    /// Right here, on the calling thread.
+    Inline,
+}
+
+impl Offload {
+    /// Runs `work` where this says; `Err` only if the pool dropped it (S3 500).
+    pub async fn run<F, T>(self, work: F) -> Result<T, S3Error>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        match self {
+            Offload::Pool => web::block(work)
+                .await
+                .map_err(|_| S3Error::new(S3ErrorCode::InternalError)),
+            Offload::Inline => Ok(work()),
+        }
+    }
+}
+
 /// Everything an exchange needs, shared by all requests.
 pub struct S3State {
     /// The metadata node.
@@ -62,6 +90,8 @@ pub struct S3State {
     pub config: S3Config,
     /// The id shown as bucket and object owner.
     pub owner_id: String,
+    /// Where blocking file work runs.
+    pub offload: Offload,
 }
 
 /// Registers the S3 front as the default service of an actix-web app.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::HttpResponse;
 use hamster_protocol::checksum::composite_b64;
 use hamster_protocol::meta::{Command, ObjectId, ObjectVersion, PartLayout, Upload, UploadPart};
 use hamster_protocol::names::validate_key;
@@ -348,9 +348,10 @@ pub async fn upload_part(x: &Exchange, payload: Payload) -> Result<HttpResponse,
     // Any early return drops `writer`, which removes the temp file: nothing is stored.
     let got = receive(x, payload, &upload, &mut writer).await?;
     // Durable before the commit (INV-2).
-    let info = web::block(move || writer.finish())
-        .await
-        .map_err(|_| S3Error::new(S3ErrorCode::InternalError))?
+    let info = state
+        .offload
+        .run(move || writer.finish())
+        .await?
         .map_err(|e| io_error("finish shard", e))?;
     assert_eq!(info.data_len, got.size, "the shard holds what was received");
     state.metrics.shard_bytes.add(info.file_bytes as i64);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use actix_web::body::SizedStream;
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::HttpResponse;
 use base64::Engine;
 use bytes::Bytes;
 use futures_util::stream;
@@ -28,7 +28,7 @@ use super::exchange::Exchange;
 use super::meta::{bucket, propose, read};
 use super::request::header;
 use super::response::builder;
-use super::{PUT_OBJECT_BYTES_MAX, USER_META_BYTES_MAX};
+use super::{Offload, PUT_OBJECT_BYTES_MAX, USER_META_BYTES_MAX};
 use crate::raft::node::GetObject;
 use crate::shards::{ShardReader, ShardStore, ShardWriter};
 
@@ -344,9 +344,10 @@ pub async fn put_object(x: &Exchange, payload: Payload) -> Result<HttpResponse, 
         checksums.insert(algo.name().to_string(), verify_checksum(d, s, &body)?);
     }
     // Durable before the commit (INV-2): fsync and rename happen off the request thread.
-    let info = web::block(move || writer.finish())
-        .await
-        .map_err(|_| S3Error::new(S3ErrorCode::InternalError))?
+    let info = state
+        .offload
+        .run(move || writer.finish())
+        .await?
         .map_err(|e| io_error("finish shard", e))?;
     state.metrics.s3_bytes_in.inc_by(received);
     state.metrics.shard_bytes.add(info.file_bytes as i64);
@@ -578,7 +579,7 @@ pub async fn get_object(x: &Exchange, head: bool) -> Result<HttpResponse, S3Erro
         return Ok(resp.body(HeadBody(len)));
     }
     x.state.metrics.s3_bytes_out.inc_by(len);
-    let body = object_stream(x.state.shards.clone(), v, start, end_excl);
+    let body = object_stream(x.state.shards.clone(), x.state.offload, v, start, end_excl);
     Ok(resp.body(SizedStream::new(len, body)))
 }
 
@@ -667,23 +668,23 @@ impl ReadCursor {
 
 fn object_stream(
     shards: Arc<ShardStore>,
+    offload: Offload,
     version: ObjectVersion,
     start: u64,
     end: u64,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
     let cursor = ReadCursor::new(shards, version, start, end);
-    stream::unfold(Some(cursor), |cursor| async move {
+    stream::unfold(Some(cursor), move |cursor| async move {
         let mut c = cursor?;
         if c.pos >= c.end {
             return None;
         }
         let object = c.version.object_id;
-        match web::block(move || {
+        let read = offload.run(move || {
             let r = c.step();
             (c, r)
-        })
-        .await
-        {
+        });
+        match read.await {
             Ok((c, Ok(b))) => Some((Ok(b), Some(c))),
             Ok((_, Err(e))) => {
                 // A shard that fails its checksum is never served (INV-5): the response is cut.

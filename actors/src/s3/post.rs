@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use hamster_protocol::form::{boundary_from_content_type, FormParser};
 use hamster_protocol::meta::{Command, ObjectVersion, PartLayout};
@@ -147,9 +147,10 @@ async fn store(
         return Err(S3Error::new(S3ErrorCode::EntityTooSmall));
     }
     // Durable before the commit (INV-2): fsync and rename happen off the request thread.
-    let info = web::block(move || writer.finish())
-        .await
-        .map_err(|_| S3Error::new(S3ErrorCode::InternalError))?
+    let info = state
+        .offload
+        .run(move || writer.finish())
+        .await?
         .map_err(|e| io_error("finish shard", e))?;
     state.metrics.s3_bytes_in.inc_by(received);
     state.metrics.shard_bytes.add(info.file_bytes as i64);

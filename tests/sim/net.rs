@@ -1,0 +1,348 @@
+//! `SimNet`: the simulated network that replaces the mTLS peer link. Each node's `PeerLink` is
+//! built on a [`SimTransport`]; a request's fate is decided synchronously from the seeded
+//! stream when it is sent (STYLE rule 6) — delay, loss, duplication — and only its delivery is
+//! deferred, on the paused clock. Concurrent requests with different delays arrive reordered.
+//!
+//! Failures reach openraft as the real link reports them (rule 7): a partitioned or crashed
+//! peer is *unreachable*, a lost request is a *network* error after its delay. Payloads are the
+//! production JSON frames, answered by each node's own `RaftService`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hamster_actors::peer::{
+    BoxFuture, PeerError, PeerLink, PeerRequest, PeerTransport, RaftService,
+};
+use hamster_protocol::wire::FRAME_HEADER_BYTES;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::event;
+use crate::world::{fork, Entropy, Trace};
+
+/// What the network does to messages; per mille probabilities, delays in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Faults {
+    /// Chance a request is lost.
+    pub loss_per_mille: u32,
+    /// Chance a request is delivered twice.
+    pub dup_per_mille: u32,
+    /// One-way delay range.
+    pub delay_ms_min: u64,
+    /// Upper end of the delay range.
+    pub delay_ms_max: u64,
+}
+
+impl Faults {
+    /// A quiet LAN: 1–3 ms, nothing lost.
+    pub const CALM: Faults = Faults {
+        loss_per_mille: 0,
+        dup_per_mille: 0,
+        delay_ms_min: 1,
+        delay_ms_max: 3,
+    };
+
+    /// A bad day: delays up to 40 ms, 2% lost, 1% duplicated.
+    pub const ROUGH: Faults = Faults {
+        loss_per_mille: 20,
+        dup_per_mille: 10,
+        delay_ms_min: 1,
+        delay_ms_max: 40,
+    };
+}
+
+struct Endpoint {
+    service: RaftService,
+    incarnation: u64,
+    up: bool,
+}
+
+struct NetState {
+    rng: ChaCha8Rng,
+    faults: Faults,
+    endpoints: BTreeMap<u64, Endpoint>,
+    /// Directed links that drop everything: (from, to).
+    cut: BTreeSet<(u64, u64)>,
+    next_message: u64,
+}
+
+/// The network all simulated nodes share.
+#[derive(Clone)]
+pub struct SimNet {
+    state: Arc<Mutex<NetState>>,
+    trace: Trace,
+}
+
+/// What happens to one request, decided when it is sent.
+enum Fate {
+    Unreachable(&'static str),
+    Lost {
+        delay: Duration,
+    },
+    Delivered {
+        there: Duration,
+        back: Duration,
+        twice: bool,
+        to_incarnation: u64,
+    },
+}
+
+impl SimNet {
+    /// A network drawing its faults from `seed` (or, for the negative control, the OS).
+    pub fn new(seed: u64, trace: Trace, entropy: Entropy) -> Self {
+        let rng = match entropy {
+            Entropy::Seeded => ChaCha8Rng::seed_from_u64(fork(seed, "net", 0, 0)),
+            Entropy::Os => os_seeded(),
+        };
+        SimNet {
+            state: Arc::new(Mutex::new(NetState {
+                rng,
+                faults: Faults::CALM,
+                endpoints: BTreeMap::new(),
+                cut: BTreeSet::new(),
+                next_message: 0,
+            })),
+            trace,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, NetState> {
+        self.state.lock().expect("net lock")
+    }
+
+    /// Sets what the network does to messages from now on.
+    pub fn set_faults(&self, faults: Faults) {
+        self.lock().faults = faults;
+        event!(self.trace, "net faults {faults:?}");
+    }
+
+    /// Plugs in a (re)started node; returns its incarnation number and its link.
+    pub fn attach(&self, id: u64, service: RaftService) -> (u64, PeerLink) {
+        let mut s = self.lock();
+        let incarnation = s.endpoints.get(&id).map_or(0, |e| e.incarnation + 1);
+        s.endpoints.insert(
+            id,
+            Endpoint {
+                service,
+                incarnation,
+                up: true,
+            },
+        );
+        let transport = SimTransport {
+            net: self.clone(),
+            from: id,
+            incarnation,
+        };
+        (incarnation, PeerLink::with_transport(Arc::new(transport)))
+    }
+
+    /// Unplugs a crashed node: nothing reaches it or comes from it any more.
+    pub fn crash(&self, id: u64) {
+        if let Some(e) = self.lock().endpoints.get_mut(&id) {
+            e.up = false;
+        }
+    }
+
+    /// Cuts every link between nodes of different groups, both ways.
+    pub fn partition(&self, groups: &[Vec<u64>]) {
+        let mut s = self.lock();
+        for (i, a) in groups.iter().enumerate() {
+            for (j, b) in groups.iter().enumerate() {
+                if i != j {
+                    for &x in a {
+                        for &y in b {
+                            s.cut.insert((x, y));
+                        }
+                    }
+                }
+            }
+        }
+        drop(s);
+        event!(self.trace, "net partition {groups:?}");
+    }
+
+    /// Cuts the link from `from` to `to` only (answers from `to` still come back on the
+    /// requests `to` sends).
+    pub fn cut_one_way(&self, from: u64, to: u64) {
+        self.lock().cut.insert((from, to));
+        event!(self.trace, "net cut {from}->{to}");
+    }
+
+    /// Restores every cut link.
+    pub fn heal(&self) {
+        self.lock().cut.clear();
+        event!(self.trace, "net heal");
+    }
+
+    fn is_up(&self, id: u64, incarnation: u64) -> bool {
+        self.lock()
+            .endpoints
+            .get(&id)
+            .is_some_and(|e| e.up && e.incarnation == incarnation)
+    }
+
+    fn decide(&self, from: u64, from_incarnation: u64, to: u64) -> (u64, Fate) {
+        let mut s = self.lock();
+        let n = s.next_message;
+        s.next_message += 1;
+        let sender_up = s
+            .endpoints
+            .get(&from)
+            .is_some_and(|e| e.up && e.incarnation == from_incarnation);
+        if !sender_up {
+            return (n, Fate::Unreachable("sender is down"));
+        }
+        let Some((to_up, to_incarnation)) = s.endpoints.get(&to).map(|e| (e.up, e.incarnation))
+        else {
+            return (n, Fate::Unreachable("no such node"));
+        };
+        if !to_up {
+            return (n, Fate::Unreachable("peer is down"));
+        }
+        if s.cut.contains(&(from, to)) {
+            return (n, Fate::Unreachable("partitioned"));
+        }
+        let f = s.faults;
+        let delay = |rng: &mut ChaCha8Rng| {
+            Duration::from_millis(rng.gen_range(f.delay_ms_min..=f.delay_ms_max))
+        };
+        let there = delay(&mut s.rng);
+        if s.rng.gen_range(0..1000) < f.loss_per_mille {
+            return (n, Fate::Lost { delay: there });
+        }
+        let back = delay(&mut s.rng);
+        let twice = s.rng.gen_range(0..1000) < f.dup_per_mille;
+        (
+            n,
+            Fate::Delivered {
+                there,
+                back,
+                twice,
+                to_incarnation,
+            },
+        )
+    }
+
+    /// The service of `to` if it is still the incarnation the request was sent to, up, and
+    /// reachable from `from`.
+    fn receiver(&self, from: u64, to: u64, incarnation: u64) -> Option<RaftService> {
+        let s = self.lock();
+        let e = s.endpoints.get(&to)?;
+        let reachable = !s.cut.contains(&(from, to));
+        (e.up && e.incarnation == incarnation && reachable).then(|| e.service.clone())
+    }
+}
+
+/// Seeds the negative control's network from the operating system, so that two runs of one
+/// seed must differ.
+// The one deliberate entropy source: the negative control must diverge.
+#[allow(clippy::disallowed_methods)]
+fn os_seeded() -> ChaCha8Rng {
+    ChaCha8Rng::from_entropy()
+}
+
+/// One node's (one incarnation's) way onto the network.
+struct SimTransport {
+    net: SimNet,
+    from: u64,
+    incarnation: u64,
+}
+
+/// The request kind, for the trace: the first key of the JSON payload.
+fn kind(payload: &[u8]) -> &str {
+    let text = std::str::from_utf8(&payload[..payload.len().min(40)]).unwrap_or("");
+    text.trim_start_matches("{\"")
+        .split('"')
+        .next()
+        .unwrap_or("?")
+}
+
+impl PeerTransport for SimTransport {
+    fn send(&self, req: PeerRequest) -> BoxFuture<'static, Result<Vec<u8>, PeerError>> {
+        let net = self.net.clone();
+        let (from, from_incarnation, to) = (self.from, self.incarnation, req.to);
+        let (n, fate) = net.decide(from, from_incarnation, to);
+        let what = kind(&req.payload).to_string();
+        let unreachable = move |reason: &str| PeerError::Unreachable {
+            to,
+            addr: req.addr.clone(),
+            reason: reason.to_string(),
+        };
+        Box::pin(async move {
+            match fate {
+                Fate::Unreachable(reason) => {
+                    event!(
+                        net.trace,
+                        "msg {n} {from}->{to} {what} unreachable: {reason}"
+                    );
+                    Err(unreachable(reason))
+                }
+                Fate::Lost { delay } => {
+                    event!(net.trace, "msg {n} {from}->{to} {what} lost");
+                    tokio::time::sleep(delay).await;
+                    Err(PeerError::Network {
+                        to,
+                        reason: "the message was lost".into(),
+                    })
+                }
+                Fate::Delivered {
+                    there,
+                    back,
+                    twice,
+                    to_incarnation,
+                } => {
+                    event!(
+                        net.trace,
+                        "msg {n} {from}->{to} {what} +{}ms/+{}ms{}",
+                        there.as_millis(),
+                        back.as_millis(),
+                        if twice { " twice" } else { "" }
+                    );
+                    let work = deliver(
+                        net.clone(),
+                        (from, from_incarnation),
+                        (to, to_incarnation),
+                        req.payload,
+                        (there, back, twice),
+                    );
+                    match tokio::time::timeout(req.timeout, work).await {
+                        Ok(Some(answer)) => Ok(answer),
+                        Ok(None) => Err(unreachable("the peer went away")),
+                        Err(_) => Err(unreachable("no answer in time")),
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Carries a request there, has it answered, and carries the answer back; `None` when the
+/// receiver or the sender went away (crash, partition) on the way.
+async fn deliver(
+    net: SimNet,
+    (from, from_incarnation): (u64, u64),
+    (to, to_incarnation): (u64, u64),
+    payload: Vec<u8>,
+    (there, back, twice): (Duration, Duration, bool),
+) -> Option<Vec<u8>> {
+    tokio::time::sleep(there).await;
+    let service = net.receiver(from, to, to_incarnation)?;
+    if twice {
+        // The copy arrives a little later and its answer is dropped, as a retransmission's
+        // would be.
+        let (net2, service2, payload2) = (net.clone(), service.clone(), payload.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(there).await;
+            if net2.receiver(from, to, to_incarnation).is_some() {
+                let _ = service2.answer_frame(from, &payload2).await;
+            }
+        });
+    }
+    let frame = service.answer_frame(from, &payload).await?;
+    tokio::time::sleep(back).await;
+    if !net.is_up(from, from_incarnation) || net.receiver(to, from, from_incarnation).is_none() {
+        return None;
+    }
+    Some(frame[FRAME_HEADER_BYTES..].to_vec())
+}
