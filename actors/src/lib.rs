@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod clock;
 pub mod control;
+pub mod disk;
 pub mod join;
 pub mod metrics;
 pub mod node;

@@ -2,14 +2,16 @@
 //! writer that makes a shard durable and visible atomically, and a reader that verifies exactly
 //! the blocks a range touches. The format itself is pure and lives in `protocol::shard`.
 //!
-//! Everything here is blocking `std::fs`; the caller decides which thread runs it. Memory per
-//! writer or reader is bounded by one block, whatever the shard's size.
+//! Everything here is blocking file work on a [`Disk`] (the machine's, or the simulation's);
+//! the caller decides which thread runs it. Memory per writer or reader is bounded by one
+//! block, whatever the shard's size.
 
-use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::disk::{Disk, DiskFile, RealDisk};
 
 use hamster_protocol::meta::ObjectId;
 use hamster_protocol::shard::{
@@ -20,10 +22,6 @@ use hamster_protocol::shard::{
 
 /// Where unfinished shards are written; its contents never survive a restart.
 const TMP_DIR: &str = "tmp";
-
-/// Shard data is tenant data: only the node's own user may read it.
-const FILE_MODE: u32 = 0o600;
-const DIR_MODE: u32 = 0o700;
 
 /// How many temp names `create` tries before giving up; collisions need another store on the
 /// same root, so more than a few means something is badly wrong.
@@ -90,6 +88,7 @@ pub struct ShardInfo {
 /// The shard files of this node, rooted at `<data>/shards`.
 #[derive(Debug)]
 pub struct ShardStore {
+    disk: Arc<dyn Disk>,
     root: PathBuf,
     /// Makes temp names unique among concurrent writers of the same shard.
     tmp_seq: AtomicU64,
@@ -99,26 +98,29 @@ impl ShardStore {
     /// Opens (creating if needed) the store at `root`. Temp files left by a crash are removed:
     /// their writes were never acknowledged, so nobody expects them.
     pub fn open(root: &Path) -> io::Result<ShardStore> {
+        Self::open_on(Arc::new(RealDisk), root)
+    }
+
+    /// Like [`ShardStore::open`], on `disk`.
+    pub fn open_on(disk: Arc<dyn Disk>, root: &Path) -> io::Result<ShardStore> {
         let tmp = root.join(TMP_DIR);
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(DIR_MODE)
-            .create(&tmp)?;
+        disk.create_dir_all(&tmp)?;
         let mut removed = 0usize;
-        for entry in fs::read_dir(&tmp)? {
-            let entry = entry?;
-            if entry.file_type()?.is_dir() {
-                fs::remove_dir_all(entry.path())?;
+        for entry in disk.read_dir(&tmp)? {
+            let path = tmp.join(&entry.name);
+            if entry.is_dir {
+                disk.remove_dir_all(&path)?;
             } else {
-                fs::remove_file(entry.path())?;
+                disk.remove_file(&path)?;
             }
             removed += 1;
         }
         if removed > 0 {
             tracing::info!(removed, "removed unfinished shard writes left by a crash");
-            sync_dir(&tmp)?;
+            disk.sync_dir(&tmp)?;
         }
         Ok(ShardStore {
+            disk,
             root: root.to_path_buf(),
             tmp_seq: AtomicU64::new(0),
         })
@@ -154,6 +156,7 @@ impl ShardStore {
         header.validate().map_err(invalid_input)?;
         let (file, tmp_path) = self.create_tmp(&id, part, index)?;
         let writer = ShardWriter {
+            disk: self.disk.clone(),
             file,
             tmp_path,
             final_dir: self.root.join(shard_rel_dir(&id)),
@@ -172,18 +175,17 @@ impl ShardStore {
     }
 
     /// Opens a fresh temp file, trying the next sequence number if another writer holds one.
-    fn create_tmp(&self, id: &ObjectId, part: u32, index: u16) -> io::Result<(File, PathBuf)> {
+    fn create_tmp(
+        &self,
+        id: &ObjectId,
+        part: u32,
+        index: u16,
+    ) -> io::Result<(Box<dyn DiskFile>, PathBuf)> {
         let name = shard_file_name(id, part, index);
         for _ in 0..TMP_NAME_ATTEMPTS_MAX {
             let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
             let path = self.root.join(TMP_DIR).join(format!("{name}.{seq}"));
-            let opened = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(FILE_MODE)
-                .open(&path);
-            match opened {
+            match self.disk.create_new(&path) {
                 Ok(file) => return Ok((file, path)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
@@ -209,12 +211,12 @@ impl ShardStore {
         part: u32,
         index: u16,
     ) -> Result<ShardReader, ShardError> {
-        let file = match File::open(self.path(id, part, index)) {
+        let file = match self.disk.open(&self.path(id, part, index)) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ShardError::NotFound),
             Err(e) => return Err(ShardError::Io(e)),
         };
-        let file_bytes = file.metadata()?.len();
+        let file_bytes = file.file_len()?;
         let mut head = [0u8; HEADER_BYTES];
         if file_bytes < HEADER_BYTES as u64 {
             return Err(ShardFormatError::TooShort {
@@ -241,22 +243,20 @@ impl ShardStore {
     /// with no shards here is not an error.
     pub fn delete_object(&self, id: &ObjectId) -> io::Result<usize> {
         let dir = self.root.join(shard_rel_dir(id));
-        let entries = match fs::read_dir(&dir) {
+        let entries = match self.disk.read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(e),
         };
         let mut removed = 0usize;
         for entry in entries {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Some((found, _, _)) = name.to_str().and_then(parse_shard_file_name) else {
+            let Some((found, _, _)) = parse_shard_file_name(&entry.name) else {
                 continue;
             };
             if found != *id {
                 continue;
             }
-            match fs::remove_file(entry.path()) {
+            match self.disk.remove_file(&dir.join(&entry.name)) {
                 Ok(()) => removed += 1,
                 // A concurrent delete got there first; the outcome is the same.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -264,7 +264,7 @@ impl ShardStore {
             }
         }
         if removed > 0 {
-            sync_dir(&dir)?;
+            self.disk.sync_dir(&dir)?;
         }
         Ok(removed)
     }
@@ -273,8 +273,8 @@ impl ShardStore {
     /// files and anything not named like a shard in its own fan-out directory are skipped.
     pub fn list(&self) -> io::Result<Vec<StoredShard>> {
         let mut out = Vec::new();
-        for top in fan_out_dirs(&self.root)? {
-            for dir in fan_out_dirs(&top)? {
+        for top in fan_out_dirs(&*self.disk, &self.root)? {
+            for dir in fan_out_dirs(&*self.disk, &top)? {
                 self.list_dir(&dir, &mut out)?;
             }
         }
@@ -283,10 +283,8 @@ impl ShardStore {
     }
 
     fn list_dir(&self, dir: &Path, out: &mut Vec<StoredShard>) -> io::Result<()> {
-        for entry in fs::read_dir(dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Some((id, part, index)) = name.to_str().and_then(parse_shard_file_name) else {
+        for entry in self.disk.read_dir(dir)? {
+            let Some((id, part, index)) = parse_shard_file_name(&entry.name) else {
                 continue;
             };
             // A shard outside its own fan-out directory would be invisible to open_reader and
@@ -294,13 +292,12 @@ impl ShardStore {
             if self.root.join(shard_rel_dir(&id)) != dir {
                 continue;
             }
-            let meta = entry.metadata()?;
-            if meta.is_file() {
+            if !entry.is_dir {
                 out.push(StoredShard {
                     id,
                     part,
                     index,
-                    file_bytes: meta.len(),
+                    file_bytes: entry.len,
                 });
             }
         }
@@ -310,10 +307,9 @@ impl ShardStore {
     /// Bytes used by shard files, finished and in progress (in-flight writes hold disk too).
     pub fn bytes_on_disk(&self) -> io::Result<u64> {
         let mut total: u64 = self.list()?.iter().map(|s| s.file_bytes).sum();
-        for entry in fs::read_dir(self.root.join(TMP_DIR))? {
-            let meta = entry?.metadata()?;
-            if meta.is_file() {
-                total += meta.len();
+        for entry in self.disk.read_dir(&self.root.join(TMP_DIR))? {
+            if !entry.is_dir {
+                total += entry.len;
             }
         }
         Ok(total)
@@ -321,25 +317,17 @@ impl ShardStore {
 }
 
 /// The subdirectories of `dir` named by two lowercase hex digits, as the fan-out uses.
-fn fan_out_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
+fn fan_out_dirs(disk: &dyn Disk, dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let is_fan_out = name.to_str().is_some_and(|s| {
-            s.len() == 2 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
-        });
-        if is_fan_out && entry.file_type()?.is_dir() {
-            out.push(entry.path());
+    for entry in disk.read_dir(dir)? {
+        let s = &entry.name;
+        let is_fan_out = s.len() == 2 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+        if is_fan_out && entry.is_dir {
+            out.push(dir.join(s));
         }
     }
     out.sort();
     Ok(out)
-}
-
-/// Makes a directory's entries (creations, renames, removals) durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 fn invalid_input(e: impl std::fmt::Display) -> io::Error {
@@ -350,7 +338,8 @@ fn invalid_input(e: impl std::fmt::Display) -> io::Error {
 /// makes it durable and visible, dropping it unfinished removes the temp file.
 #[derive(Debug)]
 pub struct ShardWriter {
-    file: File,
+    disk: Arc<dyn Disk>,
+    file: Box<dyn DiskFile>,
     tmp_path: PathBuf,
     final_dir: PathBuf,
     final_path: PathBuf,
@@ -450,17 +439,17 @@ impl ShardWriter {
             "header read-back differs"
         );
         assert_eq!(
-            self.file.metadata()?.len(),
+            self.file.file_len()?,
             file_bytes,
             "shard file length is off"
         );
         self.file.sync_all()?;
         let created = self.make_final_dir()?;
-        fs::rename(&self.tmp_path, &self.final_path)?;
-        sync_dir(&self.final_dir)?;
+        self.disk.rename(&self.tmp_path, &self.final_path)?;
+        self.disk.sync_dir(&self.final_dir)?;
         // A freshly created directory's own entry lives in its parent, up to the root.
         for dir in created.iter().filter_map(|d| d.parent()) {
-            sync_dir(dir)?;
+            self.disk.sync_dir(dir)?;
         }
         Ok(ShardInfo {
             data_len: h.data_len,
@@ -473,12 +462,12 @@ impl ShardWriter {
     fn make_final_dir(&self) -> io::Result<Vec<PathBuf>> {
         let mut missing = Vec::new();
         let mut dir = self.final_dir.as_path();
-        while dir != self.root && !dir.is_dir() {
+        while dir != self.root && !self.disk.is_dir(dir) {
             missing.push(dir.to_path_buf());
             dir = dir.parent().expect("fan-out dir lies under the root");
         }
         for d in missing.iter().rev() {
-            match fs::DirBuilder::new().mode(DIR_MODE).create(d) {
+            match self.disk.create_dir(d) {
                 Ok(()) => {}
                 // Another writer made it meanwhile; it owns the parent's fsync.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -496,7 +485,7 @@ impl Drop for ShardWriter {
         }
         // An aborted upload leaves nothing; the temp dir is also swept at open, so a failure
         // here only costs space until the next restart.
-        if let Err(e) = fs::remove_file(&self.tmp_path) {
+        if let Err(e) = self.disk.remove_file(&self.tmp_path) {
             if e.kind() != io::ErrorKind::NotFound {
                 tracing::warn!(path = %self.tmp_path.display(), error = %e, "cannot remove unfinished shard");
             }
@@ -508,7 +497,7 @@ impl Drop for ShardWriter {
 /// each holds one block of buffer.
 #[derive(Debug)]
 pub struct ShardReader {
-    file: File,
+    file: Box<dyn DiskFile>,
     header: ShardHeader,
     buf: Vec<u8>,
 }
@@ -597,7 +586,7 @@ impl ShardReader {
     /// replicated one (INV-5).
     pub fn verify_all(&mut self) -> Result<(), ShardError> {
         let expected_bytes = self.header.file_len();
-        let actual_bytes = self.file.metadata()?.len();
+        let actual_bytes = self.file.file_len()?;
         if actual_bytes != expected_bytes {
             return Err(ShardError::LengthMismatch {
                 expected_bytes,

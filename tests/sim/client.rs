@@ -9,7 +9,7 @@
 //! as possible. A key's possible states are therefore never more than two.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use hamster_actors::clock::Clock;
@@ -43,6 +43,9 @@ pub struct Model {
     pub buckets: RefCell<BTreeMap<String, Vec<bool>>>,
     /// ETag → MD5 of the whole body, for every body the S3 clients sent.
     pub bodies: RefCell<BTreeMap<String, String>>,
+    /// Object bodies (and parts) whose shard a disk rotted on purpose: reading them must fail
+    /// rather than return other bytes.
+    pub rotted: RefCell<BTreeSet<(ObjectId, u32)>>,
     /// Counters for the trace.
     pub stats: RefCell<Stats>,
 }
@@ -79,7 +82,8 @@ impl Model {
         }
     }
 
-    fn settle_bucket(&self, name: &str, exists: bool, acked: bool) {
+    /// Records a create (`exists`) or delete of bucket `name`: acknowledged, or unknown.
+    pub fn settle_bucket(&self, name: &str, exists: bool, acked: bool) {
         let mut buckets = self.buckets.borrow_mut();
         let states = buckets
             .entry(name.to_string())

@@ -25,13 +25,15 @@ use hamster_actors::raft::{NodeInfo, Propose, RaftNode, RaftNodeConfig, Shutdown
 use hamster_actors::s3::{Offload, S3Config, S3State};
 use hamster_actors::shards::ShardStore;
 use hamster_actors::steward::Steward;
-use hamster_protocol::meta::{Applied, Command};
+use hamster_protocol::meta::{Applied, Command, ObjectId};
+use hamster_protocol::shard::parse_shard_file_name;
 use openraft::ServerState;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tempfile::TempDir;
 use tokio::sync::mpsc::unbounded_channel;
 
+use crate::disk::SimDisk;
 use crate::event;
 use crate::invariants::{NodeView, Observations};
 use crate::net::SimNet;
@@ -41,6 +43,8 @@ use crate::world::{fork, Entropy, Trace};
 const MAP_SIZE_BYTES: usize = 256 << 20;
 /// Longest a scenario step waits for the cluster (simulated time).
 pub const STEP_WAIT_MAX: Duration = Duration::from_secs(60);
+/// Where each node's shard store lives on its simulated disk.
+const SHARDS_ROOT: &str = "/shards";
 /// How often waits look again (simulated time).
 const POLL: Duration = Duration::from_millis(20);
 /// Time a graceful stop may take.
@@ -89,6 +93,8 @@ struct SimNode {
     addr: Option<Addr<RaftNode>>,
     /// The S3 front's shared state, while running.
     s3: Option<Arc<S3State>>,
+    /// The node's shard disk, across incarnations.
+    disk: SimDisk,
     steward: Option<Addr<Steward>>,
     /// Replace voters silent this long, if this node runs a steward.
     steward_down_after: Option<Duration>,
@@ -174,7 +180,7 @@ impl Sim {
         bootstrap: bool,
         steward: Option<Duration>,
     ) -> Result<(), String> {
-        let (data_dir, service, info) = {
+        let (data_dir, service, info, disk) = {
             let mut nodes = self.nodes.borrow_mut();
             let node = nodes.entry(id).or_insert_with(|| SimNode {
                 info: NodeInfo {
@@ -188,6 +194,7 @@ impl Sim {
                 service: RaftService::new(),
                 addr: None,
                 s3: None,
+                disk: SimDisk::new(fork(self.seed, "disk", id, 0)),
                 steward: None,
                 steward_down_after: steward,
             });
@@ -199,6 +206,7 @@ impl Sim {
                 node.data_dir.clone(),
                 node.service.clone(),
                 node.info.clone(),
+                node.disk.clone(),
             )
         };
         let (incarnation, link) = self.net.attach(id, service.clone());
@@ -244,7 +252,7 @@ impl Sim {
             }
         });
         let steward = steward.map(|after| Steward::new(addr.clone(), after).start());
-        let shards = ShardStore::open(&data_dir.join("shards"))
+        let shards = ShardStore::open_on(Arc::new(disk), Path::new(SHARDS_ROOT))
             .map_err(|e| format!("node {id}'s shard store: {e}"))?;
         let s3 = Arc::new(S3State {
             raft: addr.clone(),
@@ -271,7 +279,7 @@ impl Sim {
     /// Crashes node `id`: it drops off the network at once, and its next incarnation starts
     /// from what its store had committed at this instant.
     pub async fn crash(&self, id: u64) -> Result<(), String> {
-        let (addr, steward, old_dir, new_dir) = {
+        let (addr, steward, old_dir, new_dir, disk) = {
             let mut nodes = self.nodes.borrow_mut();
             let node = nodes.get_mut(&id).ok_or(format!("no node {id}"))?;
             let Some(addr) = node.addr.take() else {
@@ -284,11 +292,15 @@ impl Sim {
             let old = std::mem::replace(&mut node.data_dir, next.clone());
             node.s3 = None;
             node.service.unbind();
-            (addr, node.steward.take(), old, next)
+            (addr, node.steward.take(), old, next, node.disk.clone())
         };
         self.net.crash(id);
-        copy_disk(&old_dir, &new_dir).map_err(|e| format!("copying node {id}'s disk: {e}"))?;
-        event!(self.trace, "node {id} crash");
+        copy_store(&old_dir, &new_dir).map_err(|e| format!("copying node {id}'s store: {e}"))?;
+        let damaged = disk.crash(true);
+        event!(
+            self.trace,
+            "node {id} crash ({damaged} shard files lost writes)"
+        );
         if let Some(s) = steward {
             s.do_send(StopSteward);
         }
@@ -347,10 +359,22 @@ impl Sim {
             .map(|n| n.data_dir.join("meta"))
     }
 
-    /// Node `id`'s shard files (those its next incarnation starts from, once stopped).
+    /// Node `id`'s shard files (for the final checks, once stopped).
     pub fn shard_store(&self, id: u64) -> Option<ShardStore> {
-        let dir = self.nodes.borrow().get(&id)?.data_dir.join("shards");
-        ShardStore::open(&dir).ok()
+        let disk = self.nodes.borrow().get(&id)?.disk.clone();
+        ShardStore::open_on(Arc::new(disk), Path::new(SHARDS_ROOT)).ok()
+    }
+
+    /// Flips a bit in one finished shard file on node `id`'s disk; returns the object body and
+    /// part it belongs to.
+    pub fn rot(&self, id: u64) -> Option<(ObjectId, u32)> {
+        let disk = self.nodes.borrow().get(&id)?.disk.clone();
+        let tmp = Path::new(SHARDS_ROOT).join("tmp");
+        let path = disk.rot(Path::new(SHARDS_ROOT), |p| !p.starts_with(&tmp))?;
+        let name = path.file_name()?.to_str()?;
+        let (object, part, _) = parse_shard_file_name(name)?;
+        event!(self.trace, "node {id} disk rots a bit in {name}");
+        Some((object, part))
     }
 
     /// The running node `id`'s S3 front.
@@ -538,38 +562,14 @@ impl actix::Handler<StopSteward> for Steward {
     }
 }
 
-/// Copies a node's disk as a crash leaves it. LMDB's data file: between two polls no write
-/// transaction is open, so it holds exactly the last committed state. Shard files: finished
-/// ones only (a shard is published by rename after its fsync; unfinished ones live in `tmp/`
-/// and are lost).
-fn copy_disk(from: &Path, to: &Path) -> std::io::Result<()> {
+/// Copies an LMDB environment's data file as a crash leaves it: between two polls no write
+/// transaction is open, so the file holds exactly the last committed state.
+fn copy_store(from: &Path, to: &Path) -> std::io::Result<()> {
     let meta = to.join("meta");
     std::fs::create_dir_all(&meta)?;
     let data = from.join("meta").join("data.mdb");
     if data.exists() {
         std::fs::copy(&data, meta.join("data.mdb"))?;
-    }
-    copy_tree(&from.join("shards"), &to.join("shards"))
-}
-
-/// Copies a directory tree, leaving out `tmp/` at its top.
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    if !from.exists() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(to)?;
-    let mut entries: Vec<_> = std::fs::read_dir(from)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let name = entry.file_name();
-        if name == "tmp" {
-            continue;
-        }
-        if entry.file_type()?.is_dir() {
-            copy_tree(&entry.path(), &to.join(&name))?;
-        } else {
-            std::fs::copy(entry.path(), to.join(&name))?;
-        }
     }
     Ok(())
 }

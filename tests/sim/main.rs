@@ -9,6 +9,7 @@
 //!
 //! - [`world`]: one run (runtime, seed forking, trace, fingerprint) and the batch runner.
 //! - [`net`]: the simulated network.
+//! - [`disk`]: the simulated shard disk.
 //! - [`cluster`]: nodes, crashes and restarts, waits, and the end-of-run checks.
 //! - [`client`]: the metadata workload and the model.
 //! - [`s3client`]: S3 clients through the nodes' real S3 exchanges.
@@ -17,6 +18,7 @@
 
 mod client;
 mod cluster;
+mod disk;
 mod invariants;
 mod net;
 mod s3client;

@@ -5,7 +5,8 @@
 //!
 //! Until objects are erasure-coded across nodes, an object's bytes live on the node that took
 //! the PUT; a GET elsewhere may fail, and then checks nothing. Metadata (HEAD, LIST, DELETE,
-//! multipart completion) works through any node and is checked everywhere.
+//! bucket create and delete, multipart completion) works through any node and is checked
+//! everywhere.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -123,6 +124,8 @@ struct S3Client {
     model: Rc<Model>,
     rng: ChaCha8Rng,
     keys: Vec<String>,
+    /// The client's own bucket (created and deleted; retired on an unknown outcome).
+    bucket: String,
     generation: u64,
     /// The node that took each key's last acknowledged PUT: until objects are coded across
     /// nodes, the one that holds its bytes.
@@ -298,6 +301,72 @@ impl S3Client {
         }
     }
 
+    /// ListObjectsV2 of this client's keys: each key it works on must be listed (with a
+    /// possible ETag) or not, as the model allows.
+    async fn list(&mut self, node: u64) {
+        let query = format!("list-type=2&prefix=s{}-", self.id);
+        let path = format!("/{BUCKET}");
+        let Some(a) = send(&self.sim, node, "GET", &path, &query, Vec::new()).await else {
+            return;
+        };
+        if a.status != 200 {
+            return;
+        }
+        let text = String::from_utf8_lossy(&a.body).to_string();
+        let mut listed = BTreeMap::new();
+        for entry in text.split("<Contents>").skip(1) {
+            let (Some(key), Some(etag)) = (
+                between(entry, "<Key>", "</Key>"),
+                between(entry, "<ETag>", "</ETag>"),
+            ) else {
+                continue;
+            };
+            let etag = etag.replace("&quot;", "").replace('"', "");
+            listed.insert(key.to_string(), etag);
+        }
+        event!(
+            self.sim.trace,
+            "s3 client {} LIST via {node}: {} keys",
+            self.id,
+            listed.len()
+        );
+        for key in self.keys.clone() {
+            self.model.stats.borrow_mut().reads += 1;
+            let expected = self.model.key_states(&key);
+            let seen = listed.get(&key).map(String::as_str);
+            if let Err(e) = read_your_writes::check(&key, &expected, seen, node) {
+                self.sim.obs.violate(e);
+            }
+        }
+    }
+
+    /// Creates this client's own bucket, or deletes it, whichever the model says it can.
+    async fn bucket_op(&mut self, node: u64) {
+        let name = self.bucket.clone();
+        let exists = self.model.buckets.borrow().get(&name).cloned() == Some(vec![true]);
+        let method = if exists { "DELETE" } else { "PUT" };
+        let answer = send(&self.sim, node, method, &format!("/{name}"), "", Vec::new()).await;
+        let status = answer.map(|a| a.status);
+        match status {
+            Some(200..=299) => {
+                self.model.stats.borrow_mut().acked += 1;
+                self.model.settle_bucket(&name, !exists, true);
+            }
+            Some(400..=499) => {}
+            _ => {
+                self.model.stats.borrow_mut().unknown += 1;
+                self.model.settle_bucket(&name, !exists, false);
+                self.generation += 1;
+                self.bucket = format!("s{}-b{}", self.id, self.generation);
+            }
+        }
+        event!(
+            self.sim.trace,
+            "s3 client {} {method} bucket {name}: {status:?}",
+            self.id
+        );
+    }
+
     async fn run(mut self, ops: u64, pace_ms: u64) {
         for _ in 0..ops {
             let pause = self.rng.gen_range(0..=pace_ms);
@@ -318,8 +387,10 @@ impl S3Client {
                 0..35 => self.put(node, slot).await,
                 35..42 => self.multipart(node, slot).await,
                 42..55 => self.delete(node, slot).await,
-                55..80 => self.read(reader, slot, "GET").await,
-                _ => self.read(node, slot, "HEAD").await,
+                55..75 => self.read(reader, slot, "GET").await,
+                75..87 => self.read(node, slot, "HEAD").await,
+                87..95 => self.list(node).await,
+                _ => self.bucket_op(node).await,
             }
         }
     }
@@ -342,6 +413,7 @@ pub async fn workload(sim: Rc<Sim>, model: Rc<Model>, clients: u64, ops: u64, pa
             model: model.clone(),
             rng: ChaCha8Rng::seed_from_u64(fork(sim.seed, "s3client", id, 0)),
             keys: Vec::new(),
+            bucket: format!("s{id}-b0"),
             generation: 0,
             holder: BTreeMap::new(),
         };

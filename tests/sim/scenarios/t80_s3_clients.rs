@@ -1,7 +1,10 @@
 //! S3 clients through the real front: signed PUT, multipart, GET, HEAD and DELETE requests run
-//! through every node's `S3Exchange` (authentication, forwarding, read index, shard files)
-//! while the leader crashes and restarts and the network drops and delays messages. At the
-//! end every current version's shard files must decode to the bytes that were sent.
+//! through every node's `S3Exchange` (authentication, forwarding, read index, shard files on
+//! each node's simulated disk) while the leader crashes — losing or tearing what its disk had
+//! not synced — and restarts, the network drops and delays messages, and disks rot bits in
+//! stored shards. A GET must never return bytes other than those sent; at the end every
+//! current version's shard files must decode to exactly those bytes, or, where a disk rotted
+//! them, be refused.
 
 use std::rc::Rc;
 
@@ -29,6 +32,14 @@ pub async fn scenario(sim: Rc<Sim>) -> Result<(), String> {
     sim.crash(leader).await?;
     sim.sleep_ms(sim.pick(500..3000)).await;
     sim.restart(leader).await?;
+    for _ in 0..2 {
+        sim.sleep_ms(sim.pick(200..1500)).await;
+        let ids = sim.ids();
+        let node = ids[sim.pick(0..ids.len() as u64) as usize];
+        if let Some(rotted) = sim.rot(node) {
+            model.rotted.borrow_mut().insert(rotted);
+        }
+    }
     let _ = load.await;
     sim.finish(&model).await
 }
