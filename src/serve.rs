@@ -27,15 +27,15 @@ use hamster_actors::node::{
 };
 use hamster_actors::peer::{raft_protocol, PeerLink, RaftService};
 use hamster_actors::raft::node::{
-    GetAccessKey, Network, Propose, RaftNode, RaftNodeConfig, RaftStatus, ReferencedObjects,
-    Shutdown, StartOptions,
+    GetAccessKey, Network, Propose, RaftNode, RaftNodeConfig, RaftStatus, Shutdown, StartOptions,
 };
 use hamster_actors::raft::NodeInfo;
+use hamster_actors::reclaim;
 use hamster_actors::s3::{self, S3Config, S3State};
 use hamster_actors::shards::ShardStore;
 use hamster_actors::steward::{Steward, VOTER_DOWN_AFTER_DEFAULT};
 use hamster_actors::tls::{self, TlsMaterial};
-use hamster_protocol::meta::{AccessKey, Command, ObjectId};
+use hamster_protocol::meta::{AccessKey, Command};
 use hamster_protocol::time::parse_duration_ms;
 use hamster_protocol::token::JoinToken;
 use hamster_protocol::wire::{
@@ -410,8 +410,9 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         .context("cannot start the metadata store")?;
     // Held to the end of the node's life; it acts only while this node leads.
     let _steward = Steward::new(raft.clone(), s.voter_down_after).start();
-    recover_orphans(&raft, &shards).await?;
-    spawn_reclaimer(shards.clone(), metrics.clone(), freed_rx);
+    // Before the S3 front opens, so no PUT of this node is in flight while it sweeps.
+    reclaim::sweep_orphans(&raft, &shards, s3::Offload::Pool).await?;
+    reclaim::spawn_reclaimer(shards.clone(), metrics.clone(), s3::Offload::Pool, freed_rx);
     if let Some(c) = &credentials {
         ensure_root_key(&raft, c).await?;
     }
@@ -632,53 +633,6 @@ async fn ensure_root_key(raft: &Addr<RaftNode>, c: &Credentials) -> anyhow::Resu
         .await?
         .map_err(|e| anyhow::anyhow!("cannot store the root credentials: {e}"))?;
     Ok(())
-}
-
-/// Restart recovery: shard files that no committed version references were written by PUTs
-/// that never committed (or whose reclaim was cut short); they are never visible, so remove
-/// them.
-async fn recover_orphans(raft: &Addr<RaftNode>, shards: &Arc<ShardStore>) -> anyhow::Result<()> {
-    let referenced = raft
-        .send(ReferencedObjects)
-        .await?
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let stored = shards.list().context("cannot list shard files")?;
-    let mut removed = std::collections::BTreeSet::new();
-    for s in stored {
-        if !referenced.contains(&s.id) && removed.insert(s.id) {
-            shards
-                .delete_object(&s.id)
-                .context("cannot remove an orphan shard")?;
-        }
-    }
-    if !removed.is_empty() {
-        info!(
-            objects = removed.len(),
-            "removed orphan shard files left by interrupted writes"
-        );
-    }
-    Ok(())
-}
-
-/// Deletes shard files of object bodies a commit unreferenced.
-fn spawn_reclaimer(
-    shards: Arc<ShardStore>,
-    metrics: Metrics,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<Vec<ObjectId>>,
-) {
-    actix_rt::spawn(async move {
-        while let Some(ids) = rx.recv().await {
-            let shards = shards.clone();
-            let done = web::block(move || {
-                ids.iter()
-                    .filter(|id| shards.delete_object(id).is_ok())
-                    .count()
-            })
-            .await
-            .unwrap_or(0);
-            metrics.shards_reclaimed.inc_by(done as u64);
-        }
-    });
 }
 
 async fn status_report(

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod raft;
+pub mod reclaim;
 pub mod s3;
 pub mod shards;
 pub mod steward;

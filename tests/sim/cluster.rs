@@ -22,6 +22,7 @@ use hamster_actors::raft::node::{
     AddLearner, ChangeMembership, CompactLog, Network, StartOptions, WatchMetrics,
 };
 use hamster_actors::raft::{NodeInfo, Propose, RaftNode, RaftNodeConfig, Shutdown};
+use hamster_actors::reclaim;
 use hamster_actors::s3::{Offload, S3Config, S3State};
 use hamster_actors::shards::ShardStore;
 use hamster_actors::steward::Steward;
@@ -211,8 +212,7 @@ impl Sim {
         };
         let (incarnation, link) = self.net.attach(id, service.clone());
         event!(self.trace, "node {id} start incarnation {incarnation}");
-        let (freed_tx, mut freed_rx) = unbounded_channel();
-        actix_rt::spawn(async move { while freed_rx.recv().await.is_some() {} });
+        let (freed_tx, freed_rx) = unbounded_channel();
         let (applied_tx, mut applied_rx) = unbounded_channel();
         let obs = self.obs.clone();
         actix_rt::spawn(async move {
@@ -253,11 +253,19 @@ impl Sim {
         });
         let steward = steward.map(|after| Steward::new(addr.clone(), after).start());
         let shards = ShardStore::open_on(Arc::new(disk), Path::new(SHARDS_ROOT))
+            .map(Arc::new)
             .map_err(|e| format!("node {id}'s shard store: {e}"))?;
+        let metrics = Metrics::new();
+        reclaim::spawn_reclaimer(shards.clone(), metrics.clone(), Offload::Inline, freed_rx);
+        // As production does: swept before the node's S3 front serves anything.
+        let swept = reclaim::sweep_orphans(&addr, &shards, Offload::Inline)
+            .await
+            .map_err(|e| format!("node {id}'s orphan sweep: {e:#}"))?;
+        event!(self.trace, "node {id} swept {swept} orphan bodies");
         let s3 = Arc::new(S3State {
             raft: addr.clone(),
-            shards: Arc::new(shards),
-            metrics: Metrics::new(),
+            shards,
+            metrics,
             clock: self.clock.clone(),
             ids: Arc::new(IdSource::seeded(fork(self.seed, "ids", id, incarnation))),
             config: S3Config {

@@ -1,10 +1,10 @@
 //! S3 clients through the real front: signed PUT, multipart, GET, HEAD and DELETE requests run
 //! through every node's `S3Exchange` (authentication, forwarding, read index, shard files on
-//! each node's simulated disk) while the leader crashes — losing or tearing what its disk had
-//! not synced — and restarts, the network drops and delays messages, and disks rot bits in
-//! stored shards. A GET must never return bytes other than those sent; at the end every
-//! current version's shard files must decode to exactly those bytes, or, where a disk rotted
-//! them, be refused.
+//! each node's simulated disk) while the leader and then any node crash — losing or tearing
+//! what their disks had not synced — and restart, the network drops and delays messages, and
+//! disks rot bits in stored shards. A GET must never return bytes other than those sent; at
+//! the end every current version's shard files must decode to exactly those bytes, or, where a
+//! disk rotted them, be refused.
 
 use std::rc::Rc;
 
@@ -27,11 +27,20 @@ pub async fn scenario(sim: Rc<Sim>) -> Result<(), String> {
     });
     let model = Rc::new(Model::default());
     let load = actix_rt::spawn(s3client::workload(sim.clone(), model.clone(), 3, 30, 150));
-    sim.sleep_ms(sim.pick(500..2500)).await;
-    let leader = sim.wait_leader().await?;
-    sim.crash(leader).await?;
-    sim.sleep_ms(sim.pick(500..3000)).await;
-    sim.restart(leader).await?;
+    // The leader crashes, then any node: a follower that took a PUT may die after the commit
+    // and before applying it, and must not lose the bytes of that committed object.
+    for round in 0..2 {
+        sim.sleep_ms(sim.pick(300..2000)).await;
+        let victim = if round == 0 {
+            sim.wait_leader().await?
+        } else {
+            let ids = sim.ids();
+            ids[sim.pick(0..ids.len() as u64) as usize]
+        };
+        sim.crash(victim).await?;
+        sim.sleep_ms(sim.pick(300..3000)).await;
+        sim.restart(victim).await?;
+    }
     for _ in 0..2 {
         sim.sleep_ms(sim.pick(200..1500)).await;
         let ids = sim.ids();

@@ -1,0 +1,85 @@
+//! Garbage in the shard store: bodies a commit stopped referencing (reclaimed as their commits
+//! apply), and orphans — shard files no committed version references, left by PUTs that never
+//! committed or by a reclaim a crash cut short (swept once at start).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use actix::Addr;
+use hamster_protocol::meta::ObjectId;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+use crate::raft::node::{CatchUp, RaftNode, ReferencedObjects};
+use crate::s3::Offload;
+use crate::shards::ShardStore;
+
+/// Removes the shard files no committed version references. The sweep first catches this
+/// node up with the leader (a read index): a member that restarts behind the others has not
+/// yet applied every commit, and a body committed while it was down is referenced only by
+/// entries it has still to apply. Without a leader to catch up with, the sweep is skipped
+/// (and runs at the next start); orphans cost space, never correctness. Returns how many
+/// object bodies it removed.
+pub async fn sweep_orphans(
+    raft: &Addr<RaftNode>,
+    shards: &Arc<ShardStore>,
+    offload: Offload,
+) -> anyhow::Result<usize> {
+    match raft.send(CatchUp).await? {
+        Ok(()) => {}
+        Err(e) => {
+            warn!(error = %e, "not sweeping orphan shards: this node cannot catch up now");
+            return Ok(0);
+        }
+    }
+    let referenced = raft
+        .send(ReferencedObjects)
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let shards = shards.clone();
+    let removed = offload
+        .run(move || -> std::io::Result<usize> {
+            let mut removed = BTreeSet::new();
+            for s in shards.list()? {
+                if !referenced.contains(&s.id) && removed.insert(s.id) {
+                    shards.delete_object(&s.id)?;
+                }
+            }
+            Ok(removed.len())
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?
+        .map_err(|e| anyhow::anyhow!("cannot remove orphan shard files: {e}"))?;
+    if removed > 0 {
+        info!(
+            objects = removed,
+            "removed orphan shard files left by interrupted writes"
+        );
+    }
+    Ok(removed)
+}
+
+/// Deletes the shard files of the bodies each applied commit freed, for as long as the state
+/// machine sends them.
+pub fn spawn_reclaimer(
+    shards: Arc<ShardStore>,
+    metrics: Metrics,
+    offload: Offload,
+    mut freed: UnboundedReceiver<Vec<ObjectId>>,
+) {
+    actix_rt::spawn(async move {
+        while let Some(ids) = freed.recv().await {
+            let shards = shards.clone();
+            let done = offload
+                .run(move || {
+                    ids.iter()
+                        .filter(|id| shards.delete_object(id).is_ok())
+                        .count()
+                })
+                .await
+                .unwrap_or(0);
+            metrics.shards_reclaimed.inc_by(done as u64);
+        }
+    });
+}
