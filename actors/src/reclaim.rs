@@ -26,6 +26,16 @@ pub async fn sweep_orphans(
     shards: &Arc<ShardStore>,
     offload: Offload,
 ) -> anyhow::Result<usize> {
+    let listed = shards.clone();
+    let stored = offload
+        .run(move || listed.list())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?
+        .map_err(|e| anyhow::anyhow!("cannot list shard files: {e}"))?;
+    if stored.is_empty() {
+        // Nothing to sweep (a fresh node): no need to wait for a leader.
+        return Ok(0);
+    }
     match raft.send(CatchUp).await? {
         Ok(()) => {}
         Err(e) => {
@@ -41,7 +51,7 @@ pub async fn sweep_orphans(
     let removed = offload
         .run(move || -> std::io::Result<usize> {
             let mut removed = BTreeSet::new();
-            for s in shards.list()? {
+            for s in stored {
                 if !referenced.contains(&s.id) && removed.insert(s.id) {
                     shards.delete_object(&s.id)?;
                 }
