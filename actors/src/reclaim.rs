@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::Addr;
 use hamster_protocol::meta::ObjectId;
@@ -11,16 +12,24 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;
-use crate::raft::node::{CatchUp, RaftNode, ReferencedObjects};
+use crate::raft::node::{CatchUp, RaftNode, RaftStatus, ReferencedObjects};
 use crate::s3::Offload;
 use crate::shards::ShardStore;
+
+/// How long the orphan sweep waits for this node to apply its own log before giving up.
+pub const SWEEP_WAIT_MAX: Duration = Duration::from_secs(10);
+const SWEEP_POLL: Duration = Duration::from_millis(20);
 
 /// Removes the shard files no committed version references. The sweep first catches this
 /// node up with the leader (a read index): a member that restarts behind the others has not
 /// yet applied every commit, and a body committed while it was down is referenced only by
-/// entries it has still to apply. Without a leader to catch up with, the sweep is skipped
-/// (and runs at the next start); orphans cost space, never correctness. Returns how many
-/// object bodies it removed.
+/// entries it has still to apply. Then it waits until it has applied its own whole log: a
+/// node that restarts still leading may hold entries it wrote before the crash that commit
+/// only now. Without a leader, or without that, the sweep is skipped (and runs at the next
+/// start); orphans cost space, never correctness. Returns how many object bodies it removed.
+///
+/// One window remains: a proposal this node forwarded to another leader just before it
+/// crashed, still in flight or uncommitted there while the sweep runs.
 pub async fn sweep_orphans(
     raft: &Addr<RaftNode>,
     shards: &Arc<ShardStore>,
@@ -42,6 +51,10 @@ pub async fn sweep_orphans(
             warn!(error = %e, "not sweeping orphan shards: this node cannot catch up now");
             return Ok(0);
         }
+    }
+    if !applied_own_log(raft).await? {
+        warn!("not sweeping orphan shards: entries in this node's log are not applied yet");
+        return Ok(0);
     }
     let referenced = raft
         .send(ReferencedObjects)
@@ -68,6 +81,23 @@ pub async fn sweep_orphans(
         );
     }
     Ok(removed)
+}
+
+/// Waits (bounded) until this node has applied every entry its log holds now. A node that
+/// restarts still leading (its vote survives) may hold entries it wrote before the crash
+/// without knowing yet that they committed; a body such an entry references is not an orphan.
+/// `false` if that does not happen within [`SWEEP_WAIT_MAX`].
+async fn applied_own_log(raft: &Addr<RaftNode>) -> anyhow::Result<bool> {
+    let target = raft.send(RaftStatus).await?.last_log_index;
+    let mut waited = Duration::ZERO;
+    while raft.send(RaftStatus).await?.applied_index < target {
+        if waited >= SWEEP_WAIT_MAX {
+            return Ok(false);
+        }
+        tokio::time::sleep(SWEEP_POLL).await;
+        waited += SWEEP_POLL;
+    }
+    Ok(true)
 }
 
 /// Deletes the shard files of the bodies each applied commit freed, for as long as the state

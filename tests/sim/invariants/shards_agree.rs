@@ -52,7 +52,9 @@ pub fn check(
             Err(_) if rotted => continue,
             Err(e) => {
                 return Err(format!(
-                    "metadata of node {id} points {key} at shards that {e}"
+                    "metadata of node {id} points {key} (ETag {}, body {}) at shards that {e}",
+                    current.etag,
+                    current.object_id.to_hex()
                 ))
             }
         };
