@@ -70,3 +70,18 @@ def form(node_factory, prefix: str, n: int = 3, extra_args: list[str] | None = N
 
 def by_id(nodes, reports) -> dict:
     return {r["node_id"]: n for n, r in zip(nodes, reports)}
+
+
+def local_factory(base, made: list):
+    """A node factory for scripts outside pytest (benchmarks): nodes under `base`, started at
+    once and appended to `made` (the caller stops them); the founder gets a fresh key pair."""
+
+    def make(name: str, token: str | None = None, extra_args: list[str] | None = None):
+        ak, sk = harness.random_key_pair() if not token else (None, None)
+        node = harness.Node(base / name, base / "logs", name=name, access_key=ak, secret_key=sk,
+                            token=token, extra_args=extra_args)
+        made.append(node)
+        node.start()
+        return node
+
+    return make

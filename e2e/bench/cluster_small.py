@@ -33,17 +33,10 @@ def main() -> int:
         os.environ["HAMSTER_BIN"] = str(Path(args.bin).resolve())
 
     base = Path(tempfile.mkdtemp(prefix="hamster-cluster-bench-"))
-    nodes = []
+    nodes: list = []
     try:
-        founder = harness.Node(base / "n0", base / "logs", name="n0",
-                               access_key="BENCHCLUSTER00001", secret_key="benchcluster-secret-0001")
-        founder.start()
-        nodes.append(founder)
-        for i in (1, 2):
-            n = harness.Node(base / f"n{i}", base / "logs", name=f"n{i}", token=cluster.mint(founder))
-            n.start()
-            nodes.append(n)
-        reports = cluster.wait_agreed(nodes)
+        nodes, reports = cluster.form(cluster.local_factory(base, nodes), "n")
+        founder = nodes[0]
         by_id = cluster.by_id(nodes, reports)
         leader = by_id[reports[0]["leader"]]
         follower = next(n for n in nodes if n is not leader)

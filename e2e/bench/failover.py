@@ -42,17 +42,10 @@ def main() -> int:
         os.environ["HAMSTER_BIN"] = str(Path(args.bin).resolve())
 
     base = Path(tempfile.mkdtemp(prefix="hamster-failover-"))
-    nodes = []
+    nodes: list = []
     try:
-        founder = harness.Node(base / "n0", base / "logs", name="n0",
-                               access_key="BENCHFAILOVER0001", secret_key="benchfailover-secret-0001")
-        founder.start()
-        nodes.append(founder)
-        for i in (1, 2):
-            n = harness.Node(base / f"n{i}", base / "logs", name=f"n{i}", token=cluster.mint(founder))
-            n.start()
-            nodes.append(n)
-        reports = cluster.wait_agreed(nodes)
+        nodes, reports = cluster.form(cluster.local_factory(base, nodes), "n")
+        founder = nodes[0]
         ak, sk = founder.access_key, founder.secret_key
         bucket = f"failover-{uuid.uuid4().hex[:8]}"
         founder.client(ak, sk).create_bucket(Bucket=bucket)

@@ -121,12 +121,6 @@ impl Client {
         format!("c{}-{what}{}", self.id, self.generation)
     }
 
-    /// A running node, chosen at random.
-    fn node(&mut self) -> Option<u64> {
-        let up = self.sim.up();
-        (!up.is_empty()).then(|| up[self.rng.gen_range(0..up.len())])
-    }
-
     async fn write(&mut self, node: u64, cmd: Command) -> Outcome {
         let Some(addr) = self.sim.addr(node) else {
             return Outcome::Refused;
@@ -355,9 +349,7 @@ impl Client {
 
     async fn run(mut self, ops: u64, pace_ms: u64) {
         for _ in 0..ops {
-            let pause = self.rng.gen_range(0..=pace_ms);
-            tokio::time::sleep(Duration::from_millis(pause)).await;
-            let Some(node) = self.node() else {
+            let Some(node) = pause_and_pick(&self.sim, &mut self.rng, pace_ms).await else {
                 continue;
             };
             let slot = self.rng.gen_range(0..KEY_SLOTS);
@@ -389,13 +381,28 @@ pub async fn workload(sim: Rc<Sim>, model: Rc<Model>, clients: u64, ops: u64, pa
         };
         client.keys = (0..KEY_SLOTS).map(|_| client.fresh_name("k")).collect();
         client.bucket = client.fresh_name("b");
-        running.push(actix_rt::spawn(client.run(ops, pace_ms)));
+        running.push(client.run(ops, pace_ms));
     }
+    run_all(running).await;
+    let stats = *model.stats.borrow();
+    event!(sim.trace, "workload done: {stats:?}");
+}
+
+/// Pauses up to `pace_ms`, then picks a running node at random (`None` when none runs): the
+/// start of every simulated client's step.
+pub async fn pause_and_pick(sim: &Sim, rng: &mut ChaCha8Rng, pace_ms: u64) -> Option<u64> {
+    let pause = rng.gen_range(0..=pace_ms);
+    tokio::time::sleep(Duration::from_millis(pause)).await;
+    let up = sim.up();
+    (!up.is_empty()).then(|| up[rng.gen_range(0..up.len())])
+}
+
+/// Runs every client as its own task and returns once all are done.
+pub async fn run_all<F: std::future::Future<Output = ()> + 'static>(clients: Vec<F>) {
+    let running: Vec<_> = clients.into_iter().map(actix_rt::spawn).collect();
     for c in running {
         let _ = c.await;
     }
-    let stats = *model.stats.borrow();
-    event!(sim.trace, "workload done: {stats:?}");
 }
 
 /// Creates the shared bucket, retrying through elections.

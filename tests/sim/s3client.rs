@@ -24,7 +24,7 @@ use md5::{Digest, Md5};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::client::{Model, BUCKET};
+use crate::client::{pause_and_pick, run_all, Model, BUCKET};
 use crate::cluster::Sim;
 use crate::event;
 use crate::invariants::read_your_writes;
@@ -369,13 +369,10 @@ impl S3Client {
 
     async fn run(mut self, ops: u64, pace_ms: u64) {
         for _ in 0..ops {
-            let pause = self.rng.gen_range(0..=pace_ms);
-            tokio::time::sleep(Duration::from_millis(pause)).await;
-            let up = self.sim.up();
-            if up.is_empty() {
+            let Some(node) = pause_and_pick(&self.sim, &mut self.rng, pace_ms).await else {
                 continue;
-            }
-            let node = up[self.rng.gen_range(0..up.len())];
+            };
+            let up = self.sim.up();
             let slot = self.rng.gen_range(0..KEY_SLOTS);
             // Most GETs go where the bytes are; the rest check the metadata path elsewhere.
             let holder = self.holder.get(&self.keys[slot]).copied();
@@ -418,10 +415,8 @@ pub async fn workload(sim: Rc<Sim>, model: Rc<Model>, clients: u64, ops: u64, pa
             holder: BTreeMap::new(),
         };
         client.keys = (0..KEY_SLOTS).map(|_| client.fresh_key()).collect();
-        running.push(actix_rt::spawn(client.run(ops, pace_ms)));
+        running.push(client.run(ops, pace_ms));
     }
-    for c in running {
-        let _ = c.await;
-    }
+    run_all(running).await;
     event!(sim.trace, "s3 workload done: {:?}", *model.stats.borrow());
 }
