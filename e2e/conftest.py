@@ -70,8 +70,34 @@ def node_factory(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def shared_node(tmp_path_factory):
+def shape(request):
+    """How many nodes serve the module's `shared_node`: "one", or "three" (a cluster)."""
+    return getattr(request, "param", "one")
+
+
+def pytest_generate_tests(metafunc):
+    # The real-client compatibility suites run against one node and against a three-node
+    # cluster (through a node that is not the founder), where objects are erasure-coded.
+    if metafunc.module.__name__.startswith("test_compat_") and "shared_node" in metafunc.fixturenames:
+        metafunc.parametrize("shape", ["one", "three"], indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def shared_node(tmp_path_factory, shape):
     base = tmp_path_factory.mktemp("shared")
+    if shape == "three":
+        import cluster
+
+        made: list[Node] = []
+        try:
+            nodes, _ = cluster.form(cluster.local_factory(base, made), "shared")
+            via = nodes[1]
+            # Joiners hold no credentials of their own: talk to this one with the founder's.
+            via.access_key, via.secret_key = nodes[0].access_key, nodes[0].secret_key
+            yield via
+        finally:
+            _forget(made)
+        return
     ak, sk = harness.random_key_pair()
     node = Node(base / "data", base / "logs", name="shared", access_key=ak, secret_key=sk)
     try:

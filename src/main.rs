@@ -5,6 +5,7 @@ mod config;
 mod key;
 mod local;
 mod recover;
+mod repair;
 mod serve;
 mod status;
 mod token;
@@ -34,6 +35,9 @@ enum Verb {
     Key(key::KeyArgs),
     /// Mint a single-use, time-limited join token for adding a node to this cluster
     Token(token::TokenArgs),
+    /// Verify every shard against its checksum and rebuild missing or rotted ones from
+    /// survivors; reports what it found and fixed
+    Repair(RepairArgs),
     /// Exit from permanent quorum loss: make this stopped survivor the only voter (keeps every
     /// log entry; see docs/operations.md)
     Recover(RecoverArgs),
@@ -121,6 +125,18 @@ struct RecoverArgs {
 }
 
 #[derive(Debug, Args)]
+struct RepairArgs {
+    #[command(flatten)]
+    data: DataArg,
+    /// Only this bucket
+    #[arg(long)]
+    bucket: Option<String>,
+    /// Print the raw report as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
 struct StatusArgs {
     #[command(flatten)]
     data: DataArg,
@@ -168,6 +184,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Verb::Status(a) => status::status(&data_dir(&a.data, None), a.json),
         Verb::Key(a) => key::run(a),
         Verb::Token(a) => token::run(a),
+        Verb::Repair(a) => repair::repair(&data_dir(&a.data, None), a.bucket, a.json),
         Verb::Recover(a) => recover::recover(&data_dir(&a.data, None)),
         Verb::Bench(a) => hamster_bench::run(a),
         Verb::Version => {

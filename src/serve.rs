@@ -20,6 +20,7 @@ use anyhow::{bail, Context};
 use hamster_actors::admin::{self, AdminState};
 use hamster_actors::clock::{Clock, IdSource, SystemClock};
 use hamster_actors::control::{self, ControlHandler, Routes};
+use hamster_actors::data::{DataConfig, DataPlane};
 use hamster_actors::join::{self, JoinService};
 use hamster_actors::metrics::Metrics;
 use hamster_actors::node::{
@@ -28,18 +29,22 @@ use hamster_actors::node::{
 use hamster_actors::peer::{raft_protocol, PeerLink, RaftService};
 use hamster_actors::raft::node::{
     GetAccessKey, Network, Propose, RaftNode, RaftNodeConfig, RaftStatus, Shutdown, StartOptions,
+    WatchMetrics,
 };
 use hamster_actors::raft::NodeInfo;
 use hamster_actors::reclaim;
+use hamster_actors::repair;
 use hamster_actors::s3::{self, S3Config, S3State};
 use hamster_actors::shards::ShardStore;
 use hamster_actors::steward::{Steward, VOTER_DOWN_AFTER_DEFAULT};
 use hamster_actors::tls::{self, TlsMaterial};
+use hamster_actors::transfer::{shard_protocol, ShardService};
 use hamster_protocol::meta::{AccessKey, Command};
 use hamster_protocol::time::parse_duration_ms;
 use hamster_protocol::token::JoinToken;
 use hamster_protocol::wire::{
     ControlRequest, ControlResponse, JoinRequest, JoinResponse, StatusReport, ALPN_JOIN, ALPN_RAFT,
+    ALPN_SHARD,
 };
 use tracing::{info, warn};
 
@@ -413,6 +418,23 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
     // Before the S3 front opens, so no PUT of this node is in flight while it sweeps.
     reclaim::sweep_orphans(&raft, &shards, s3::Offload::Pool).await?;
     reclaim::spawn_reclaimer(shards.clone(), metrics.clone(), s3::Offload::Pool, freed_rx);
+    // Shard writes from other nodes are taken only now that the sweep is over.
+    let shard_service = ShardService::new(shards.clone(), s3::Offload::Pool);
+    shard_service.set_ready();
+    let members = raft
+        .send(WatchMetrics)
+        .await
+        .context("the metadata store stopped while starting")?;
+    let data = DataPlane::new(
+        node.node_id,
+        raft.clone(),
+        shard_service.clone(),
+        Some(PeerLink::speaking(&material, ALPN_SHARD)?),
+        members,
+        ids.clone(),
+        s3::Offload::Pool,
+        DataConfig::default(),
+    );
     if let Some(c) = &credentials {
         ensure_root_key(&raft, c).await?;
     }
@@ -437,10 +459,12 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         &node,
         &material,
     )?);
+    let repair_ctx = (raft.clone(), data.clone(), metrics.clone());
     let handler: ControlHandler = Arc::new(move |req, _peer| {
         let ctx = status_ctx.clone();
         let keys = key_admin.clone();
         let tokens = token_admin.clone();
+        let (repair_raft, repair_data, repair_metrics) = repair_ctx.clone();
         Box::pin(async move {
             match req {
                 ControlRequest::Status => {
@@ -463,6 +487,15 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
                     grant,
                 } => keys.grant(&name, &bucket, grant, false).await,
                 ControlRequest::MintJoinToken { ttl_ms } => tokens.mint(ttl_ms).await,
+                ControlRequest::Repair { bucket } => {
+                    match repair::repair(&repair_raft, &repair_data, &repair_metrics, bucket).await
+                    {
+                        Ok(report) => ControlResponse::Repaired(report),
+                        Err(e) => ControlResponse::Error {
+                            message: format!("repair stopped: {e}; retry"),
+                        },
+                    }
+                }
             }
         })
     });
@@ -477,6 +510,7 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
     join_service.bind(raft.clone());
     let routes = Routes::new(handler)
         .with(ALPN_RAFT, raft_protocol(raft_service))
+        .with(ALPN_SHARD, shard_protocol(shard_service))
         .with(ALPN_JOIN, join::join_protocol(join_service));
     let cluster_port = control::bind_routes(cluster_addr, &material, routes)
         .await
@@ -504,6 +538,7 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
             offload: s3::Offload::Pool,
             raft: raft.clone(),
             shards: shards.clone(),
+            data: data.clone(),
             metrics: metrics.clone(),
             clock: Arc::new(SystemClock),
             ids: ids.clone(),

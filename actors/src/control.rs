@@ -59,6 +59,16 @@ pub const CLIENT_CONNECT_MS: u64 = 5_000;
 /// Time the CLI waits for an answer: longer than the node's own handler bound, so that the
 /// node's timeout error reaches the CLI rather than a bare client timeout.
 pub const CLIENT_RESPONSE_MS: u64 = CONTROL_HANDLER_MS + 5_000;
+/// Time a repair sweep may take: it visits every stored shard.
+pub const REPAIR_HANDLER_MS: u64 = 6 * 3_600_000;
+
+/// Time the handler of `request` is given.
+fn handler_ms(request: &ControlRequest) -> u64 {
+    match request {
+        ControlRequest::Repair { .. } => REPAIR_HANDLER_MS,
+        _ => CONTROL_HANDLER_MS,
+    }
+}
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF_MS: u64 = 100;
 
@@ -300,13 +310,14 @@ async fn serve_control(mut stream: ClusterStream, peer: String, control: Control
 }
 
 async fn answer(control: &ControlHandler, request: ControlRequest, peer: &str) -> ControlResponse {
+    let limit = handler_ms(&request);
     let work = control(request, peer.to_string());
-    match timeout(Duration::from_millis(CONTROL_HANDLER_MS), work).await {
+    match timeout(Duration::from_millis(limit), work).await {
         Ok(response) => response,
         Err(_) => ControlResponse::Error {
             message: format!(
                 "the node did not answer within {} s; check its log and retry",
-                CONTROL_HANDLER_MS / 1000
+                limit / 1000
             ),
         },
     }
@@ -421,7 +432,7 @@ pub async fn control_request(
     write_message(&mut stream, req)
         .await
         .map_err(|e| anyhow!("cannot send the request to {addr}: {e}; retry"))?;
-    let payload = match read_frame(&mut stream, CLIENT_RESPONSE_MS).await {
+    let payload = match read_frame(&mut stream, handler_ms(req) + 5_000).await {
         Ok(Some(payload)) => payload,
         Ok(None) => {
             bail!("the node at {addr} closed the connection without answering; check its log")

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod clock;
 pub mod control;
+pub mod data;
 pub mod disk;
 pub mod join;
 pub mod metrics;
@@ -11,7 +12,9 @@ pub mod node;
 pub mod peer;
 pub mod raft;
 pub mod reclaim;
+pub mod repair;
 pub mod s3;
 pub mod shards;
 pub mod steward;
 pub mod tls;
+pub mod transfer;

@@ -31,6 +31,12 @@ pub struct Metrics {
     pub shard_bytes: IntGauge,
     /// Shard files reclaimed after the commit that unreferenced them.
     pub shards_reclaimed: IntCounter,
+    /// Shards repair verified against the replicated checksum.
+    pub repair_shards_verified: IntCounter,
+    /// Shards repair rebuilt from verified survivors.
+    pub repair_shards_rebuilt: IntCounter,
+    /// Parts repair found with fewer than `k` verified shards.
+    pub repair_parts_unrecoverable: IntCounter,
 }
 
 impl Metrics {
@@ -70,6 +76,18 @@ impl Metrics {
                 "hamster_shards_reclaimed_total",
                 "Object bodies whose shard files were reclaimed",
             ),
+            repair_shards_verified: counter(
+                "hamster_repair_shards_verified_total",
+                "Shards repair verified against their replicated checksum",
+            ),
+            repair_shards_rebuilt: counter(
+                "hamster_repair_shards_rebuilt_total",
+                "Shards repair rebuilt from verified survivors",
+            ),
+            repair_parts_unrecoverable: counter(
+                "hamster_repair_parts_unrecoverable_total",
+                "Parts repair found with fewer than k verified shards",
+            ),
             registry,
         };
         let r = &m.registry;
@@ -93,6 +111,13 @@ impl Metrics {
             .expect("unique metric");
         r.register(Box::new(m.shards_reclaimed.clone()))
             .expect("unique metric");
+        for c in [
+            &m.repair_shards_verified,
+            &m.repair_shards_rebuilt,
+            &m.repair_parts_unrecoverable,
+        ] {
+            r.register(Box::new(c.clone())).expect("unique metric");
+        }
         m
     }
 

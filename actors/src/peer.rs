@@ -147,6 +147,8 @@ enum LinkKind {
 
 struct LinkInner {
     connector: TlsConnector,
+    /// The protocol every connection of this link speaks.
+    alpn: &'static [u8],
     peers: Mutex<BTreeMap<NodeId, PeerSlot>>,
 }
 
@@ -184,10 +186,17 @@ impl std::fmt::Debug for PeerLink {
 impl PeerLink {
     /// A link that authenticates with `material` and speaks Raft RPC ([`ALPN_RAFT`]).
     pub fn new(material: &TlsMaterial) -> anyhow::Result<Self> {
-        let connector = TlsConnector::from(client_config(material, &[ALPN_RAFT])?);
+        Self::speaking(material, ALPN_RAFT)
+    }
+
+    /// A link that authenticates with `material` and speaks `alpn` (Raft RPC or shard
+    /// transfer: each has its own connections, so bulk shard bytes never delay a heartbeat).
+    pub fn speaking(material: &TlsMaterial, alpn: &'static [u8]) -> anyhow::Result<Self> {
+        let connector = TlsConnector::from(client_config(material, &[alpn])?);
         Ok(PeerLink {
             inner: LinkKind::Tls(Arc::new(LinkInner {
                 connector,
+                alpn,
                 peers: Mutex::new(BTreeMap::new()),
             })),
         })
@@ -261,6 +270,7 @@ impl PeerLink {
                 to,
                 addr: addr.to_string(),
                 connector: inner.connector.clone(),
+                alpn: inner.alpn,
             };
             tokio::spawn(conn.drive(rx));
             peers.insert(
@@ -282,6 +292,7 @@ struct PeerConnection {
     to: NodeId,
     addr: String,
     connector: TlsConnector,
+    alpn: &'static [u8],
 }
 
 /// What the connection task wakes up for.
@@ -390,8 +401,9 @@ impl PeerConnection {
                 found: found.unwrap_or_else(|| "no node".into()),
             });
         }
-        if session.alpn_protocol() != Some(ALPN_RAFT) {
-            return Err(self.unreachable("the peer does not speak hamster-raft/1"));
+        if session.alpn_protocol() != Some(self.alpn) {
+            let name = String::from_utf8_lossy(self.alpn).into_owned();
+            return Err(self.unreachable(format!("the peer does not speak {name}")));
         }
         Ok(stream)
     }

@@ -9,13 +9,16 @@ pub mod listing;
 pub mod membership;
 pub mod meta;
 pub mod names;
+pub mod placement;
 pub mod post_policy;
 pub mod s3err;
 pub mod shard;
 pub mod sigv4;
 pub mod size;
+pub mod stripe;
 pub mod time;
 pub mod token;
+pub mod transfer;
 pub mod wire;
 pub mod xml;
 

@@ -7,6 +7,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::placement::Layout;
+
 /// The identity of one stored object body (one PUT or one completed multipart upload). Shard
 /// file names derive from it, never from the S3 key.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -87,6 +89,11 @@ pub struct PartLayout {
     /// minted when the part was uploaded; `None` means the version's own `object_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<ObjectId>,
+    /// The node holding each shard, by shard index, as placement chose them when the part was
+    /// written (INV-3). Empty for parts written before placement existed: their one shard is
+    /// on the node that wrote it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub homes: Vec<u64>,
 }
 
 /// One version of one key. Buckets without versioning hold a single version with id "null".
@@ -136,6 +143,7 @@ impl PartLayout {
             shard_blake3: vec![blake3_hex],
             md5: md5_hex,
             body,
+            homes: Vec::new(),
         }
     }
 }
@@ -399,6 +407,10 @@ pub enum Command {
         #[serde(default)]
         joined: Option<NodeInfo>,
     },
+    /// Replace the data-plane layout new writes are placed by. Refused with `LayoutStale`
+    /// unless its version is the stored one's plus one, so two concurrent changes cannot both
+    /// land (one layout change at a time, INV-7).
+    SetLayout(Layout),
     /// Forget every pending admission (the `joined` of used tokens), so the leader adds no
     /// node from them. `hamster recover` writes it with the new membership: nodes it drops must
     /// not come back as learners from their old admissions.
@@ -446,6 +458,8 @@ pub enum Refusal {
     TokenUsed,
     /// The join token's lifetime is over.
     TokenExpired,
+    /// A layout change was based on a version that is no longer the current one.
+    LayoutStale,
 }
 
 impl Refusal {
@@ -465,6 +479,7 @@ impl Refusal {
             Refusal::TokenInvalid | Refusal::TokenUsed | Refusal::TokenExpired => {
                 S3ErrorCode::AccessDenied
             }
+            Refusal::LayoutStale => S3ErrorCode::ServiceUnavailable,
         }
     }
 }
@@ -540,6 +555,10 @@ pub trait MetaStore {
     fn join_tokens(&self) -> Result<Vec<JoinTokenRecord>, Self::Error>;
     /// Removes a join token record.
     fn delete_join_token(&mut self, secret_sha256: &str) -> Result<(), Self::Error>;
+    /// The stored data-plane layout, if one was ever set.
+    fn layout(&self) -> Result<Option<Layout>, Self::Error>;
+    /// Stores the data-plane layout.
+    fn put_layout(&mut self, layout: &Layout) -> Result<(), Self::Error>;
 }
 
 /// The storage key of an upload: `bucket/key/upload_id`. The upload id has a fixed length, so
@@ -809,6 +828,14 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
             }
             Ok(Applied::default())
         }
+        Command::SetLayout(layout) => {
+            let current = store.layout()?.map_or(0, |l| l.version);
+            if layout.version != current + 1 {
+                return Ok(Applied::refused(Refusal::LayoutStale));
+            }
+            store.put_layout(layout)?;
+            Ok(Applied::default())
+        }
     }
 }
 
@@ -826,10 +853,19 @@ pub struct MemStore {
     /// Join tokens by secret hash.
     #[serde(default)]
     pub tokens: BTreeMap<String, JoinTokenRecord>,
+    /// The data-plane layout.
+    pub layout: Option<Layout>,
 }
 
 impl MetaStore for MemStore {
     type Error = std::convert::Infallible;
+    fn layout(&self) -> Result<Option<Layout>, Self::Error> {
+        Ok(self.layout.clone())
+    }
+    fn put_layout(&mut self, layout: &Layout) -> Result<(), Self::Error> {
+        self.layout = Some(layout.clone());
+        Ok(())
+    }
     fn bucket(&self, name: &str) -> Result<Option<BucketRecord>, Self::Error> {
         Ok(self.buckets.get(name).cloned())
     }
@@ -998,6 +1034,27 @@ mod tests {
         assert_eq!(s, MemStore::default());
     }
 
+    #[test]
+    fn layouts_change_one_version_at_a_time() {
+        let mut s = MemStore::default();
+        let layout = |version| crate::placement::Layout {
+            version,
+            nodes: crate::placement::layout_nodes([(7, "z", "h", 1u64)]),
+        };
+        assert_eq!(
+            run(&mut s, Command::SetLayout(layout(2))).refused,
+            Some(Refusal::LayoutStale)
+        );
+        assert_eq!(s.layout, None);
+        assert_eq!(run(&mut s, Command::SetLayout(layout(1))).refused, None);
+        assert_eq!(
+            run(&mut s, Command::SetLayout(layout(1))).refused,
+            Some(Refusal::LayoutStale)
+        );
+        assert_eq!(run(&mut s, Command::SetLayout(layout(2))).refused, None);
+        assert_eq!(s.layout, Some(layout(2)));
+    }
+
     fn upload_part(n: u32, body: u8) -> UploadPart {
         UploadPart {
             layout: PartLayout {
@@ -1009,6 +1066,7 @@ mod tests {
                 shard_blake3: vec![],
                 md5: format!("md5-{n}"),
                 body: Some(ObjectId([body; 16])),
+                homes: Vec::new(),
             },
             last_modified_ms: 1,
             checksum: None,

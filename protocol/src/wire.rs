@@ -97,6 +97,13 @@ pub enum ControlRequest {
         /// The token's lifetime, milliseconds (the node enforces the allowed range).
         ttl_ms: u64,
     },
+    /// Verify every shard of every object (of one bucket, if given) and rebuild the missing
+    /// and rotted ones.
+    Repair {
+        /// Only this bucket.
+        #[serde(default)]
+        bucket: Option<String>,
+    },
 }
 
 /// What a new node sends over [`ALPN_JOIN`], after it checked the cluster's CA against the
@@ -175,11 +182,33 @@ pub enum ControlResponse {
         /// When it expires, Unix milliseconds.
         expires_ms: u64,
     },
+    /// The answer to [`ControlRequest::Repair`].
+    Repaired(RepairReport),
     /// The request could not be served; the message says why and what to do.
     Error {
         /// One line: what is wrong and what to do about it.
         message: String,
     },
+}
+
+/// What a repair sweep found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairReport {
+    /// Objects visited.
+    pub objects: u64,
+    /// Parts visited (objects' and uploads' in progress).
+    pub parts: u64,
+    /// Shards whose home verified them against the replicated checksum.
+    pub shards_verified: u64,
+    /// Shards rebuilt from verified survivors and stored on their homes.
+    pub shards_rebuilt: u64,
+    /// Shards whose home could not be asked; left alone.
+    pub shards_unreachable: u64,
+    /// Parts with fewer than `k` verified shards, one line each: their data is lost unless an
+    /// unreachable home comes back with its shard.
+    pub unrecoverable: Vec<String>,
+    /// Parts whose rebuild did not complete (a home refused or went away); run repair again.
+    pub failed: Vec<String>,
 }
 
 /// A freshly minted access key, secret included.

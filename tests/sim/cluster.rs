@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use actix::{Actor, Addr};
 use hamster_actors::clock::{Clock, IdSource};
+use hamster_actors::data::{DataConfig, DataPlane};
 use hamster_actors::metrics::Metrics;
 use hamster_actors::peer::RaftService;
 use hamster_actors::raft::db::MetaDb;
@@ -26,8 +27,9 @@ use hamster_actors::reclaim;
 use hamster_actors::s3::{Offload, S3Config, S3State};
 use hamster_actors::shards::ShardStore;
 use hamster_actors::steward::Steward;
+use hamster_actors::transfer::ShardService;
 use hamster_protocol::meta::{Applied, Command, ObjectId};
-use hamster_protocol::shard::parse_shard_file_name;
+use hamster_protocol::shard::{parse_shard_file_name, shard_file_name};
 use openraft::ServerState;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -46,6 +48,13 @@ const MAP_SIZE_BYTES: usize = 256 << 20;
 pub const STEP_WAIT_MAX: Duration = Duration::from_secs(60);
 /// Where each node's shard store lives on its simulated disk.
 const SHARDS_ROOT: &str = "/shards";
+
+/// Small stripes, so the simulated clients' bodies span several stripes and most are coded
+/// rather than replicated.
+pub const DATA_CONFIG: DataConfig = DataConfig {
+    block_bytes: 16 * 1024,
+    small_object_bytes: 4 * 1024,
+};
 /// How often waits look again (simulated time).
 const POLL: Duration = Duration::from_millis(20);
 /// Time a graceful stop may take.
@@ -262,12 +271,33 @@ impl Sim {
             .await
             .map_err(|e| format!("node {id}'s orphan sweep: {e:#}"))?;
         event!(self.trace, "node {id} swept {swept} orphan bodies");
+        let shard_service = ShardService::new(shards.clone(), Offload::Inline);
+        shard_service.set_ready();
+        let shard_link = self
+            .net
+            .attach_shards(id, incarnation, shard_service.clone());
+        let ids = Arc::new(IdSource::seeded(fork(self.seed, "ids", id, incarnation)));
+        let members = addr
+            .send(WatchMetrics)
+            .await
+            .map_err(|e| format!("node {id}: {e}"))?;
+        let data = DataPlane::new(
+            id,
+            addr.clone(),
+            shard_service,
+            Some(shard_link),
+            members,
+            ids.clone(),
+            Offload::Inline,
+            DATA_CONFIG,
+        );
         let s3 = Arc::new(S3State {
             raft: addr.clone(),
             shards,
+            data,
             metrics,
             clock: self.clock.clone(),
-            ids: Arc::new(IdSource::seeded(fork(self.seed, "ids", id, incarnation))),
+            ids,
             config: S3Config {
                 region: crate::s3client::REGION.into(),
                 domain: None,
@@ -383,6 +413,50 @@ impl Sim {
         let (object, part, _) = parse_shard_file_name(name)?;
         event!(self.trace, "node {id} disk rots a bit in {name}");
         Some((object, part))
+    }
+
+    /// Rots a bit in shard `index` of `part` of body `object` on node `id`'s disk; false if
+    /// the disk does not hold that shard.
+    pub fn rot_shard(&self, id: u64, object: ObjectId, part: u32, index: u16) -> bool {
+        let Some(disk) = self.nodes.borrow().get(&id).map(|n| n.disk.clone()) else {
+            return false;
+        };
+        let name = shard_file_name(&object, part, index);
+        let hit = disk.rot(Path::new(SHARDS_ROOT), |p| {
+            p.file_name().and_then(|n| n.to_str()) == Some(name.as_str())
+        });
+        event!(
+            self.trace,
+            "node {id} disk rots a bit in {name}: {}",
+            hit.is_some()
+        );
+        hit.is_some()
+    }
+
+    /// Removes every shard file from node `id`'s disk (a replaced, empty disk); returns how
+    /// many there were.
+    pub fn wipe_shards(&self, id: u64) -> usize {
+        let Some(store) = self.shard_store(id) else {
+            return 0;
+        };
+        let shards = store.list().unwrap_or_default();
+        let bodies: BTreeSet<ObjectId> = shards.iter().map(|s| s.id).collect();
+        for b in bodies {
+            let _ = store.delete_object(&b);
+        }
+        shards.len()
+    }
+
+    /// Removes one shard file from node `id`'s disk.
+    pub fn delete_shard(&self, id: u64, object: ObjectId, part: u32, index: u16) {
+        if let Some(store) = self.shard_store(id) {
+            let path = store.path(&object, part, index);
+            let disk = self.nodes.borrow().get(&id).map(|n| n.disk.clone());
+            if let Some(disk) = disk {
+                let _ = hamster_actors::disk::Disk::remove_file(&disk, &path);
+            }
+            event!(self.trace, "node {id} loses shard {}", path.display());
+        }
     }
 
     /// The running node `id`'s S3 front.

@@ -5,7 +5,8 @@
 //!
 //! Failures reach openraft as the real link reports them (rule 7): a partitioned or crashed
 //! peer is *unreachable*, a lost request is a *network* error after its delay. Payloads are the
-//! production JSON frames, answered by each node's own `RaftService`.
+//! production frames, answered by each node's own `RaftService` (Raft RPC) or `ShardService`
+//! (shard transfer): each node has one link per channel, as in production.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use std::time::Duration;
 use hamster_actors::peer::{
     BoxFuture, PeerError, PeerLink, PeerRequest, PeerTransport, RaftService,
 };
+use hamster_actors::transfer::ShardService;
 use hamster_protocol::wire::FRAME_HEADER_BYTES;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -54,8 +56,33 @@ impl Faults {
 
 struct Endpoint {
     service: RaftService,
+    /// The node's shard service, once it has one.
+    shards: Option<ShardService>,
     incarnation: u64,
     up: bool,
+}
+
+/// Which of a node's services a link talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Channel {
+    Raft,
+    Shard,
+}
+
+/// The service that answers a delivered request.
+#[derive(Clone)]
+enum Receiver {
+    Raft(RaftService),
+    Shard(ShardService),
+}
+
+impl Receiver {
+    async fn answer_frame(&self, from: u64, payload: &[u8]) -> Option<Vec<u8>> {
+        match self {
+            Receiver::Raft(s) => s.answer_frame(from, payload).await,
+            Receiver::Shard(s) => s.answer_frame(from, payload).await,
+        }
+    }
 }
 
 struct NetState {
@@ -125,6 +152,7 @@ impl SimNet {
             id,
             Endpoint {
                 service,
+                shards: None,
                 incarnation,
                 up: true,
             },
@@ -133,8 +161,25 @@ impl SimNet {
             net: self.clone(),
             from: id,
             incarnation,
+            channel: Channel::Raft,
         };
         (incarnation, PeerLink::with_transport(Arc::new(transport)))
+    }
+
+    /// Gives the running incarnation of `id` its shard service; returns its shard link.
+    pub fn attach_shards(&self, id: u64, incarnation: u64, service: ShardService) -> PeerLink {
+        if let Some(e) = self.lock().endpoints.get_mut(&id) {
+            if e.incarnation == incarnation {
+                e.shards = Some(service);
+            }
+        }
+        let transport = SimTransport {
+            net: self.clone(),
+            from: id,
+            incarnation,
+            channel: Channel::Shard,
+        };
+        PeerLink::with_transport(Arc::new(transport))
     }
 
     /// Unplugs a crashed node: nothing reaches it or comes from it any more.
@@ -226,11 +271,17 @@ impl SimNet {
 
     /// The service of `to` if it is still the incarnation the request was sent to, up, and
     /// reachable from `from`.
-    fn receiver(&self, from: u64, to: u64, incarnation: u64) -> Option<RaftService> {
+    fn receiver(&self, from: u64, to: u64, incarnation: u64, channel: Channel) -> Option<Receiver> {
         let s = self.lock();
         let e = s.endpoints.get(&to)?;
         let reachable = !s.cut.contains(&(from, to));
-        (e.up && e.incarnation == incarnation && reachable).then(|| e.service.clone())
+        if !(e.up && e.incarnation == incarnation && reachable) {
+            return None;
+        }
+        match channel {
+            Channel::Raft => Some(Receiver::Raft(e.service.clone())),
+            Channel::Shard => e.shards.clone().map(Receiver::Shard),
+        }
     }
 }
 
@@ -247,15 +298,27 @@ struct SimTransport {
     net: SimNet,
     from: u64,
     incarnation: u64,
+    channel: Channel,
 }
 
-/// The request kind, for the trace: the first key of the JSON payload.
-fn kind(payload: &[u8]) -> &str {
-    let text = std::str::from_utf8(&payload[..payload.len().min(40)]).unwrap_or("");
-    text.trim_start_matches("{\"")
+/// The request kind, for the trace: the first key of a Raft payload, or the op of a shard
+/// request (whose JSON head follows a 4-byte length).
+fn kind(channel: Channel, payload: &[u8]) -> String {
+    let (skip, prefix) = match channel {
+        Channel::Raft => (0, "{\""),
+        Channel::Shard => (4, "{\"op\":\""),
+    };
+    let head = payload.get(skip..).unwrap_or(&[]);
+    let text = std::str::from_utf8(&head[..head.len().min(40)]).unwrap_or("");
+    let name = text
+        .trim_start_matches(prefix)
         .split('"')
         .next()
-        .unwrap_or("?")
+        .unwrap_or("?");
+    match channel {
+        Channel::Raft => name.to_string(),
+        Channel::Shard => format!("shard-{name}"),
+    }
 }
 
 impl PeerTransport for SimTransport {
@@ -263,7 +326,8 @@ impl PeerTransport for SimTransport {
         let net = self.net.clone();
         let (from, from_incarnation, to) = (self.from, self.incarnation, req.to);
         let (n, fate) = net.decide(from, from_incarnation, to);
-        let what = kind(&req.payload).to_string();
+        let what = kind(self.channel, &req.payload);
+        let channel = self.channel;
         let unreachable = move |reason: &str| PeerError::Unreachable {
             to,
             addr: req.addr.clone(),
@@ -301,6 +365,7 @@ impl PeerTransport for SimTransport {
                     );
                     let work = deliver(
                         net.clone(),
+                        channel,
                         (from, from_incarnation),
                         (to, to_incarnation),
                         req.payload,
@@ -321,27 +386,32 @@ impl PeerTransport for SimTransport {
 /// receiver or the sender went away (crash, partition) on the way.
 async fn deliver(
     net: SimNet,
+    channel: Channel,
     (from, from_incarnation): (u64, u64),
     (to, to_incarnation): (u64, u64),
     payload: Vec<u8>,
     (there, back, twice): (Duration, Duration, bool),
 ) -> Option<Vec<u8>> {
     tokio::time::sleep(there).await;
-    let service = net.receiver(from, to, to_incarnation)?;
+    let service = net.receiver(from, to, to_incarnation, channel)?;
     if twice {
         // The copy arrives a little later and its answer is dropped, as a retransmission's
         // would be.
         let (net2, service2, payload2) = (net.clone(), service.clone(), payload.clone());
         tokio::spawn(async move {
             tokio::time::sleep(there).await;
-            if net2.receiver(from, to, to_incarnation).is_some() {
+            if net2.receiver(from, to, to_incarnation, channel).is_some() {
                 let _ = service2.answer_frame(from, &payload2).await;
             }
         });
     }
     let frame = service.answer_frame(from, &payload).await?;
     tokio::time::sleep(back).await;
-    if !net.is_up(from, from_incarnation) || net.receiver(to, from, from_incarnation).is_none() {
+    if !net.is_up(from, from_incarnation)
+        || net
+            .receiver(to, from, from_incarnation, Channel::Raft)
+            .is_none()
+    {
         return None;
     }
     Some(frame[FRAME_HEADER_BYTES..].to_vec())

@@ -56,21 +56,37 @@ pub async fn enable(sim: &Sim) -> Result<(), String> {
 }
 
 /// One answer.
-struct Answer {
-    status: u16,
-    etag: Option<String>,
-    body: Vec<u8>,
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// The ETag header, unquoted.
+    pub etag: Option<String>,
+    /// The body.
+    pub body: Vec<u8>,
 }
 
 /// Sends one signed request to node `node`'s S3 front; `None` if the node is down or the
 /// answer did not come in time.
-async fn send(
+pub async fn send(
     sim: &Sim,
     node: u64,
     method: &str,
     path: &str,
     query: &str,
     body: Vec<u8>,
+) -> Option<Answer> {
+    send_with(sim, node, method, path, query, body, &[]).await
+}
+
+/// [`send`] with extra (unsigned) headers, such as `range`.
+pub async fn send_with(
+    sim: &Sim,
+    node: u64,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: Vec<u8>,
+    headers: &[(&str, String)],
 ) -> Option<Answer> {
     let state = sim.s3(node)?;
     let host = format!("sim-{node}:9000");
@@ -81,16 +97,18 @@ async fn send(
     } else {
         format!("{path}?{query}")
     };
-    let (req, payload) = TestRequest::default()
+    let mut req = TestRequest::default()
         .method(Method::from_bytes(method.as_bytes()).expect("a method"))
         .uri(&uri)
         .insert_header(("host", host))
         .insert_header(("x-amz-date", signed.amz_date))
         .insert_header(("x-amz-content-sha256", signed.content_sha256))
         .insert_header(("authorization", signed.authorization))
-        .insert_header(("content-length", body.len().to_string()))
-        .set_payload(body)
-        .to_http_parts();
+        .insert_header(("content-length", body.len().to_string()));
+    for (name, value) in headers {
+        req = req.insert_header((*name, value.as_str()));
+    }
+    let (req, payload) = req.set_payload(body).to_http_parts();
     let work = async {
         let resp = S3Exchange::run(Arc::clone(&state), req, payload).await;
         let status = resp.status().as_u16();
@@ -127,9 +145,6 @@ struct S3Client {
     /// The client's own bucket (created and deleted; retired on an unknown outcome).
     bucket: String,
     generation: u64,
-    /// The node that took each key's last acknowledged PUT: until objects are coded across
-    /// nodes, the one that holds its bytes.
-    holder: BTreeMap<String, u64>,
 }
 
 impl S3Client {
@@ -183,9 +198,6 @@ impl S3Client {
                 let e = format!("PUT answered ETag {:?} for a body with MD5 {etag}", a.etag);
                 self.sim.obs.violate(e);
             }
-        }
-        if answer.as_ref().is_some_and(|a| a.status == 200) {
-            self.holder.insert(self.keys[slot].clone(), node);
         }
         self.settle(slot, Some(etag), answer.map(|a| a.status), "put");
     }
@@ -249,9 +261,6 @@ impl S3Client {
                 a.status
             }
         });
-        if done == Some(200) {
-            self.holder.insert(key, node);
-        }
         self.settle(slot, Some(etag), done, "multipart");
     }
 
@@ -372,19 +381,12 @@ impl S3Client {
             let Some(node) = pause_and_pick(&self.sim, &mut self.rng, pace_ms).await else {
                 continue;
             };
-            let up = self.sim.up();
             let slot = self.rng.gen_range(0..KEY_SLOTS);
-            // Most GETs go where the bytes are; the rest check the metadata path elsewhere.
-            let holder = self.holder.get(&self.keys[slot]).copied();
-            let reader = match holder {
-                Some(h) if up.contains(&h) && self.rng.gen_range(0..4) > 0 => h,
-                _ => node,
-            };
             match self.rng.gen_range(0..100) {
                 0..35 => self.put(node, slot).await,
                 35..42 => self.multipart(node, slot).await,
                 42..55 => self.delete(node, slot).await,
-                55..75 => self.read(reader, slot, "GET").await,
+                55..75 => self.read(node, slot, "GET").await,
                 75..87 => self.read(node, slot, "HEAD").await,
                 87..95 => self.list(node).await,
                 _ => self.bucket_op(node).await,
@@ -412,7 +414,6 @@ pub async fn workload(sim: Rc<Sim>, model: Rc<Model>, clients: u64, ops: u64, pa
             keys: Vec::new(),
             bucket: format!("s{id}-b0"),
             generation: 0,
-            holder: BTreeMap::new(),
         };
         client.keys = (0..KEY_SLOTS).map(|_| client.fresh_key()).collect();
         running.push(client.run(ops, pace_ms));

@@ -15,6 +15,7 @@ use hamster_protocol::membership::{MemberView, Situation};
 use hamster_protocol::meta::{
     AccessKey, Applied, Batch, BucketRecord, Command, ObjectId, ObjectVersion, Upload, VersionList,
 };
+use hamster_protocol::placement::Layout;
 use openraft::error::{ClientWriteError, Fatal, RaftError};
 use openraft::{ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
@@ -270,6 +271,11 @@ pub struct GetAccessKey(pub String);
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<Vec<AccessKey>, ReadError>")]
 pub struct ListAccessKeys;
+
+/// The stored data-plane layout (`None` before the first one is stored).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<Option<Layout>, ReadError>")]
+pub struct GetLayout;
 
 /// Every object id any stored version references (orphan-shard recovery at startup).
 #[derive(Debug, Clone, Copy, Message)]
@@ -590,7 +596,7 @@ fn longest_key_bytes(cmd: &Command) -> usize {
         } => bucket.len() + key.len() + upload_id.len() + 2,
         Command::AddJoinToken { secret_sha256, .. }
         | Command::ConsumeJoinToken { secret_sha256, .. } => secret_sha256.len(),
-        Command::ForgetAdmissions => 0,
+        Command::ForgetAdmissions | Command::SetLayout(_) => 0,
     }
 }
 
@@ -921,6 +927,14 @@ impl Handler<ListAccessKeys> for RaftNode {
 
     fn handle(&mut self, _msg: ListAccessKeys, _ctx: &mut Self::Context) -> Self::Result {
         self.read(query::access_keys)
+    }
+}
+
+impl Handler<GetLayout> for RaftNode {
+    type Result = Result<Option<Layout>, ReadError>;
+
+    fn handle(&mut self, _msg: GetLayout, _ctx: &mut Self::Context) -> Self::Result {
+        self.read(query::layout)
     }
 }
 

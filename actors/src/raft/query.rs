@@ -10,6 +10,7 @@ use hamster_protocol::meta::{
     upload_storage_key, AccessKey, BucketRecord, JoinTokenRecord, NodeInfo, ObjectId,
     ObjectVersion, Upload, VersionList,
 };
+use hamster_protocol::placement::Layout;
 use heed::types::Bytes;
 use heed::{RoRange, RoTxn};
 
@@ -140,6 +141,11 @@ pub fn bucket_has_keys(db: &MetaDb, txn: &RoTxn, bucket: &str) -> Result<bool, D
     let (start, end) = bucket_range(bucket);
     let range = (Bound::Included(&start[..]), Bound::Excluded(&end[..]));
     Ok(db.objects.range(txn, &range)?.next().transpose()?.is_some())
+}
+
+/// The stored data-plane layout, if any.
+pub fn layout(db: &MetaDb, txn: &RoTxn) -> Result<Option<Layout>, DbError> {
+    get_json(&db.sm_meta, txn, super::state_machine::LAYOUT_KEY)
 }
 
 /// Every object id any stored version points to: what orphan-shard recovery must keep.

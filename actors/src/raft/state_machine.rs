@@ -14,6 +14,7 @@ use hamster_protocol::meta::{
     self, upload_storage_key, AccessKey, Applied, BucketRecord, Command, JoinTokenRecord,
     MetaStore, ObjectId, Upload, VersionList,
 };
+use hamster_protocol::placement::Layout;
 use heed::RwTxn;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, StorageIOError};
@@ -28,6 +29,8 @@ use super::types::{
 
 const APPLIED_KEY: &[u8] = b"applied";
 pub(crate) const MEMBERSHIP_KEY: &[u8] = b"membership";
+/// Where the data-plane layout is kept, in the state machine pointers table.
+pub(crate) const LAYOUT_KEY: &[u8] = b"layout";
 const SNAPSHOT_META_KEY: &[u8] = b"meta";
 const SNAPSHOT_DATA_KEY: &[u8] = b"data";
 
@@ -51,6 +54,9 @@ pub struct SnapshotBody {
     /// Every join token record, in hash order.
     #[serde(default)]
     pub tokens: Vec<JoinTokenRecord>,
+    /// The data-plane layout, once one was stored.
+    #[serde(default)]
+    pub layout: Option<Layout>,
 }
 
 /// `MetaStore` over an open write transaction: what `meta::apply` mutates.
@@ -149,6 +155,14 @@ impl MetaStore for TxnStore<'_, '_> {
     fn delete_join_token(&mut self, secret_sha256: &str) -> Result<(), DbError> {
         self.db.tokens.delete(self.txn, secret_sha256.as_bytes())?;
         Ok(())
+    }
+
+    fn layout(&self) -> Result<Option<Layout>, DbError> {
+        get_json(&self.db.sm_meta, self.txn, LAYOUT_KEY)
+    }
+
+    fn put_layout(&mut self, layout: &Layout) -> Result<(), DbError> {
+        put_json(&self.db.sm_meta, self.txn, LAYOUT_KEY, layout)
     }
 }
 
@@ -294,6 +308,12 @@ impl StateMachine {
         }
         for k in &body.keys {
             put_json(&self.db.keys, &mut txn, k.access_key.as_bytes(), k)?;
+        }
+        match &body.layout {
+            Some(l) => put_json(&self.db.sm_meta, &mut txn, LAYOUT_KEY, l)?,
+            None => {
+                self.db.sm_meta.delete(&mut txn, LAYOUT_KEY)?;
+            }
         }
         put_json(&self.db.sm_meta, &mut txn, APPLIED_KEY, &meta.last_log_id)?;
         put_json(
@@ -451,6 +471,7 @@ fn read_body(db: &MetaDb, txn: &heed::RoTxn) -> Result<SnapshotBody, DbError> {
         keys,
         uploads,
         tokens: read_all(&db.tokens, txn)?,
+        layout: get_json(&db.sm_meta, txn, LAYOUT_KEY)?,
     })
 }
 

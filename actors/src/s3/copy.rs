@@ -1,7 +1,7 @@
-//! Server-side copies: CopyObject, and the byte mover UploadPartCopy shares with it. Bytes go
-//! from the source's shard files into new shard files under a fresh body id, a few MiB at a time
-//! on the blocking pool; they never pass through the client, and only the new metadata record
-//! is proposed (INV-1), after the new shard is durable (INV-2).
+//! Server-side copies: CopyObject, and the byte mover UploadPartCopy shares with it. Bytes are
+//! read from the source's shards and written through the data plane under a fresh body id, one
+//! stripe at a time; they never pass through the client, and only the new metadata record is
+//! proposed (INV-1), after the new part is durable to the ack rule (INV-2).
 
 use std::collections::BTreeMap;
 
@@ -10,7 +10,6 @@ use actix_web::HttpResponse;
 use hamster_protocol::meta::{Command, ObjectId, ObjectVersion, PartLayout};
 use hamster_protocol::names::validate_key;
 use hamster_protocol::s3err::{S3Error, S3ErrorCode};
-use hamster_protocol::shard::BLOCK_BYTES_DEFAULT;
 use hamster_protocol::time::parse_http_date;
 use hamster_protocol::xml::{self, CopyResult};
 use md5::{Digest, Md5};
@@ -20,19 +19,16 @@ use tracing::warn;
 use super::exchange::Exchange;
 use super::meta::{bucket, propose, read};
 use super::object::{
-    etag_matches, io_error, names, reclaim, stored_headers, user_metadata, ChecksumAlgo,
-    Checksummer, ReadCursor,
+    etag_matches, io_error, names, stored_headers, user_metadata, ChecksumAlgo, Checksummer,
+    ReadCursor,
 };
 use super::request::header;
 use super::response::builder;
 use super::{S3State, PUT_OBJECT_BYTES_MAX};
 use crate::raft::node::GetObject;
-use crate::shards::ShardWriter;
 
 /// Largest source one CopyObject (or one UploadPartCopy range) may copy, as on S3.
 pub(super) const COPY_SOURCE_BYTES_MAX: u64 = PUT_OBJECT_BYTES_MAX;
-/// Bytes moved per trip to the blocking pool; bounds the memory one copy holds.
-const COPY_STEP_BYTES_MAX: u64 = 4 * 1024 * 1024;
 
 /// What `x-amz-copy-source` names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,44 +154,14 @@ pub(super) struct Copied {
     pub size: u64,
     /// Hex MD5 of the copied bytes.
     pub md5_hex: String,
-    /// BLAKE3 (hex) of the new shard's data.
-    pub blake3_hex: String,
+    /// Where and how the new part is stored (its MD5 filled in).
+    pub layout: PartLayout,
     /// Checksums asked for, algorithm name → base64.
     pub checksums: BTreeMap<String, String>,
 }
 
-/// One copy in flight, moved to the blocking pool and back for each step.
-struct CopyJob {
-    cursor: ReadCursor,
-    writer: ShardWriter,
-    md5: Md5,
-    sums: Vec<(ChecksumAlgo, Checksummer)>,
-    moved: u64,
-}
-
-impl CopyJob {
-    /// Moves up to `COPY_STEP_BYTES_MAX` bytes (blocking).
-    fn step(&mut self) -> std::io::Result<()> {
-        let mut moved = 0u64;
-        while !self.cursor.done() && moved < COPY_STEP_BYTES_MAX {
-            let bytes = self.cursor.step()?;
-            if bytes.is_empty() {
-                return Err(std::io::Error::other("source read made no progress"));
-            }
-            self.md5.update(&bytes);
-            for (_, s) in &mut self.sums {
-                s.update(&bytes);
-            }
-            self.writer.write(&bytes)?;
-            moved += bytes.len() as u64;
-        }
-        self.moved += moved;
-        Ok(())
-    }
-}
-
-/// Copies `start..end` of `source` into a new shard `<body>.<part>.0` and makes it durable.
-/// On any failure the unfinished shard is dropped, which leaves nothing behind.
+/// Copies `start..end` of `source` into part `part` of a new body and makes it durable. On
+/// any failure the unfinished part is dropped, which leaves nothing behind.
 pub(super) async fn copy_bytes(
     state: &S3State,
     source: ObjectVersion,
@@ -208,54 +174,45 @@ pub(super) async fn copy_bytes(
         start <= end && end <= source.size,
         "copy range inside the source"
     );
-    let writer = state
-        .shards
-        .create(body, part, 0, 1, 0, BLOCK_BYTES_DEFAULT)
-        .map_err(|e| io_error("create shard", e))?;
+    let mut writer = state.data.begin_part(body, part, Some(end - start)).await?;
     let object = source.object_id;
-    let mut job = CopyJob {
-        cursor: ReadCursor::new(state.shards.clone(), source, start, end),
-        writer,
-        md5: Md5::new(),
-        sums: algos.iter().map(|a| (*a, Checksummer::new(*a))).collect(),
-        moved: 0,
-    };
-    while !job.cursor.done() {
-        let (back, result) = state
-            .offload
-            .run(move || {
-                let r = job.step();
-                (job, r)
-            })
-            .await?;
-        job = back;
-        if let Err(e) = result {
-            // A source shard that fails its checksum is never copied on (INV-5).
+    let mut cursor = ReadCursor::new(state.data.clone(), source, start, end);
+    let mut md5 = Md5::new();
+    let mut sums: Vec<(ChecksumAlgo, Checksummer)> =
+        algos.iter().map(|a| (*a, Checksummer::new(*a))).collect();
+    let mut moved = 0u64;
+    while !cursor.done() {
+        let bytes = cursor.step().await.map_err(|e| {
+            // A source that cannot be read from verified shards is never copied on (INV-5).
             warn!(object = %object, error = %e, "copy failed");
-            return Err(io_error("copy shard", e));
+            io_error("copy source", e)
+        })?;
+        if bytes.is_empty() {
+            return Err(io_error(
+                "copy source",
+                std::io::Error::other("source read made no progress"),
+            ));
         }
+        md5.update(&bytes);
+        for (_, s) in &mut sums {
+            s.update(&bytes);
+        }
+        writer.write(&bytes).await?;
+        moved += bytes.len() as u64;
     }
-    let size = job.moved;
-    assert_eq!(size, end - start, "a copy moves exactly its range");
-    let md5_hex = hex::encode(job.md5.finalize());
-    let checksums = job
-        .sums
+    assert_eq!(moved, end - start, "a copy moves exactly its range");
+    let md5_hex = hex::encode(md5.finalize());
+    let checksums = sums
         .into_iter()
         .map(|(a, s)| (a.name().to_string(), s.finish_b64()))
         .collect();
-    let writer = job.writer;
-    // Durable before the commit (INV-2).
-    let info = state
-        .offload
-        .run(move || writer.finish())
-        .await?
-        .map_err(|e| io_error("finish shard", e))?;
-    assert_eq!(info.data_len, size, "the shard holds what was copied");
-    state.metrics.shard_bytes.add(info.file_bytes as i64);
+    // Durable to the ack rule before the commit (INV-2).
+    let mut layout = writer.finish().await?;
+    layout.md5 = md5_hex.clone();
     Ok(Copied {
-        size,
+        size: moved,
         md5_hex,
-        blake3_hex: info.blake3_hex,
+        layout,
         checksums,
     })
 }
@@ -348,14 +305,7 @@ pub async fn copy_object(x: &Exchange) -> Result<HttpResponse, S3Error> {
         headers,
         user_meta,
         checksums: copied.checksums.clone(),
-        parts: vec![PartLayout::single_shard(
-            1,
-            copied.size,
-            BLOCK_BYTES_DEFAULT,
-            copied.blake3_hex.clone(),
-            copied.md5_hex.clone(),
-            None,
-        )],
+        parts: vec![copied.layout.clone()],
     };
     let cmd = Command::PutObject {
         bucket: bucket_name.to_string(),
@@ -364,7 +314,7 @@ pub async fn copy_object(x: &Exchange) -> Result<HttpResponse, S3Error> {
     };
     if let Err(e) = propose(state, cmd).await {
         if certain_refusal(&e) {
-            reclaim(&state.shards, id);
+            state.data.discard(vec![id]);
         }
         return Err(e);
     }

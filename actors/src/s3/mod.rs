@@ -25,6 +25,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use hamster_protocol::s3err::{S3Error, S3ErrorCode};
 
 use crate::clock::{Clock, IdSource};
+use crate::data::DataPlane;
 use crate::metrics::Metrics;
 use crate::raft::node::RaftNode;
 use crate::shards::ShardStore;
@@ -80,6 +81,8 @@ pub struct S3State {
     pub raft: Addr<RaftNode>,
     /// Local shard files.
     pub shards: Arc<ShardStore>,
+    /// Where object bytes are written and read: this node and the parts' other homes.
+    pub data: DataPlane,
     /// Counters.
     pub metrics: Metrics,
     /// Wall clock (Last-Modified, SigV4 window).

@@ -13,7 +13,6 @@ use hamster_protocol::checksum::composite_b64;
 use hamster_protocol::meta::{Command, ObjectId, ObjectVersion, PartLayout, Upload, UploadPart};
 use hamster_protocol::names::validate_key;
 use hamster_protocol::s3err::{S3Error, S3ErrorCode};
-use hamster_protocol::shard::BLOCK_BYTES_DEFAULT;
 use hamster_protocol::time::iso8601_ms;
 use hamster_protocol::xml::{
     self, escape, parse_complete_multipart, url_encode, CompleteResult, CopyResult,
@@ -28,8 +27,8 @@ use super::copy::{
 use super::exchange::Exchange;
 use super::meta::{bucket, propose, read};
 use super::object::{
-    content_md5, declared_checksum, declared_length, io_error, names, reclaim, stored_headers,
-    stream_into, user_metadata, verify_checksum, ChecksumAlgo, Checksummer, Streamed,
+    content_md5, declared_checksum, declared_length, names, stored_headers, stream_into,
+    user_metadata, verify_checksum, ChecksumAlgo, Checksummer, Streamed,
 };
 use super::request::header;
 use super::response::{builder, xml_ok};
@@ -253,7 +252,7 @@ async fn receive(
     x: &Exchange,
     payload: Payload,
     upload: &Upload,
-    writer: &mut crate::shards::ShardWriter,
+    writer: &mut crate::data::PartWriter,
 ) -> Result<Received, S3Error> {
     let declared = declared_length(x)?;
     let md5_expected = content_md5(x)?;
@@ -315,22 +314,18 @@ async fn commit_part(
     };
     if let Err(e) = propose(&x.state, cmd).await {
         if certain_refusal(&e) {
-            reclaim(&x.state.shards, body);
+            x.state.data.discard(vec![body]);
         }
         return Err(e);
     }
     Ok(())
 }
 
-fn part_layout(n: u32, size: u64, blake3_hex: String, md5_hex: &str, body: ObjectId) -> PartLayout {
-    PartLayout::single_shard(
-        n,
-        size,
-        BLOCK_BYTES_DEFAULT,
-        blake3_hex,
-        md5_hex.to_string(),
-        Some(body),
-    )
+/// A stored part's layout as the upload records it: its MD5 and its own body id.
+fn part_layout(mut layout: PartLayout, md5_hex: &str, body: ObjectId) -> PartLayout {
+    layout.md5 = md5_hex.to_string();
+    layout.body = Some(body);
+    layout
 }
 
 /// UploadPart.
@@ -341,22 +336,15 @@ pub async fn upload_part(x: &Exchange, payload: Payload) -> Result<HttpResponse,
     let upload = get_upload(x).await?;
     let state = &x.state;
     let body = state.ids.object_id();
-    let mut writer = state
-        .shards
-        .create(body, n, 0, 1, 0, BLOCK_BYTES_DEFAULT)
-        .map_err(|e| io_error("create shard", e))?;
-    // Any early return drops `writer`, which removes the temp file: nothing is stored.
+    let declared = declared_length(x)?;
+    let mut writer = state.data.begin_part(body, n, Some(declared)).await?;
+    // Any early return drops `writer`, which aborts every shard: nothing is stored.
     let got = receive(x, payload, &upload, &mut writer).await?;
-    // Durable before the commit (INV-2).
-    let info = state
-        .offload
-        .run(move || writer.finish())
-        .await?
-        .map_err(|e| io_error("finish shard", e))?;
-    assert_eq!(info.data_len, got.size, "the shard holds what was received");
-    state.metrics.shard_bytes.add(info.file_bytes as i64);
+    // Durable to the ack rule before the commit (INV-2).
+    let layout = writer.finish().await?;
+    assert_eq!(layout.size, got.size, "the part holds what was received");
     let part = UploadPart {
-        layout: part_layout(n, got.size, info.blake3_hex, &got.md5_hex, body),
+        layout: part_layout(layout, &got.md5_hex, body),
         last_modified_ms: state.clock.now_ms(),
         checksum: got.checksum.clone(),
     };
@@ -418,7 +406,7 @@ pub async fn upload_part_copy(x: &Exchange) -> Result<HttpResponse, S3Error> {
     let now = state.clock.now_ms();
     let checksum = copied.checksums.values().next().cloned();
     let part = UploadPart {
-        layout: part_layout(n, copied.size, copied.blake3_hex, &copied.md5_hex, body),
+        layout: part_layout(copied.layout, &copied.md5_hex, body),
         last_modified_ms: now,
         checksum,
     };
@@ -791,7 +779,9 @@ mod tests {
             parts: BTreeMap::new(),
         };
         for (n, size, md5) in parts {
-            let layout = part_layout(*n, *size, String::new(), md5, ObjectId([*n as u8; 16]));
+            let stored =
+                PartLayout::single_shard(*n, *size, 4096, String::new(), String::new(), None);
+            let layout = part_layout(stored, md5, ObjectId([*n as u8; 16]));
             u.parts.insert(
                 *n,
                 UploadPart {

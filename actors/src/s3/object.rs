@@ -1,9 +1,8 @@
-//! Object operations on the one-node (1+0) data path: PUT streams the body into a shard file,
-//! makes it durable, and only then commits the metadata (INV-2); GET and HEAD resolve the
-//! current version and stream only the blocks that cover the requested range.
+//! Object operations: PUT streams the body through the data plane (coded, spread over the
+//! part's homes, durable to the ack rule) and only then commits the metadata (INV-2); GET and
+//! HEAD resolve the current version and stream only the shard slices that cover the range.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
 
 use actix_web::body::SizedStream;
 use actix_web::dev::Payload;
@@ -15,7 +14,7 @@ use futures_util::stream;
 use hamster_protocol::checksum::{self, Declared, DeclaredValue};
 /// The checksum types, shared with the copy and multipart paths.
 pub(super) use hamster_protocol::checksum::{ChecksumAlgo, Checksummer};
-use hamster_protocol::meta::{Command, Expect, ObjectId, ObjectVersion, PartLayout};
+use hamster_protocol::meta::{Command, Expect, ObjectVersion};
 use hamster_protocol::names::validate_key;
 use hamster_protocol::s3err::{S3Error, S3ErrorCode};
 use hamster_protocol::shard::BLOCK_BYTES_DEFAULT;
@@ -28,9 +27,9 @@ use super::exchange::Exchange;
 use super::meta::{bucket, propose, read};
 use super::request::header;
 use super::response::builder;
-use super::{Offload, PUT_OBJECT_BYTES_MAX, USER_META_BYTES_MAX};
+use super::{PUT_OBJECT_BYTES_MAX, USER_META_BYTES_MAX};
+use crate::data::{DataPlane, PartWriter};
 use crate::raft::node::GetObject;
-use crate::shards::{ShardReader, ShardStore, ShardWriter};
 
 /// Standard headers stored with an object and returned verbatim.
 const STORED_HEADERS: [&str; 5] = [
@@ -41,8 +40,9 @@ const STORED_HEADERS: [&str; 5] = [
     "content-language",
 ];
 
-/// Bytes a GET reads from disk per step; bounds memory per streaming response.
-const READ_STEP_BYTES: u64 = BLOCK_BYTES_DEFAULT as u64;
+/// Bytes a GET reads per step at most (a step never crosses a stripe); bounds memory per
+/// streaming response.
+const READ_STEP_BYTES: u64 = 4 * BLOCK_BYTES_DEFAULT as u64;
 
 pub(super) fn names(x: &Exchange) -> (&str, &str) {
     (
@@ -250,7 +250,7 @@ pub(super) struct Streamed {
 /// error the caller drops `writer`, which removes its temp file: nothing is stored.
 pub(super) async fn stream_into(
     body: &mut BodyReader,
-    writer: &mut ShardWriter,
+    writer: &mut PartWriter,
     declared: u64,
     md5_expected: Option<[u8; 16]>,
     mut sum: Option<Checksummer>,
@@ -269,9 +269,7 @@ pub(super) async fn stream_into(
         if let Some(s) = &mut sum {
             s.update(&chunk);
         }
-        writer
-            .write(&chunk)
-            .map_err(|e| io_error("write shard", e))?;
+        writer.write(&chunk).await?;
     }
     if len != declared {
         return Err(S3Error::new(S3ErrorCode::IncompleteBody));
@@ -326,12 +324,9 @@ pub async fn put_object(x: &Exchange, payload: Payload) -> Result<HttpResponse, 
 
     let state = &x.state;
     let id = state.ids.object_id();
-    let shards = state.shards.clone();
-    let mut writer = shards
-        .create(id, 1, 0, 1, 0, BLOCK_BYTES_DEFAULT)
-        .map_err(|e| io_error("create shard", e))?;
+    let mut writer = state.data.begin_part(id, 1, Some(declared)).await?;
     let mut body = BodyReader::new(payload, &x.auth.payload, &x.auth.signing);
-    // Any early return drops `writer`, which removes the temp file: nothing is stored.
+    // Any early return drops `writer`, which aborts every shard: nothing is stored.
     let sum = checksum.as_ref().map(|d| Checksummer::new(d.algo));
     let Streamed {
         len: received,
@@ -343,15 +338,11 @@ pub async fn put_object(x: &Exchange, payload: Payload) -> Result<HttpResponse, 
         let algo = d.algo;
         checksums.insert(algo.name().to_string(), verify_checksum(d, s, &body)?);
     }
-    // Durable before the commit (INV-2): fsync and rename happen off the request thread.
-    let info = state
-        .offload
-        .run(move || writer.finish())
-        .await?
-        .map_err(|e| io_error("finish shard", e))?;
+    // Durable to the ack rule before the commit (INV-2).
+    let mut layout = writer.finish().await?;
     state.metrics.s3_bytes_in.inc_by(received);
-    state.metrics.shard_bytes.add(info.file_bytes as i64);
     let etag = hex::encode(md5);
+    layout.md5 = etag.clone();
     let version = ObjectVersion {
         version_id: "null".to_string(),
         object_id: id,
@@ -364,14 +355,7 @@ pub async fn put_object(x: &Exchange, payload: Payload) -> Result<HttpResponse, 
         headers,
         user_meta,
         checksums: checksums.clone(),
-        parts: vec![PartLayout::single_shard(
-            1,
-            received,
-            BLOCK_BYTES_DEFAULT,
-            info.blake3_hex,
-            etag.clone(),
-            None,
-        )],
+        parts: vec![layout],
     };
     let cmd = match put_expectation(x) {
         None => Command::PutObject {
@@ -391,9 +375,9 @@ pub async fn put_object(x: &Exchange, payload: Payload) -> Result<HttpResponse, 
             e.code,
             S3ErrorCode::ServiceUnavailable | S3ErrorCode::InternalError
         ) {
-            // Refused for certain (e.g. the bucket vanished): the shard is ours to reclaim.
-            // An uncertain failure leaves it for restart recovery, which knows the outcome.
-            reclaim(&x.state.shards, id);
+            // Refused for certain (e.g. the bucket vanished): the shards are ours to reclaim.
+            // An uncertain failure leaves them for restart recovery, which knows the outcome.
+            x.state.data.discard(vec![id]);
         }
         return Err(e);
     }
@@ -403,12 +387,6 @@ pub async fn put_object(x: &Exchange, payload: Payload) -> Result<HttpResponse, 
         resp.insert_header((format!("x-amz-checksum-{algo}"), v.as_str()));
     }
     Ok(resp.finish())
-}
-
-pub(super) fn reclaim(shards: &Arc<ShardStore>, id: ObjectId) {
-    if let Err(e) = shards.delete_object(&id) {
-        warn!(object = %id, error = %e, "could not reclaim shard files");
-    }
 }
 
 pub(super) fn io_error(what: &str, e: std::io::Error) -> S3Error {
@@ -579,7 +557,24 @@ pub async fn get_object(x: &Exchange, head: bool) -> Result<HttpResponse, S3Erro
         return Ok(resp.body(HeadBody(len)));
     }
     x.state.metrics.s3_bytes_out.inc_by(len);
-    let body = object_stream(x.state.shards.clone(), x.state.offload, v, start, end_excl);
+    let object = v.object_id;
+    let mut cursor = ReadCursor::new(x.state.data.clone(), v, start, end_excl);
+    let first = if cursor.done() {
+        None
+    } else {
+        match cursor.step().await {
+            Ok(b) => Some(b),
+            Err(e) => {
+                // Fewer than k verified shards of the first stripe: nothing is served (INV-5).
+                warn!(object = %object, error = %e, "object unreadable");
+                return Err(S3Error::with_message(
+                    S3ErrorCode::InternalError,
+                    "the object's data cannot be read from enough verified shards; run hamster repair",
+                ));
+            }
+        }
+    };
+    let body = object_stream(first, cursor);
     Ok(resp.body(SizedStream::new(len, body)))
 }
 
@@ -604,28 +599,24 @@ impl actix_web::body::MessageBody for HeadBody {
 
 /// Where a streaming GET (or a server-side copy) is.
 pub(super) struct ReadCursor {
-    shards: Arc<ShardStore>,
+    data: DataPlane,
     version: ObjectVersion,
     /// Object offset of the next byte to send.
     pos: u64,
     end: u64,
-    reader: Option<(u32, ShardReader)>,
+    /// Shards of the current part found bad so far, by part number.
+    avoid: (u32, BTreeSet<u16>),
 }
 
 impl ReadCursor {
     /// A cursor over `start..end` of `version`'s bytes.
-    pub(super) fn new(
-        shards: Arc<ShardStore>,
-        version: ObjectVersion,
-        start: u64,
-        end: u64,
-    ) -> Self {
+    pub(super) fn new(data: DataPlane, version: ObjectVersion, start: u64, end: u64) -> Self {
         ReadCursor {
-            shards,
+            data,
             version,
             pos: start,
             end,
-            reader: None,
+            avoid: (0, BTreeSet::new()),
         }
     }
 
@@ -634,29 +625,28 @@ impl ReadCursor {
         self.pos >= self.end
     }
 
-    /// Reads the next step of the range from the part that holds `pos` (blocking).
-    pub(super) fn step(&mut self) -> Result<Bytes, std::io::Error> {
+    /// Reads the next step of the range from the part that holds `pos`: at most
+    /// `READ_STEP_BYTES`, never past the end of a stripe.
+    pub(super) async fn step(&mut self) -> Result<Bytes, std::io::Error> {
         let mut part_start = 0u64;
         for p in &self.version.parts {
             if self.pos < part_start + p.size {
                 let within = self.pos - part_start;
+                let stripe = u64::from(p.k) * u64::from(p.block_bytes);
+                let stripe_end = (within / stripe + 1) * stripe;
                 let take = (p.size - within)
                     .min(self.end - self.pos)
-                    .min(READ_STEP_BYTES);
-                let reader = match &mut self.reader {
-                    Some((n, r)) if *n == p.part => r,
-                    _ => {
-                        let r = self
-                            .shards
-                            .open_reader(&self.version.part_body(p), p.part, 0)
-                            .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
-                        &mut self.reader.insert((p.part, r)).1
-                    }
-                };
-                let mut out = Vec::with_capacity(take as usize);
-                reader
-                    .read_range(within, take, &mut out)
-                    .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+                    .min(READ_STEP_BYTES)
+                    .min(stripe_end - within);
+                if self.avoid.0 != p.part {
+                    self.avoid = (p.part, BTreeSet::new());
+                }
+                let body = self.version.part_body(p);
+                let out = self
+                    .data
+                    .read_part(body, p, within..within + take, &mut self.avoid.1)
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
                 self.pos += take;
                 return Ok(Bytes::from(out));
             }
@@ -666,32 +656,28 @@ impl ReadCursor {
     }
 }
 
+/// The body of a GET: `first` (already read, so a part that cannot be read at all fails the
+/// request with a status rather than a cut body), then the rest of the cursor's range.
 fn object_stream(
-    shards: Arc<ShardStore>,
-    offload: Offload,
-    version: ObjectVersion,
-    start: u64,
-    end: u64,
+    first: Option<Bytes>,
+    cursor: ReadCursor,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
-    let cursor = ReadCursor::new(shards, version, start, end);
-    stream::unfold(Some(cursor), move |cursor| async move {
+    stream::unfold((first, Some(cursor)), move |(first, cursor)| async move {
+        if let Some(b) = first {
+            return Some((Ok(b), (None, cursor)));
+        }
         let mut c = cursor?;
         if c.pos >= c.end {
             return None;
         }
-        let object = c.version.object_id;
-        let read = offload.run(move || {
-            let r = c.step();
-            (c, r)
-        });
-        match read.await {
-            Ok((c, Ok(b))) => Some((Ok(b), Some(c))),
-            Ok((_, Err(e))) => {
-                // A shard that fails its checksum is never served (INV-5): the response is cut.
-                warn!(object = %object, error = %e, "read failed mid-response");
-                Some((Err(e), None))
+        match c.step().await {
+            Ok(b) => Some((Ok(b), (None, Some(c)))),
+            Err(e) => {
+                // Fewer than k verified shards: nothing unverified is served (INV-5), the
+                // response is cut.
+                warn!(object = %c.version.object_id, error = %e, "read failed mid-response");
+                Some((Err(e), (None, None)))
             }
-            Err(_) => Some((Err(std::io::Error::other("read task failed")), None)),
         }
     })
 }
@@ -745,7 +731,7 @@ mod tests {
     fn conditional_put() {
         let v = ObjectVersion {
             version_id: "null".into(),
-            object_id: ObjectId([1; 16]),
+            object_id: hamster_protocol::meta::ObjectId([1; 16]),
             size: 0,
             etag: "abc".into(),
             last_modified_ms: 0,

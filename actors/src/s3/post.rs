@@ -12,16 +12,14 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use hamster_protocol::form::{boundary_from_content_type, FormParser};
-use hamster_protocol::meta::{Command, ObjectVersion, PartLayout};
+use hamster_protocol::meta::{Command, ObjectVersion};
 use hamster_protocol::names::validate_key;
 use hamster_protocol::post_policy::{self, Accepted, PostForm, SuccessAction, VerifyInput};
 use hamster_protocol::s3err::{S3Error, S3ErrorCode};
-use hamster_protocol::shard::BLOCK_BYTES_DEFAULT;
 use md5::{Digest, Md5};
 
 use super::access::{self, Need};
 use super::meta::{bucket, propose};
-use super::object::{io_error, reclaim};
 use super::request::{header, Target};
 use super::response::{builder, Echo};
 use super::{S3State, PUT_OBJECT_BYTES_MAX, USER_META_BYTES_MAX};
@@ -117,22 +115,18 @@ async fn store(
     let (min, max) = accepted.length_range.unwrap_or((0, PUT_OBJECT_BYTES_MAX));
     let max = max.min(PUT_OBJECT_BYTES_MAX);
     let id = state.ids.object_id();
-    let mut writer = state
-        .shards
-        .create(id, 1, 0, 1, 0, BLOCK_BYTES_DEFAULT)
-        .map_err(|e| io_error("create shard", e))?;
+    // The file's length is known only at its end: the data plane fixes the profile then.
+    let mut writer = state.data.begin_part(id, 1, None).await?;
     let mut md5 = Md5::new();
     let mut received = 0u64;
-    // Any early return drops `writer`, which removes the temp file: nothing is stored.
+    // Any early return drops `writer`, which aborts every shard: nothing is stored.
     loop {
         received += pending.len() as u64;
         if received > max {
             return Err(S3Error::new(S3ErrorCode::EntityTooLarge));
         }
         md5.update(&pending);
-        writer
-            .write(&pending)
-            .map_err(|e| io_error("write shard", e))?;
+        writer.write(&pending).await?;
         pending.clear();
         if parser.is_done() {
             break;
@@ -146,16 +140,12 @@ async fn store(
     if received < min {
         return Err(S3Error::new(S3ErrorCode::EntityTooSmall));
     }
-    // Durable before the commit (INV-2): fsync and rename happen off the request thread.
-    let info = state
-        .offload
-        .run(move || writer.finish())
-        .await?
-        .map_err(|e| io_error("finish shard", e))?;
+    // Durable to the ack rule before the commit (INV-2).
+    let mut layout = writer.finish().await?;
     state.metrics.s3_bytes_in.inc_by(received);
-    state.metrics.shard_bytes.add(info.file_bytes as i64);
     let md5: [u8; 16] = md5.finalize().into();
     let etag = hex::encode(md5);
+    layout.md5 = etag.clone();
     let version = ObjectVersion {
         version_id: "null".to_string(),
         object_id: id,
@@ -169,14 +159,7 @@ async fn store(
         headers: accepted.headers.clone(),
         user_meta: accepted.user_meta.clone(),
         checksums: Default::default(),
-        parts: vec![PartLayout::single_shard(
-            1,
-            received,
-            BLOCK_BYTES_DEFAULT,
-            info.blake3_hex,
-            etag.clone(),
-            None,
-        )],
+        parts: vec![layout],
     };
     let cmd = Command::PutObject {
         bucket: bucket_name.to_string(),
@@ -188,9 +171,9 @@ async fn store(
             e.code,
             S3ErrorCode::ServiceUnavailable | S3ErrorCode::InternalError
         ) {
-            // Refused for certain: the shard is ours to reclaim. An uncertain failure leaves
-            // it for restart recovery, which knows the outcome.
-            reclaim(&state.shards, id);
+            // Refused for certain: the shards are ours to reclaim. An uncertain failure
+            // leaves them for restart recovery, which knows the outcome.
+            state.data.discard(vec![id]);
         }
         return Err(e);
     }

@@ -1,14 +1,15 @@
 //! Metadata and shard files agree: every object version a replica's metadata holds as current
-//! has its shard files on some node's disk, and decoding them (block checksums verified) gives
-//! back exactly the bytes the client sent — checked off the stopped nodes' disks, not by
-//! trusting any answer.
+//! has its parts' shards on distinct homes (INV-3), at least `k` of them sit on their homes'
+//! disks with the recorded BLAKE3 and verifying blocks, and decoding them gives back exactly
+//! the bytes the client sent — checked off the stopped nodes' disks, not by trusting any answer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use hamster_actors::raft::db::MetaDb;
 use hamster_actors::raft::query;
 use hamster_actors::shards::ShardStore;
 use hamster_protocol::meta::ObjectVersion;
+use hamster_protocol::stripe::{Coder, Geometry};
 
 use crate::client::{Model, BUCKET};
 use crate::s3client::md5_hex;
@@ -70,24 +71,59 @@ pub fn check(
     Ok(())
 }
 
-/// Reads every part of `v` from whichever disk holds it.
+/// Reads every part of `v` off its homes' disks, decoding each stripe from any `k` verified
+/// chunks.
 fn read_body(v: &ObjectVersion, disks: &BTreeMap<u64, ShardStore>) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     for p in &v.parts {
         let id = v.part_body(p);
-        let mut found = false;
-        for store in disks.values() {
-            let Ok(mut reader) = store.open_reader(&id, p.part, 0) else {
-                continue;
-            };
-            reader
-                .read_range(0, p.size, &mut body)
-                .map_err(|e| format!("fail to decode (part {}): {e}", p.part))?;
-            found = true;
-            break;
+        let n = usize::from(p.k) + usize::from(p.m);
+        let distinct: BTreeSet<u64> = p.homes.iter().copied().collect();
+        if p.homes.len() != n || distinct.len() != n {
+            return Err(format!(
+                "break placement (part {}: {}+{} on homes {:?})",
+                p.part, p.k, p.m, p.homes
+            ));
         }
-        if !found {
-            return Err(format!("are on no disk (part {})", p.part));
+        // Each shard's whole data, if its home's disk holds it with the recorded checksum.
+        let shards: Vec<Option<Vec<u8>>> = (0..n)
+            .map(|i| {
+                let store = disks.get(&p.homes[i])?;
+                let index = u16::try_from(i).ok()?;
+                let mut reader = store.open_reader(&id, p.part, index).ok()?;
+                if p.shard_blake3[i].is_empty() || reader.header().blake3_hex() != p.shard_blake3[i]
+                {
+                    return None;
+                }
+                let len = reader.header().data_len;
+                let mut out = Vec::new();
+                reader.read_range(0, len, &mut out).ok()?;
+                Some(out)
+            })
+            .collect();
+        let g = Geometry {
+            size: p.size,
+            k: p.k,
+            m: p.m,
+            block_bytes: p.block_bytes,
+        };
+        let coder = Coder::new(p.k, p.m).map_err(|e| e.to_string())?;
+        for s in 0..g.stripes() {
+            let at = (s * u64::from(p.block_bytes)) as usize;
+            let len = g.chunk_bytes(s) as usize;
+            let mut chunks: Vec<Option<Vec<u8>>> = shards
+                .iter()
+                .map(|sh| {
+                    sh.as_ref()
+                        .and_then(|d| d.get(at..at + len))
+                        .map(<[u8]>::to_vec)
+                })
+                .collect();
+            coder
+                .reconstruct(&mut chunks)
+                .map_err(|e| format!("cannot be decoded (part {} stripe {s}): {e}", p.part))?;
+            let r = g.stripe_range(s);
+            body.extend_from_slice(&coder.join(&chunks, (r.end - r.start) as usize));
         }
     }
     Ok(body)

@@ -2,6 +2,7 @@
 //! what it does to the cluster; every one ends with [`crate::cluster::Sim::finish`], so all
 //! invariants are checked on every seed.
 
+mod t100_erasure;
 pub mod t10_elections;
 mod t20_leader_crash;
 mod t30_partitions;

@@ -1,0 +1,864 @@
+//! The data plane seen from the node that took an S3 request (DESIGN §5): it places each part's
+//! `k + m` shards on distinct nodes, codes the body stripe by stripe and streams the chunks to
+//! their homes with a bounded window, applies the write-ack rule, and reads parts back from any
+//! `k` verified shards. Object bytes travel only between this node and the shard homes, never
+//! through the leader or the Raft log (INV-1); the caller commits the metadata afterwards.
+//!
+//! - Placement comes from the cluster's layout (`protocol::placement`) and is recorded in the
+//!   part's metadata (`PartLayout::homes`), so a part stays readable however the cluster changes.
+//! - Writes: each shard has its own sender task fed through a channel of [`WINDOW_BLOCKS`]
+//!   chunks, so memory per request is bounded by `(k + m) × window × block` whatever the size.
+//!   A home known to be down (it failed a request within [`DOWN_FOR`]) is not tried.
+//! - The ack rule (INV-2): all `k + m` shards durable is the healthy path; fewer is accepted
+//!   down to the profile's floor (`k + 1`, or all shards for 1+0 and 1+1); below it the write is
+//!   refused with `503 SlowDown`, its shards are deleted, and nothing becomes visible.
+//! - Reads fetch only the data-shard slices that cover the range; a slice that fails (missing,
+//!   corrupt, unreachable) switches that stripe to decoding from any `k` verified chunks (INV-5:
+//!   every chunk is checked against the replicated BLAKE3 and its block CRCs before use).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::Addr;
+use futures_util::future::join_all;
+use hamster_protocol::meta::{NodeInfo, ObjectId, PartLayout};
+use hamster_protocol::placement::{self, Layout, Profile};
+use hamster_protocol::s3err::S3ErrorCode;
+use hamster_protocol::stripe::{Coder, Geometry};
+use hamster_protocol::transfer::{
+    decode_message, encode_message, ShardFailure, ShardName, ShardRequest, ShardResponse,
+};
+use openraft::RaftMetrics;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::clock::IdSource;
+use crate::peer::{PeerError, PeerLink, PeerRequest};
+use crate::raft::node::{GetLayout, RaftNode};
+use crate::raft::types::NodeId;
+use crate::s3::Offload;
+use crate::transfer::{ShardService, READ_BYTES_MAX};
+use hamster_protocol::s3err::S3Error;
+
+/// Chunks queued or in flight per shard of one write.
+pub const WINDOW_BLOCKS: usize = 4;
+
+/// How long a node that failed a request is treated as down (not tried for writes, tried last
+/// for reads).
+pub const DOWN_FOR: Duration = Duration::from_secs(5);
+
+/// Time allowed for one shard request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How this node cuts parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataConfig {
+    /// Bytes per chunk of a full stripe (and per block of a shard file).
+    pub block_bytes: u32,
+    /// Parts smaller than this are stored as replicas (k = 1).
+    pub small_object_bytes: u64,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            block_bytes: hamster_protocol::shard::BLOCK_BYTES_DEFAULT,
+            small_object_bytes: placement::SMALL_OBJECT_BYTES,
+        }
+    }
+}
+
+/// The cluster membership as the local Raft member sees it.
+pub type Members = watch::Receiver<RaftMetrics<NodeId, NodeInfo>>;
+
+struct Inner {
+    me: NodeId,
+    /// The local metadata member, for the stored layout.
+    raft: Addr<RaftNode>,
+    service: ShardService,
+    /// The shard link to other nodes; `None` on a node that has never had peers.
+    link: Option<PeerLink>,
+    members: Members,
+    ids: Arc<IdSource>,
+    offload: Offload,
+    config: DataConfig,
+    /// When each node last failed a request.
+    down: Mutex<BTreeMap<NodeId, Instant>>,
+}
+
+/// A cheap clonable handle on this node's data plane.
+#[derive(Clone)]
+pub struct DataPlane {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for DataPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataPlane")
+            .field("me", &self.inner.me)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a shard request failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// The node could not be reached (or did not answer in time).
+    Unreachable(String),
+    /// The node answered with a failure.
+    Failed(ShardFailure, String),
+    /// The node answered something that makes no sense for the request.
+    Unexpected(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Unreachable(why) => write!(f, "unreachable: {why}"),
+            CallError::Failed(kind, why) => write!(f, "{kind:?}: {why}"),
+            CallError::Unexpected(why) => write!(f, "unexpected answer: {why}"),
+        }
+    }
+}
+
+impl DataPlane {
+    /// The data plane of node `me`: local shards through `service`, other nodes through `link`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        me: NodeId,
+        raft: Addr<RaftNode>,
+        service: ShardService,
+        link: Option<PeerLink>,
+        members: Members,
+        ids: Arc<IdSource>,
+        offload: Offload,
+        config: DataConfig,
+    ) -> Self {
+        DataPlane {
+            inner: Arc::new(Inner {
+                me,
+                raft,
+                service,
+                link,
+                members,
+                ids,
+                offload,
+                config,
+                down: Mutex::new(BTreeMap::new()),
+            }),
+        }
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> NodeId {
+        self.inner.me
+    }
+
+    /// The local shard service.
+    pub fn service(&self) -> &ShardService {
+        &self.inner.service
+    }
+
+    /// The layout new writes are placed by: the one stored in the metadata (the leader's
+    /// steward keeps it in step with the membership), or, before one is stored, every member of
+    /// the metadata group with its failure domain and a weight from its capacity.
+    pub async fn layout(&self) -> Layout {
+        match self.inner.raft.send(GetLayout).await {
+            Ok(Ok(Some(stored))) if !stored.nodes.is_empty() => stored,
+            _ => self.member_layout(),
+        }
+    }
+
+    /// The layout the current membership implies (version: the membership's log index).
+    pub fn member_layout(&self) -> Layout {
+        let metrics = self.inner.members.borrow();
+        let stored = &metrics.membership_config;
+        let mut layout = Layout {
+            version: stored.log_id().map(|l| l.index).unwrap_or(0),
+            nodes: placement::layout_nodes(
+                stored
+                    .nodes()
+                    .map(|(id, n)| (*id, n.zone.as_str(), n.host.as_str(), n.capacity_bytes)),
+            ),
+        };
+        if layout.nodes.is_empty() {
+            // A member that has not loaded its membership yet stores on itself.
+            layout.nodes = placement::layout_nodes([(self.inner.me, "", "", 0)]);
+        }
+        layout
+    }
+
+    /// Whether `node` failed a request recently.
+    pub fn is_down(&self, node: NodeId) -> bool {
+        if node == self.inner.me {
+            return false;
+        }
+        let down = self.inner.down.lock().expect("down lock");
+        down.get(&node)
+            .is_some_and(|at| Instant::now().duration_since(*at) < DOWN_FOR)
+    }
+
+    fn observe(&self, node: NodeId, reachable: bool) {
+        let mut down = self.inner.down.lock().expect("down lock");
+        if reachable {
+            down.remove(&node);
+        } else {
+            down.insert(node, Instant::now());
+        }
+    }
+
+    /// Sends one shard request to `node` (this node is served directly) and returns the answer
+    /// and its body; failures come back as [`CallError`].
+    pub async fn call(
+        &self,
+        node: NodeId,
+        request: ShardRequest,
+        body: Vec<u8>,
+    ) -> Result<(ShardResponse, Vec<u8>), CallError> {
+        let answer = if node == self.inner.me {
+            self.inner.service.handle(node, request, body).await
+        } else {
+            self.call_remote(node, request, body).await?
+        };
+        match answer {
+            (ShardResponse::Failed { failure, message }, _) => {
+                Err(CallError::Failed(failure, message))
+            }
+            ok => Ok(ok),
+        }
+    }
+
+    async fn call_remote(
+        &self,
+        node: NodeId,
+        request: ShardRequest,
+        body: Vec<u8>,
+    ) -> Result<(ShardResponse, Vec<u8>), CallError> {
+        let addr = self
+            .inner
+            .members
+            .borrow()
+            .membership_config
+            .nodes()
+            .find(|(id, _)| **id == node)
+            .map(|(_, n)| n.cluster_addr.clone());
+        let (Some(addr), Some(link)) = (addr, self.inner.link.as_ref()) else {
+            return Err(CallError::Unreachable(format!(
+                "node {node:016x} is not a member this node knows"
+            )));
+        };
+        let payload =
+            encode_message(&request, &body).map_err(|e| CallError::Unexpected(e.to_string()))?;
+        let mut retried = false;
+        let answer = loop {
+            let sent = link
+                .send(PeerRequest {
+                    to: node,
+                    addr: addr.clone(),
+                    payload: payload.clone(),
+                    timeout: REQUEST_TIMEOUT,
+                })
+                .await;
+            match sent {
+                Ok(answer) => break answer,
+                // A pooled connection the peer dropped (it restarted) fails its first request;
+                // one retry on a fresh connection tells that apart from a peer that is down.
+                // Requests are safe to repeat: the shard service answers a replay again.
+                Err(PeerError::Network { .. }) if !retried => retried = true,
+                Err(e) => {
+                    self.observe(node, false);
+                    return Err(CallError::Unreachable(e.to_string()));
+                }
+            }
+        };
+        self.observe(node, true);
+        let (head, body) = decode_message::<ShardResponse>(&answer)
+            .map_err(|e| CallError::Unexpected(e.to_string()))?;
+        Ok((head, body.to_vec()))
+    }
+
+    /// Starts writing part `part` of body `id`; `size_hint` is its length when known (the
+    /// declared Content-Length). Refuses at once with `SlowDown` if too few of the part's homes
+    /// are up to reach the ack floor, before any byte of the body is read.
+    pub async fn begin_part(
+        &self,
+        id: ObjectId,
+        part: u32,
+        size_hint: Option<u64>,
+    ) -> Result<PartWriter, S3Error> {
+        let layout = self.layout().await;
+        // The widest profile the part can get: a small part only narrows k.
+        let widest = self.profile(&layout, size_hint.unwrap_or(u64::MAX));
+        let homes = self.place(&layout, id, part, widest)?;
+        let up = homes.iter().filter(|h| !self.is_down(**h)).count();
+        if up < widest.ack_floor() {
+            return Err(below_floor(widest, up));
+        }
+        let mut writer = PartWriter {
+            plane: self.clone(),
+            id,
+            part,
+            layout,
+            started: None,
+            stripe: 0,
+            buf: Vec::new(),
+            received: 0,
+        };
+        if let Some(size) = size_hint {
+            writer.start(size)?;
+        }
+        Ok(writer)
+    }
+
+    /// The profile of a part of `size` bytes: the ladder's, with k = 1 for a small part.
+    fn profile(&self, layout: &Layout, size: u64) -> Profile {
+        let ladder = placement::profile_for_nodes(layout.nodes.len());
+        if size < self.inner.config.small_object_bytes {
+            Profile { k: 1, m: ladder.m }
+        } else {
+            ladder
+        }
+    }
+
+    fn place(
+        &self,
+        layout: &Layout,
+        id: ObjectId,
+        part: u32,
+        profile: Profile,
+    ) -> Result<Vec<NodeId>, S3Error> {
+        placement::place(layout, &id, part, profile.shards()).map_err(|e| {
+            warn!(error = %e, "cannot place a part");
+            S3Error::with_message(S3ErrorCode::SlowDown, e.to_string())
+        })
+    }
+
+    /// Removes every shard of `ids` on every node of the layout, in the background and best
+    /// effort: what a node misses (it is down) its start-up sweep removes later.
+    pub fn discard(&self, ids: Vec<ObjectId>) {
+        if ids.is_empty() {
+            return;
+        }
+        let plane = self.clone();
+        let nodes: Vec<NodeId> = self.member_layout().nodes.keys().copied().collect();
+        tokio::spawn(async move {
+            for node in nodes {
+                let request = ShardRequest::Delete { ids: ids.clone() };
+                if let Err(e) = plane.call(node, request, Vec::new()).await {
+                    debug!(node, error = %e, "could not discard shards there");
+                }
+            }
+        });
+    }
+
+    /// Reads `range` (relative to the part) of a part of `body`. `avoid` collects shards found
+    /// bad so far in this read, so later stripes go straight to the survivors.
+    pub async fn read_part(
+        &self,
+        body: ObjectId,
+        part: &PartLayout,
+        range: Range<u64>,
+        avoid: &mut BTreeSet<u16>,
+    ) -> Result<Vec<u8>, ReadError> {
+        let geometry = Geometry {
+            size: part.size,
+            k: part.k,
+            m: part.m,
+            block_bytes: part.block_bytes,
+        };
+        let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        let mut pos = range.start;
+        while pos < range.end {
+            let s = pos / geometry.stripe_bytes();
+            let stripe = geometry.stripe_range(s);
+            let end = range.end.min(stripe.end);
+            let got = self
+                .read_in_stripe(body, part, &geometry, pos..end, avoid)
+                .await?;
+            out.extend_from_slice(&got);
+            pos = end;
+        }
+        Ok(out)
+    }
+
+    fn home(&self, part: &PartLayout, index: u16) -> NodeId {
+        self.home_of(part, usize::from(index))
+    }
+
+    /// The node holding shard `index` of `part` (this node for parts from before placement).
+    pub fn home_of(&self, part: &PartLayout, index: usize) -> NodeId {
+        part.homes.get(index).copied().unwrap_or(self.inner.me)
+    }
+
+    /// Whether shard `index` of `part` is worth asking for.
+    fn usable(&self, part: &PartLayout, index: u16, avoid: &BTreeSet<u16>) -> bool {
+        let recorded = part
+            .shard_blake3
+            .get(usize::from(index))
+            .is_some_and(|h| !h.is_empty());
+        recorded && !avoid.contains(&index)
+    }
+
+    async fn read_slice(
+        &self,
+        body: ObjectId,
+        part: &PartLayout,
+        index: u16,
+        offset: u64,
+        len: u32,
+    ) -> Result<Vec<u8>, CallError> {
+        let mut out = Vec::with_capacity(len as usize);
+        let mut at = offset;
+        let end = offset + u64::from(len);
+        while at < end {
+            let take = u32::try_from((end - at).min(u64::from(READ_BYTES_MAX)))
+                .expect("bounded by READ_BYTES_MAX");
+            let request = ShardRequest::Read {
+                name: ShardName {
+                    id: body,
+                    part: part.part,
+                    index,
+                },
+                blake3: part.shard_blake3[usize::from(index)].clone(),
+                offset: at,
+                len: take,
+            };
+            let (head, data) = self
+                .call(self.home(part, index), request, Vec::new())
+                .await?;
+            if head != ShardResponse::Data || data.len() != take as usize {
+                return Err(CallError::Unexpected(format!(
+                    "asked for {take} bytes, got {head:?} with {}",
+                    data.len()
+                )));
+            }
+            out.extend_from_slice(&data);
+            at += u64::from(take);
+        }
+        Ok(out)
+    }
+
+    /// Reads `range`, which lies inside one stripe.
+    async fn read_in_stripe(
+        &self,
+        body: ObjectId,
+        part: &PartLayout,
+        geometry: &Geometry,
+        range: Range<u64>,
+        avoid: &mut BTreeSet<u16>,
+    ) -> Result<Vec<u8>, ReadError> {
+        let slices = geometry.slices(range.clone());
+        // The healthy path: only the data-shard slices covering the range.
+        if slices.iter().all(|s| self.usable(part, s.shard, avoid)) {
+            let reads = slices
+                .iter()
+                .map(|s| self.read_slice(body, part, s.shard, s.shard_offset, s.len));
+            let results = join_all(reads).await;
+            if results.iter().all(Result::is_ok) {
+                let mut out = Vec::with_capacity((range.end - range.start) as usize);
+                for r in results {
+                    out.extend_from_slice(&r.expect("checked above"));
+                }
+                return Ok(out);
+            }
+            for (s, r) in slices.iter().zip(&results) {
+                if let Err(e) = r {
+                    warn!(object = %body, part = part.part, shard = s.shard, error = %e, "shard read failed; decoding from the others");
+                    avoid.insert(s.shard);
+                }
+            }
+        }
+        // Degraded: whole chunks of this stripe from any k verified shards.
+        let s = range.start / geometry.stripe_bytes();
+        let chunks = self.stripe_chunks(body, part, geometry, s, avoid).await?;
+        let coder = Coder::new(part.k, part.m).map_err(|e| ReadError::Lost(e.to_string()))?;
+        let mut chunks = chunks;
+        coder
+            .reconstruct(&mut chunks)
+            .map_err(|e| ReadError::Lost(e.to_string()))?;
+        let stripe = geometry.stripe_range(s);
+        let data = coder.join(&chunks, (stripe.end - stripe.start) as usize);
+        let from = (range.start - stripe.start) as usize;
+        let to = (range.end - stripe.start) as usize;
+        Ok(data[from..to].to_vec())
+    }
+
+    /// Fetches chunk `s` from at least `k` shards (data shards first), or fails if fewer than
+    /// `k` verify. Shards that fail are added to `avoid`.
+    pub async fn stripe_chunks(
+        &self,
+        body: ObjectId,
+        part: &PartLayout,
+        geometry: &Geometry,
+        s: u64,
+        avoid: &mut BTreeSet<u16>,
+    ) -> Result<Vec<Option<Vec<u8>>>, ReadError> {
+        let n = usize::from(part.k) + usize::from(part.m);
+        let k = usize::from(part.k);
+        let chunk = geometry.chunk_bytes(s);
+        let offset = s * u64::from(geometry.block_bytes);
+        let mut chunks: Vec<Option<Vec<u8>>> = vec![None; n];
+        // Candidates: usable shards, nodes not known down first, data before parity.
+        let mut candidates: Vec<u16> = (0..n as u16)
+            .filter(|i| self.usable(part, *i, avoid))
+            .collect();
+        candidates.sort_by_key(|i| (self.is_down(self.home(part, *i)), *i));
+        let mut next = 0usize;
+        let mut have = 0usize;
+        while have < k {
+            let want = k - have;
+            let batch: Vec<u16> = candidates.iter().skip(next).take(want).copied().collect();
+            if batch.is_empty() {
+                return Err(ReadError::Lost(format!(
+                    "only {have} of the {k} shards needed verify"
+                )));
+            }
+            next += batch.len();
+            let reads = batch
+                .iter()
+                .map(|i| self.read_slice(body, part, *i, offset, chunk));
+            for (i, r) in batch.iter().zip(join_all(reads).await) {
+                match r {
+                    Ok(c) => {
+                        chunks[usize::from(*i)] = Some(c);
+                        have += 1;
+                    }
+                    Err(e) => {
+                        warn!(object = %body, part = part.part, shard = i, error = %e, "shard unusable");
+                        avoid.insert(*i);
+                    }
+                }
+            }
+        }
+        Ok(chunks)
+    }
+}
+
+/// Why a read failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadError {
+    /// Fewer than `k` shards of a stripe could be read and verified.
+    Lost(String),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Lost(why) => write!(f, "object data unreadable: {why}"),
+        }
+    }
+}
+
+fn below_floor(profile: Profile, durable: usize) -> S3Error {
+    S3Error::with_message(
+        S3ErrorCode::SlowDown,
+        format!(
+            "only {durable} of the {} shard homes can store this write and {} are needed; retry when more nodes are up",
+            profile.shards(),
+            profile.ack_floor()
+        ),
+    )
+}
+
+/// One chunk for one shard's sender.
+struct Block {
+    data: Vec<u8>,
+    last: bool,
+}
+
+/// What a shard's sender reports when its channel closes.
+type SenderOutcome = Result<String, CallError>;
+
+/// Feeds one shard's chunks to its home, one request at a time, with up to
+/// [`WINDOW_BLOCKS`] chunks queued.
+pub struct ShardSender {
+    blocks: Option<mpsc::Sender<Block>>,
+    done: oneshot::Receiver<SenderOutcome>,
+}
+
+impl ShardSender {
+    /// A sender writing shard `name` of `part` (its profile and block size) to `home`.
+    pub fn start_for(plane: &DataPlane, home: NodeId, name: ShardName, part: &PartLayout) -> Self {
+        let profile = Profile {
+            k: part.k,
+            m: part.m,
+        };
+        Self::start(plane.clone(), home, name, profile, part.block_bytes)
+    }
+
+    /// Queues the next chunk, waiting while the window is full; `last` ends the shard. A
+    /// sender that failed drops what it is given (its outcome says why).
+    pub async fn push(&mut self, data: Vec<u8>, last: bool) {
+        if let Some(tx) = &self.blocks {
+            // A closed channel means the sender is gone; its outcome says why.
+            let _ = tx.send(Block { data, last }).await;
+        }
+        if last {
+            self.blocks = None;
+        }
+    }
+
+    /// Waits for the shard to be stored: its BLAKE3 as the home computed it.
+    pub async fn outcome(self) -> Result<String, CallError> {
+        drop(self.blocks);
+        self.done
+            .await
+            .unwrap_or_else(|_| Err(CallError::Unexpected("sender vanished".into())))
+    }
+
+    fn start(
+        plane: DataPlane,
+        home: NodeId,
+        name: ShardName,
+        profile: Profile,
+        block_bytes: u32,
+    ) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Block>(WINDOW_BLOCKS);
+        let (done_tx, done) = oneshot::channel();
+        let transfer = plane.inner.ids.next_u64();
+        tokio::spawn(async move {
+            let mut outcome: Option<SenderOutcome> = None;
+            if plane.is_down(home) {
+                outcome = Some(Err(CallError::Unreachable("known down".into())));
+            }
+            let mut seq = 0u64;
+            let mut finished = false;
+            while let Some(block) = rx.recv().await {
+                if outcome.is_some() {
+                    // Failed already: drain so the coder never waits on this shard.
+                    continue;
+                }
+                let request = ShardRequest::Write {
+                    transfer,
+                    seq,
+                    name,
+                    k: profile.k,
+                    m: profile.m,
+                    block_bytes,
+                    finish: block.last,
+                };
+                seq += 1;
+                match plane.call(home, request, block.data).await {
+                    Ok((ShardResponse::Written, _)) if !block.last => {}
+                    Ok((ShardResponse::Finished { blake3, .. }, _)) if block.last => {
+                        finished = true;
+                        outcome = Some(Ok(blake3));
+                    }
+                    Ok((other, _)) => {
+                        outcome = Some(Err(CallError::Unexpected(format!("{other:?}"))));
+                    }
+                    Err(e) => outcome = Some(Err(e)),
+                }
+            }
+            let outcome = outcome.unwrap_or_else(|| {
+                Err(CallError::Unexpected(
+                    "the write ended before its last block".into(),
+                ))
+            });
+            if !finished && seq > 0 {
+                // Drop the unfinished shard there now rather than when its session idles out.
+                let _ = plane
+                    .call(home, ShardRequest::Abort { transfer }, Vec::new())
+                    .await;
+            }
+            let _ = done_tx.send(outcome);
+        });
+        ShardSender {
+            blocks: Some(tx),
+            done,
+        }
+    }
+}
+
+/// The coding of a part, fixed once its profile is known.
+struct Started {
+    profile: Profile,
+    coder: Arc<Coder>,
+    homes: Vec<NodeId>,
+    senders: Vec<ShardSender>,
+    /// BLAKE3 of each shard's data as coded here: recorded for every shard, stored or not, so
+    /// repair can rebuild a shard that missed the write and prove it right.
+    hashers: Vec<blake3::Hasher>,
+}
+
+/// A part being written: feed it the body with [`PartWriter::write`], then
+/// [`PartWriter::finish`]. Dropping it unfinished aborts every shard.
+///
+/// A stripe is sent once the byte after it arrives (so the last stripe is always known as
+/// last), and the profile is fixed once the part is known not to be small, or at the end.
+pub struct PartWriter {
+    plane: DataPlane,
+    id: ObjectId,
+    part: u32,
+    layout: Layout,
+    started: Option<Started>,
+    stripe: u64,
+    buf: Vec<u8>,
+    received: u64,
+}
+
+impl std::fmt::Debug for PartWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartWriter")
+            .field("id", &self.id)
+            .field("part", &self.part)
+            .field("profile", &self.started.as_ref().map(|s| s.profile))
+            .field("received", &self.received)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartWriter {
+    /// Bytes accepted so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Fixes the profile for a part of (at least) `size` bytes and starts the shard senders.
+    fn start(&mut self, size: u64) -> Result<(), S3Error> {
+        let profile = self.plane.profile(&self.layout, size);
+        let homes = self
+            .plane
+            .place(&self.layout, self.id, self.part, profile)?;
+        let coder = Arc::new(Coder::new(profile.k, profile.m).map_err(|e| {
+            warn!(error = %e, "cannot code a part");
+            S3Error::new(S3ErrorCode::InternalError)
+        })?);
+        let block_bytes = self.plane.inner.config.block_bytes;
+        let senders = homes
+            .iter()
+            .enumerate()
+            .map(|(index, home)| {
+                let name = ShardName {
+                    id: self.id,
+                    part: self.part,
+                    index: u16::try_from(index).expect("at most 255 shards"),
+                };
+                ShardSender::start(self.plane.clone(), *home, name, profile, block_bytes)
+            })
+            .collect();
+        let hashers = vec![blake3::Hasher::new(); profile.shards()];
+        self.started = Some(Started {
+            profile,
+            coder,
+            homes,
+            senders,
+            hashers,
+        });
+        Ok(())
+    }
+
+    fn stripe_bytes(&self) -> Option<usize> {
+        let s = self.started.as_ref()?;
+        Some(usize::from(s.profile.k) * self.plane.inner.config.block_bytes as usize)
+    }
+
+    /// Appends body bytes; every stripe known not to be the last is coded and queued to its
+    /// shards (waiting while the window is full).
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), S3Error> {
+        self.received += data.len() as u64;
+        self.buf.extend_from_slice(data);
+        let small = self.plane.inner.config.small_object_bytes;
+        if self.started.is_none() && self.buf.len() as u64 >= small {
+            self.start(self.buf.len() as u64)?;
+        }
+        while let Some(stripe) = self.stripe_bytes() {
+            if self.buf.len() <= stripe {
+                break;
+            }
+            let rest = self.buf.split_off(stripe);
+            let full = std::mem::replace(&mut self.buf, rest);
+            let block = self.plane.inner.config.block_bytes as usize;
+            self.send_stripe(full, block, false).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_stripe(
+        &mut self,
+        data: Vec<u8>,
+        chunk: usize,
+        last: bool,
+    ) -> Result<(), S3Error> {
+        let started = self.started.as_mut().expect("started before a stripe");
+        let coder = started.coder.clone();
+        let mut hashers = std::mem::take(&mut started.hashers);
+        let (chunks, hashers) = self
+            .plane
+            .inner
+            .offload
+            .run(move || {
+                let chunks = coder.encode(&data, chunk);
+                for (h, c) in hashers.iter_mut().zip(&chunks) {
+                    h.update(c);
+                }
+                (chunks, hashers)
+            })
+            .await?;
+        started.hashers = hashers;
+        for (sender, data) in started.senders.iter_mut().zip(chunks) {
+            sender.push(data, last).await;
+        }
+        self.stripe += 1;
+        Ok(())
+    }
+
+    /// Ends the part: sends the last stripe, waits for every shard, applies the ack rule and
+    /// returns the part's layout (without its MD5, which the caller knows). Below the floor the
+    /// shards written are deleted and the write is refused with `SlowDown`.
+    pub async fn finish(mut self) -> Result<PartLayout, S3Error> {
+        if self.started.is_none() {
+            self.start(self.received)?;
+        }
+        let k = self.started.as_ref().expect("started").profile.k;
+        // The last stripe (empty for an empty part: every home still gets its empty shard).
+        let data = std::mem::take(&mut self.buf);
+        let chunk = data.len().div_ceil(usize::from(k));
+        self.send_stripe(data, chunk, true).await?;
+        let Started {
+            profile,
+            homes,
+            senders,
+            hashers,
+            ..
+        } = self.started.take().expect("started");
+        let expected: Vec<String> = hashers
+            .iter()
+            .map(|h| h.finalize().to_hex().to_string())
+            .collect();
+        let outcomes = join_all(senders.into_iter().map(ShardSender::outcome)).await;
+        let mut durable = 0usize;
+        for (i, o) in outcomes.into_iter().enumerate() {
+            match o {
+                Ok(h) if h == expected[i] => durable += 1,
+                Ok(h) => {
+                    warn!(object = %self.id, part = self.part, shard = i, home = homes[i], stored = %h, "shard stored with a different checksum; not counted");
+                }
+                Err(e) => {
+                    warn!(object = %self.id, part = self.part, shard = i, home = homes[i], error = %e, "shard not stored");
+                }
+            }
+        }
+        if durable < profile.ack_floor() {
+            self.plane.discard(vec![self.id]);
+            return Err(below_floor(profile, durable));
+        }
+        if durable < profile.shards() {
+            warn!(object = %self.id, part = self.part, durable, shards = profile.shards(), "write acknowledged degraded; repair restores the missing shards");
+        }
+        Ok(PartLayout {
+            part: self.part,
+            size: self.received,
+            k: profile.k,
+            m: profile.m,
+            block_bytes: self.plane.inner.config.block_bytes,
+            shard_blake3: expected,
+            md5: String::new(),
+            body: None,
+            homes,
+        })
+    }
+}

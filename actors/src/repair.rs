@@ -1,0 +1,280 @@
+//! Repair (`hamster repair`): walks every stored part, has each shard's home verify it against
+//! the replicated BLAKE3, and rebuilds shards that are missing or rotted from `k` verified
+//! survivors onto their recorded homes (INV-5: a shard that fails verification is never a
+//! source). A part with fewer than `k` verified shards is reported as unrecoverable, with what
+//! was found; a home that cannot be asked is reported as unreachable and left alone (its shard
+//! may be fine once it is back).
+//!
+//! Repair is idempotent: a run that crashes half way leaves at most unfinished temp files on
+//! the homes (dropped there), and the next run verifies and rebuilds whatever is still missing.
+
+use std::collections::BTreeSet;
+
+use actix::Addr;
+use futures_util::future::join_all;
+use hamster_protocol::listing::ListParams;
+use hamster_protocol::meta::{ObjectId, PartLayout};
+use hamster_protocol::stripe::{Coder, Geometry};
+use hamster_protocol::transfer::{ShardFailure, ShardName, ShardRequest};
+use hamster_protocol::wire::RepairReport;
+use tracing::{info, warn};
+
+use crate::data::{CallError, DataPlane, ShardSender};
+use crate::metrics::Metrics;
+use crate::raft::node::{ListBuckets, ListObjects, ListUploads, RaftNode};
+
+/// Objects asked for per listing page.
+const PAGE_KEYS: usize = 1000;
+
+/// What one shard's home said when asked to verify it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Found {
+    Good,
+    /// Missing, rotted or named wrong: rebuild it.
+    Bad(String),
+    /// The home could not be asked.
+    Unreachable(String),
+}
+
+/// Sweeps every part of every object (of `bucket` only, if given) and of every multipart
+/// upload in progress, verifying and rebuilding shards.
+pub async fn repair(
+    raft: &Addr<RaftNode>,
+    data: &DataPlane,
+    metrics: &Metrics,
+    bucket: Option<String>,
+) -> Result<RepairReport, String> {
+    let mut report = RepairReport::default();
+    let buckets = match bucket {
+        Some(b) => vec![b],
+        None => raft
+            .send(ListBuckets)
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|b| b.name)
+            .collect(),
+    };
+    for b in buckets {
+        let mut after: Option<String> = None;
+        loop {
+            let page = raft
+                .send(ListObjects {
+                    bucket: b.clone(),
+                    params: ListParams {
+                        prefix: String::new(),
+                        delimiter: None,
+                        after: after.clone(),
+                        max_keys: PAGE_KEYS,
+                    },
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            for (key, v) in &page.objects {
+                report.objects += 1;
+                for p in &v.parts {
+                    let what = format!("{b}/{key} part {}", p.part);
+                    repair_part(data, metrics, v.part_body(p), p, &what, &mut report).await;
+                }
+            }
+            match (page.is_truncated, page.objects.last()) {
+                (true, Some((k, _))) => after = Some(k.clone()),
+                _ => break,
+            }
+        }
+        let mut key_marker = String::new();
+        let mut upload_id_marker = String::new();
+        loop {
+            let uploads = raft
+                .send(ListUploads {
+                    bucket: b.clone(),
+                    prefix: String::new(),
+                    key_marker: key_marker.clone(),
+                    upload_id_marker: upload_id_marker.clone(),
+                    max: PAGE_KEYS,
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            let Some(last) = uploads.last() else {
+                break;
+            };
+            (key_marker, upload_id_marker) = (last.key.clone(), last.upload_id.clone());
+            for u in &uploads {
+                for (n, part) in &u.parts {
+                    let what = format!("{b}/{} upload {} part {n}", u.key, u.upload_id);
+                    let body = part.layout.body.unwrap_or(ObjectId([0; 16]));
+                    repair_part(data, metrics, body, &part.layout, &what, &mut report).await;
+                }
+            }
+            if uploads.len() < PAGE_KEYS {
+                break;
+            }
+        }
+    }
+    info!(
+        objects = report.objects,
+        parts = report.parts,
+        verified = report.shards_verified,
+        rebuilt = report.shards_rebuilt,
+        unreachable = report.shards_unreachable,
+        unrecoverable = report.unrecoverable.len(),
+        "repair sweep done"
+    );
+    Ok(report)
+}
+
+/// Verifies every shard of one part and rebuilds the bad ones if `k` verify.
+pub async fn repair_part(
+    data: &DataPlane,
+    metrics: &Metrics,
+    body: ObjectId,
+    part: &PartLayout,
+    what: &str,
+    report: &mut RepairReport,
+) {
+    report.parts += 1;
+    let n = usize::from(part.k) + usize::from(part.m);
+    if part.shard_blake3.len() != n {
+        report.unrecoverable.push(format!(
+            "{what}: metadata lists {} checksums for {n} shards",
+            part.shard_blake3.len()
+        ));
+        metrics.repair_parts_unrecoverable.inc();
+        return;
+    }
+    let checks = (0..n).map(|i| verify(data, body, part, i));
+    let found: Vec<Found> = join_all(checks).await;
+    let good: Vec<usize> = (0..n).filter(|i| found[*i] == Found::Good).collect();
+    let bad: Vec<usize> = (0..n)
+        .filter(|i| matches!(found[*i], Found::Bad(_)))
+        .collect();
+    let unreachable = (0..n)
+        .filter(|i| matches!(found[*i], Found::Unreachable(_)))
+        .count();
+    report.shards_verified += good.len() as u64;
+    report.shards_unreachable += unreachable as u64;
+    metrics.repair_shards_verified.inc_by(good.len() as u64);
+    if bad.is_empty() {
+        return;
+    }
+    if good.len() < usize::from(part.k) {
+        let detail: Vec<String> = found
+            .iter()
+            .enumerate()
+            .map(|(i, f)| format!("shard {i}: {f:?}"))
+            .collect();
+        report.unrecoverable.push(format!(
+            "{what}: only {} of the {} shards needed verify ({})",
+            good.len(),
+            part.k,
+            detail.join("; ")
+        ));
+        metrics.repair_parts_unrecoverable.inc();
+        return;
+    }
+    for i in &bad {
+        if let Found::Bad(why) = &found[*i] {
+            warn!(%what, shard = i, home = part.homes.get(*i), %why, "rebuilding shard");
+        }
+    }
+    match rebuild(data, body, part, &good, &bad).await {
+        Ok(rebuilt) => {
+            report.shards_rebuilt += rebuilt as u64;
+            metrics.repair_shards_rebuilt.inc_by(rebuilt as u64);
+            if rebuilt < bad.len() {
+                report.failed.push(format!(
+                    "{what}: rebuilt {rebuilt} of {} bad shards",
+                    bad.len()
+                ));
+            }
+        }
+        Err(e) => report.failed.push(format!("{what}: {e}")),
+    }
+}
+
+async fn verify(data: &DataPlane, body: ObjectId, part: &PartLayout, i: usize) -> Found {
+    let home = data.home_of(part, i);
+    let request = ShardRequest::Verify {
+        name: ShardName {
+            id: body,
+            part: part.part,
+            index: u16::try_from(i).expect("at most 255 shards"),
+        },
+        blake3: part.shard_blake3[i].clone(),
+    };
+    match data.call(home, request, Vec::new()).await {
+        Ok(_) => Found::Good,
+        Err(CallError::Failed(
+            ShardFailure::NotFound | ShardFailure::Corrupt | ShardFailure::Refused,
+            why,
+        )) => Found::Bad(why),
+        Err(e) => Found::Unreachable(e.to_string()),
+    }
+}
+
+/// Streams the rebuilt `bad` shards to their homes, stripe by stripe, decoding each stripe from
+/// the `good` ones; returns how many landed with the recorded checksum.
+async fn rebuild(
+    data: &DataPlane,
+    body: ObjectId,
+    part: &PartLayout,
+    good: &[usize],
+    bad: &[usize],
+) -> Result<usize, String> {
+    let geometry = Geometry {
+        size: part.size,
+        k: part.k,
+        m: part.m,
+        block_bytes: part.block_bytes,
+    };
+    let coder = Coder::new(part.k, part.m).map_err(|e| e.to_string())?;
+    let n = usize::from(part.k) + usize::from(part.m);
+    // Only verified shards are sources.
+    let mut avoid: BTreeSet<u16> = (0..n as u16)
+        .filter(|i| !good.contains(&usize::from(*i)))
+        .collect();
+    let mut senders: Vec<(usize, ShardSender)> = bad
+        .iter()
+        .map(|i| {
+            let name = ShardName {
+                id: body,
+                part: part.part,
+                index: u16::try_from(*i).expect("at most 255 shards"),
+            };
+            (
+                *i,
+                ShardSender::start_for(data, data.home_of(part, *i), name, part),
+            )
+        })
+        .collect();
+    let stripes = geometry.stripes();
+    if stripes == 0 {
+        for (_, s) in &mut senders {
+            s.push(Vec::new(), true).await;
+        }
+    }
+    for s in 0..stripes {
+        let mut chunks = data
+            .stripe_chunks(body, part, &geometry, s, &mut avoid)
+            .await
+            .map_err(|e| e.to_string())?;
+        coder.reconstruct(&mut chunks).map_err(|e| e.to_string())?;
+        let last = s + 1 == stripes;
+        for (i, sender) in &mut senders {
+            let chunk = chunks[*i].take().expect("reconstructed");
+            sender.push(chunk, last).await;
+        }
+    }
+    let mut rebuilt = 0usize;
+    for (i, sender) in senders {
+        match sender.outcome().await {
+            Ok(h) if h == part.shard_blake3[i] => rebuilt += 1,
+            Ok(h) => warn!(shard = i, stored = %h, "rebuilt shard has a different checksum"),
+            Err(e) => warn!(shard = i, error = %e, "could not store the rebuilt shard"),
+        }
+    }
+    Ok(rebuilt)
+}
