@@ -4,6 +4,7 @@ and waiting until its members agree."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import harness
@@ -70,6 +71,17 @@ def form(node_factory, prefix: str, n: int = 3, extra_args: list[str] | None = N
 
 def by_id(nodes, reports) -> dict:
     return {r["node_id"]: n for n, r in zip(nodes, reports)}
+
+
+def bench(node, creds, workloads: str, duration: float, *extra: str) -> None:
+    """Runs `hamster bench` against `node` with `creds`' keys (a node holding credentials)
+    and lets it print its table."""
+    subprocess.run(
+        [harness.hamster_bin(), "bench", "--endpoint", node.endpoint,
+         "--access-key", creds.access_key, "--secret-key", creds.secret_key,
+         "--workload", workloads, "--duration", str(duration), "--quiet", *extra],
+        check=True,
+    )
 
 
 def local_factory(base, made: list):

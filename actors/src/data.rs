@@ -50,6 +50,9 @@ pub const WINDOW_BLOCKS: usize = 4;
 /// for reads).
 pub const DOWN_FOR: Duration = Duration::from_secs(5);
 
+/// How long a read waits for a data slice before decoding its stripe from other shards.
+pub const SLOW_SLICE: Duration = Duration::from_secs(2);
+
 /// Time allowed for one shard request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -363,12 +366,7 @@ impl DataPlane {
         range: Range<u64>,
         avoid: &mut BTreeSet<u16>,
     ) -> Result<Vec<u8>, ReadError> {
-        let geometry = Geometry {
-            size: part.size,
-            k: part.k,
-            m: part.m,
-            block_bytes: part.block_bytes,
-        };
+        let geometry = Geometry::of_part(part);
         let mut out = Vec::with_capacity((range.end - range.start) as usize);
         let mut pos = range.start;
         while pos < range.end {
@@ -453,9 +451,18 @@ impl DataPlane {
         let slices = geometry.slices(range.clone());
         // The healthy path: only the data-shard slices covering the range.
         if slices.iter().all(|s| self.usable(part, s.shard, avoid)) {
-            let reads = slices
-                .iter()
-                .map(|s| self.read_slice(body, part, s.shard, s.shard_offset, s.len));
+            // A data shard that is slow to answer is as good as missing: past SLOW_SLICE the
+            // stripe is decoded from the others rather than waited for.
+            let reads = slices.iter().map(|s| async move {
+                let read = self.read_slice(body, part, s.shard, s.shard_offset, s.len);
+                match tokio::time::timeout(SLOW_SLICE, read).await {
+                    Ok(r) => r,
+                    Err(_) => Err(CallError::Unreachable(format!(
+                        "no answer within {} ms",
+                        SLOW_SLICE.as_millis()
+                    ))),
+                }
+            });
             let results = join_all(reads).await;
             if results.iter().all(Result::is_ok) {
                 let mut out = Vec::with_capacity((range.end - range.start) as usize);

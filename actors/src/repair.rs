@@ -224,12 +224,7 @@ async fn rebuild(
     good: &[usize],
     bad: &[usize],
 ) -> Result<usize, String> {
-    let geometry = Geometry {
-        size: part.size,
-        k: part.k,
-        m: part.m,
-        block_bytes: part.block_bytes,
-    };
+    let geometry = Geometry::of_part(part);
     let coder = Coder::new(part.k, part.m).map_err(|e| e.to_string())?;
     let n = usize::from(part.k) + usize::from(part.m);
     // Only verified shards are sources.

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -20,7 +19,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-import harness  # noqa: E402
 import cluster  # noqa: E402
 
 
@@ -42,12 +40,7 @@ def main() -> int:
         follower = next(n for n in nodes if n is not leader)
         for role, node in (("leader", leader), ("follower", follower)):
             print(f"== against the {role} ({node.endpoint})", flush=True)
-            subprocess.run(
-                [harness.hamster_bin(), "bench", "--endpoint", node.endpoint,
-                 "--access-key", founder.access_key, "--secret-key", founder.secret_key,
-                 "--workload", "small", "--duration", str(args.duration), "--quiet"],
-                check=True,
-            )
+            cluster.bench(node, founder, "small", args.duration)
     finally:
         for n in nodes:
             n.stop()

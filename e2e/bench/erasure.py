@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -23,18 +22,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-import harness  # noqa: E402
 import cluster  # noqa: E402
 
 
 def bench(node, founder, args) -> None:
-    subprocess.run(
-        [harness.hamster_bin(), "bench", "--endpoint", node.endpoint,
-         "--access-key", founder.access_key, "--secret-key", founder.secret_key,
-         "--workload", args.workloads, "--size", args.size,
-         "--duration", str(args.duration), "--quiet"],
-        check=True,
-    )
+    cluster.bench(node, founder, args.workloads, args.duration, "--size", args.size)
 
 
 def main() -> int:

@@ -124,8 +124,8 @@ pub struct ObjectVersion {
 }
 
 impl PartLayout {
-    /// A part stored as one shard holding all its bytes: the 1+0 profile of a one-node cluster.
-    /// Every writer builds its layout here, so choosing a coding profile has one home.
+    /// A part stored as one shard holding all its bytes (the 1+0 profile) on the node that wrote
+    /// it. Writers get their layouts from the data plane; this shape is for tests.
     pub fn single_shard(
         part: u32,
         size: u64,

@@ -16,6 +16,8 @@ use std::ops::Range;
 
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
+use crate::meta::PartLayout;
+
 /// The shape of one coded part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {
@@ -45,6 +47,16 @@ pub struct Slice {
 }
 
 impl Geometry {
+    /// The geometry a stored part was written with.
+    pub fn of_part(part: &PartLayout) -> Geometry {
+        Geometry {
+            size: part.size,
+            k: part.k,
+            m: part.m,
+            block_bytes: part.block_bytes,
+        }
+    }
+
     /// Object bytes in one full stripe.
     pub fn stripe_bytes(&self) -> u64 {
         u64::from(self.k) * u64::from(self.block_bytes)

@@ -101,12 +101,7 @@ fn read_body(v: &ObjectVersion, disks: &BTreeMap<u64, ShardStore>) -> Result<Vec
                 Some(out)
             })
             .collect();
-        let g = Geometry {
-            size: p.size,
-            k: p.k,
-            m: p.m,
-            block_bytes: p.block_bytes,
-        };
+        let g = Geometry::of_part(p);
         let coder = Coder::new(p.k, p.m).map_err(|e| e.to_string())?;
         for s in 0..g.stripes() {
             let at = (s * u64::from(p.block_bytes)) as usize;
