@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::Addr;
-use futures_util::future::join_all;
+use futures_util::future::{join_all, BoxFuture};
 use hamster_protocol::meta::{NodeInfo, ObjectId, PartLayout};
 use hamster_protocol::placement::{self, Layout, Profile};
 use hamster_protocol::s3err::S3ErrorCode;
@@ -306,6 +306,7 @@ impl DataPlane {
             part,
             layout,
             started: None,
+            coding: None,
             stripe: 0,
             buf: Vec::new(),
             received: 0,
@@ -367,7 +368,7 @@ impl DataPlane {
         avoid: &mut BTreeSet<u16>,
     ) -> Result<Vec<u8>, ReadError> {
         let geometry = Geometry::of_part(part);
-        let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        let mut out = Vec::new();
         let mut pos = range.start;
         while pos < range.end {
             let s = pos / geometry.stripe_bytes();
@@ -376,6 +377,10 @@ impl DataPlane {
             let got = self
                 .read_in_stripe(body, part, &geometry, pos..end, avoid)
                 .await?;
+            if pos == range.start && end == range.end {
+                // One stripe covers the whole range: no need to copy it again.
+                return Ok(got);
+            }
             out.extend_from_slice(&got);
             pos = end;
         }
@@ -408,7 +413,7 @@ impl DataPlane {
         offset: u64,
         len: u32,
     ) -> Result<Vec<u8>, CallError> {
-        let mut out = Vec::with_capacity(len as usize);
+        let mut out = Vec::new();
         let mut at = offset;
         let end = offset + u64::from(len);
         while at < end {
@@ -432,6 +437,10 @@ impl DataPlane {
                     "asked for {take} bytes, got {head:?} with {}",
                     data.len()
                 )));
+            }
+            if out.is_empty() && at + u64::from(take) == end {
+                // The whole slice came in one answer: hand it on as it is.
+                return Ok(data);
             }
             out.extend_from_slice(&data);
             at += u64::from(take);
@@ -465,6 +474,9 @@ impl DataPlane {
             });
             let results = join_all(reads).await;
             if results.iter().all(Result::is_ok) {
+                if results.len() == 1 {
+                    return Ok(results.into_iter().flatten().next().expect("one slice"));
+                }
                 let mut out = Vec::with_capacity((range.end - range.start) as usize);
                 for r in results {
                     out.extend_from_slice(&r.expect("checked above"));
@@ -702,10 +714,23 @@ pub struct PartWriter {
     part: u32,
     layout: Layout,
     started: Option<Started>,
+    /// The stripe being coded on the pool while the caller reads and hashes the next one;
+    /// its chunks are queued to the senders when the next stripe is handed over.
+    coding: Option<Coding>,
     stripe: u64,
     buf: Vec<u8>,
     received: u64,
 }
+
+/// A stripe's coding job: its chunks and the shard hashers it carried along, and whether it
+/// was the part's last stripe.
+struct Coding {
+    job: BoxFuture<'static, Result<Coded, S3Error>>,
+    last: bool,
+}
+
+/// A coded stripe's chunks, one per shard, and the shard hashers updated with them.
+type Coded = (Vec<Vec<u8>>, Vec<blake3::Hasher>);
 
 impl std::fmt::Debug for PartWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -784,33 +809,53 @@ impl PartWriter {
         Ok(())
     }
 
+    /// Starts coding a stripe on the pool and, meanwhile, queues the previous stripe's chunks
+    /// to their senders (waiting while a window is full). The caller goes on reading the body
+    /// while this stripe codes: MD5 of the body and the coding overlap.
     async fn send_stripe(
         &mut self,
         data: Vec<u8>,
         chunk: usize,
         last: bool,
     ) -> Result<(), S3Error> {
+        let previous = self.take_coded().await?;
         let started = self.started.as_mut().expect("started before a stripe");
         let coder = started.coder.clone();
         let mut hashers = std::mem::take(&mut started.hashers);
-        let (chunks, hashers) = self
-            .plane
-            .inner
-            .offload
-            .run(move || {
-                let chunks = coder.encode(&data, chunk);
-                for (h, c) in hashers.iter_mut().zip(&chunks) {
-                    h.update(c);
-                }
-                (chunks, hashers)
-            })
-            .await?;
-        started.hashers = hashers;
-        for (sender, data) in started.senders.iter_mut().zip(chunks) {
-            sender.push(data, last).await;
+        let job = self.plane.inner.offload.start(move || {
+            let chunks = coder.encode_owned(data, chunk);
+            for (h, c) in hashers.iter_mut().zip(&chunks) {
+                h.update(c);
+            }
+            (chunks, hashers)
+        });
+        self.coding = Some(Coding { job, last });
+        if let Some((chunks, last)) = previous {
+            self.queue(chunks, last).await;
         }
         self.stripe += 1;
         Ok(())
+    }
+
+    /// Waits for the stripe being coded, if any, and takes back its hashers; returns its
+    /// chunks for the senders.
+    async fn take_coded(&mut self) -> Result<Option<(Vec<Vec<u8>>, bool)>, S3Error> {
+        let Some(Coding { job, last }) = self.coding.take() else {
+            return Ok(None);
+        };
+        let (chunks, hashers) = job.await?;
+        self.started
+            .as_mut()
+            .expect("started before a stripe")
+            .hashers = hashers;
+        Ok(Some((chunks, last)))
+    }
+
+    async fn queue(&mut self, chunks: Vec<Vec<u8>>, last: bool) {
+        let started = self.started.as_mut().expect("started before a stripe");
+        for (sender, data) in started.senders.iter_mut().zip(chunks) {
+            sender.push(data, last).await;
+        }
     }
 
     /// Ends the part: sends the last stripe, waits for every shard, applies the ack rule and
@@ -825,6 +870,9 @@ impl PartWriter {
         let data = std::mem::take(&mut self.buf);
         let chunk = data.len().div_ceil(usize::from(k));
         self.send_stripe(data, chunk, true).await?;
+        if let Some((chunks, last)) = self.take_coded().await? {
+            self.queue(chunks, last).await;
+        }
         let Started {
             profile,
             homes,

@@ -7,6 +7,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -35,6 +36,10 @@ pub trait DiskFile: Send + Sync + std::fmt::Debug {
     fn file_len(&self) -> io::Result<u64>;
     /// Makes the file's data durable.
     fn sync_all(&self) -> io::Result<()>;
+    /// A hint: start writing `len` bytes from `at` back to the device now, without waiting,
+    /// so the `sync_all` that ends a long write has little left to do. Durability still comes
+    /// only from `sync_all`.
+    fn start_writeback(&self, _at: u64, _len: u64) {}
 }
 
 /// A file system.
@@ -83,6 +88,17 @@ impl DiskFile for RealFile {
 
     fn sync_all(&self) -> io::Result<()> {
         self.0.sync_all()
+    }
+
+    fn start_writeback(&self, at: u64, len: u64) {
+        let (Ok(at), Ok(len)) = (libc::off64_t::try_from(at), libc::off64_t::try_from(len)) else {
+            return;
+        };
+        // SAFETY: the descriptor is owned by `self.0` and open for the whole call; the call
+        // reads no memory of ours. A failure only loses the hint: `sync_all` reports errors.
+        unsafe {
+            libc::sync_file_range(self.0.as_raw_fd(), at, len, libc::SYNC_FILE_RANGE_WRITE);
+        }
     }
 }
 

@@ -27,6 +27,10 @@ const TMP_DIR: &str = "tmp";
 /// same root, so more than a few means something is badly wrong.
 const TMP_NAME_ATTEMPTS_MAX: u32 = 64;
 
+/// How many bytes a shard writer lets pile up in the page cache before it starts their
+/// write-back, so the fsync that ends a large shard does not flush it all at once.
+const WRITEBACK_BYTES: u64 = 8 * 1024 * 1024;
+
 /// Why a shard could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
@@ -166,6 +170,7 @@ impl ShardStore {
             block: Vec::with_capacity(block_bytes as usize + BLOCK_CRC_BYTES as usize),
             hasher: blake3::Hasher::new(),
             blocks_written: 0,
+            written_back: 0,
             done: false,
             failed: false,
         };
@@ -350,6 +355,8 @@ pub struct ShardWriter {
     block: Vec<u8>,
     hasher: blake3::Hasher,
     blocks_written: u64,
+    /// File offset up to which write-back has been started (see [`WRITEBACK_BYTES`]).
+    written_back: u64,
     /// Set once the file is under its final name, so drop leaves it alone.
     done: bool,
     /// Set by a failed disk write: the file no longer matches the counters, so the writer
@@ -407,6 +414,12 @@ impl ShardWriter {
         self.failed = written.is_err();
         written?;
         self.blocks_written += 1;
+        let end = block_file_offset(self.blocks_written, self.header.block_bytes);
+        if end - self.written_back >= WRITEBACK_BYTES {
+            self.file
+                .start_writeback(self.written_back, end - self.written_back);
+            self.written_back = end;
+        }
         Ok(())
     }
 
@@ -538,17 +551,26 @@ impl ShardReader {
     ) -> Result<(), ShardError> {
         let bb = u64::from(self.header.block_bytes);
         let entry_len = out.len();
+        // Room for the range and one block's checksum, which each block read lands after its
+        // data before it is cut off: `out` never reallocates (and copies) mid-read.
+        out.reserve((end - offset + BLOCK_CRC_BYTES) as usize);
         for block in blocks_covering(
             offset,
             end - offset,
             self.header.block_bytes,
             self.header.data_len,
         ) {
-            self.read_block(block)?;
             let block_start = block * bb;
             let from = offset.max(block_start) - block_start;
             let to = end.min(block_start + bb) - block_start;
-            out.extend_from_slice(&self.buf[from as usize..to as usize]);
+            let n = block_data_bytes(block, self.header.block_bytes, self.header.data_len);
+            if from == 0 && to == u64::from(n) {
+                // The whole block is wanted: read it straight into `out`.
+                self.read_block_onto(block, out)?;
+            } else {
+                self.read_block(block)?;
+                out.extend_from_slice(&self.buf[from as usize..to as usize]);
+            }
         }
         assert_eq!(
             (out.len() - entry_len) as u64,
@@ -558,26 +580,27 @@ impl ShardReader {
         Ok(())
     }
 
+    /// Appends block `block`'s data to `out`, checked against its CRC32C; on an error `out`
+    /// may hold part of it (the caller truncates).
+    fn read_block_onto(&mut self, block: u64, out: &mut Vec<u8>) -> Result<(), ShardError> {
+        let h = &self.header;
+        let n = block_data_bytes(block, h.block_bytes, h.data_len) as usize;
+        let at = block_file_offset(block, h.block_bytes);
+        let start = out.len();
+        out.resize(start + n + BLOCK_CRC_BYTES as usize, 0);
+        read_checked(&*self.file, &mut out[start..], at, block)?;
+        out.truncate(start + n);
+        Ok(())
+    }
+
     /// Reads one block into `buf` (data only) and checks its CRC32C.
     fn read_block(&mut self, block: u64) -> Result<(), ShardError> {
         let h = &self.header;
         let n = block_data_bytes(block, h.block_bytes, h.data_len) as usize;
         let at = block_file_offset(block, h.block_bytes);
         self.buf.resize(n + BLOCK_CRC_BYTES as usize, 0);
-        match self.file.read_exact_at(&mut self.buf, at) {
-            Ok(()) => {}
-            // A block cut short by truncation is as unusable as a rotten one.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                return Err(ShardError::Corrupt { block })
-            }
-            Err(e) => return Err(ShardError::Io(e)),
-        }
-        let mut stored = [0u8; 4];
-        stored.copy_from_slice(&self.buf[n..]);
+        read_checked(&*self.file, &mut self.buf, at, block)?;
         self.buf.truncate(n);
-        if u32::from_le_bytes(stored) != block_checksum(&self.buf) {
-            return Err(ShardError::Corrupt { block });
-        }
         Ok(())
     }
 
@@ -603,4 +626,27 @@ impl ShardReader {
         }
         Ok(())
     }
+}
+
+/// Fills `buf` (a block's data and its CRC32C) from `at` and checks the checksum.
+fn read_checked(
+    file: &dyn DiskFile,
+    buf: &mut [u8],
+    at: u64,
+    block: u64,
+) -> Result<(), ShardError> {
+    match file.read_exact_at(buf, at) {
+        Ok(()) => {}
+        // A block cut short by truncation is as unusable as a rotten one.
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            return Err(ShardError::Corrupt { block })
+        }
+        Err(e) => return Err(ShardError::Io(e)),
+    }
+    let (data, crc) = buf.split_at(buf.len() - BLOCK_CRC_BYTES as usize);
+    let stored = u32::from_le_bytes(crc.try_into().expect("four checksum bytes"));
+    if stored != block_checksum(data) {
+        return Err(ShardError::Corrupt { block });
+    }
+    Ok(())
 }

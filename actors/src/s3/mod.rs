@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use actix::Addr;
 use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::future::BoxFuture;
 
 use hamster_protocol::s3err::{S3Error, S3ErrorCode};
 
@@ -71,6 +72,30 @@ impl Offload {
                 .await
                 .map_err(|_| S3Error::new(S3ErrorCode::InternalError)),
             Offload::Inline => Ok(work()),
+        }
+    }
+
+    /// Starts `work` now and returns its result as a future, so the caller can go on with
+    /// something else meanwhile (on the pool the two overlap; inline, `work` has already run).
+    pub fn start<F, T>(self, work: F) -> BoxFuture<'static, Result<T, S3Error>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        match self {
+            Offload::Pool => {
+                // `web::block` hands the work to the pool before its future is first polled.
+                let running = web::block(work);
+                Box::pin(async move {
+                    running
+                        .await
+                        .map_err(|_| S3Error::new(S3ErrorCode::InternalError))
+                })
+            }
+            Offload::Inline => {
+                let done = work();
+                Box::pin(async move { Ok(done) })
+            }
         }
     }
 }

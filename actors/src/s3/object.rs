@@ -10,7 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 use base64::Engine;
 use bytes::Bytes;
-use futures_util::stream;
+use futures_util::{stream, StreamExt};
 use hamster_protocol::checksum::{self, Declared, DeclaredValue};
 /// The checksum types, shared with the copy and multipart paths.
 pub(super) use hamster_protocol::checksum::{ChecksumAlgo, Checksummer};
@@ -656,30 +656,40 @@ impl ReadCursor {
     }
 }
 
+/// Steps a GET reads ahead of the socket: the next steps are fetched while the current one
+/// is being sent, and memory per response stays bounded by this many steps.
+const READ_AHEAD_STEPS: usize = 3;
+
 /// The body of a GET: `first` (already read, so a part that cannot be read at all fails the
-/// request with a status rather than a cut body), then the rest of the cursor's range.
+/// request with a status rather than a cut body), then the rest of the cursor's range, read by
+/// a task of its own up to [`READ_AHEAD_STEPS`] ahead of the client. A client that goes away
+/// drops the receiver, and the reader stops at its next step.
 fn object_stream(
     first: Option<Bytes>,
-    cursor: ReadCursor,
+    mut cursor: ReadCursor,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
-    stream::unfold((first, Some(cursor)), move |(first, cursor)| async move {
-        if let Some(b) = first {
-            return Some((Ok(b), (None, cursor)));
-        }
-        let mut c = cursor?;
-        if c.pos >= c.end {
-            return None;
-        }
-        match c.step().await {
-            Ok(b) => Some((Ok(b), (None, Some(c)))),
-            Err(e) => {
-                // Fewer than k verified shards: nothing unverified is served (INV-5), the
-                // response is cut.
-                warn!(object = %c.version.object_id, error = %e, "read failed mid-response");
-                Some((Err(e), (None, None)))
+    let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD_STEPS);
+    if !cursor.done() {
+        tokio::spawn(async move {
+            while !cursor.done() {
+                let step = cursor.step().await;
+                let failed = step.is_err();
+                if let Err(e) = &step {
+                    // Fewer than k verified shards: nothing unverified is served (INV-5), the
+                    // response is cut.
+                    warn!(object = %cursor.version.object_id, error = %e, "read failed mid-response");
+                }
+                if tx.send(step).await.is_err() || failed {
+                    return;
+                }
             }
-        }
-    })
+        });
+    }
+    let rest = stream::unfold(rx, |mut rx| async move {
+        let item = rx.recv().await?;
+        Some((item, rx))
+    });
+    stream::iter(first.map(Ok)).chain(rest)
 }
 
 /// DeleteObject: removes the current version; S3 answers 204 whether or not the key existed.
