@@ -346,22 +346,19 @@ class NodeExited(RuntimeError):
 
 
 def shard_files(data_dir: Path) -> list[Path]:
-    """Shard files under DIR/shards, excluding the temp area."""
+    """Finished shard files under DIR/shards (writes in progress end in `.tmp`)."""
     root = Path(data_dir) / "shards"
     if not root.exists():
         return []
-    out = []
-    for p in root.rglob("*"):
-        if p.is_file() and "tmp" not in p.relative_to(root).parts[:1]:
-            out.append(p)
-    return out
+    return [p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".tmp")]
 
 
 def tmp_shard_files(data_dir: Path) -> list[Path]:
-    root = Path(data_dir) / "shards" / "tmp"
+    """Shard writes in progress (or left by a crash): `<shard>.<seq>.tmp` beside the shards."""
+    root = Path(data_dir) / "shards"
     if not root.exists():
         return []
-    return [p for p in root.rglob("*") if p.is_file()]
+    return [p for p in root.rglob("*.tmp") if p.is_file()]
 
 
 def list_all_keys(client, bucket: str) -> list[dict]:

@@ -21,7 +21,15 @@ use hamster_protocol::shard::{
 };
 
 /// Where unfinished shards are written; its contents never survive a restart.
-const TMP_DIR: &str = "tmp";
+/// Where shard writes in progress lived before they moved next to their shards; still swept
+/// at open for data directories written by older builds.
+const LEGACY_TMP_DIR: &str = "tmp";
+
+/// How the name of a shard write in progress ends: `<shard name>.<seq>.tmp`, in the shard's
+/// own fan-out directory. (A temp file next to its final name keeps the rename in one
+/// directory and spreads new inodes over the file system's groups like the shards themselves;
+/// a single temp directory made every create search one crowded inode group.)
+pub const TMP_SUFFIX: &str = ".tmp";
 
 /// How many temp names `create` tries before giving up; collisions need another store on the
 /// same root, so more than a few means something is badly wrong.
@@ -107,21 +115,31 @@ impl ShardStore {
 
     /// Like [`ShardStore::open`], on `disk`.
     pub fn open_on(disk: Arc<dyn Disk>, root: &Path) -> io::Result<ShardStore> {
-        let tmp = root.join(TMP_DIR);
-        disk.create_dir_all(&tmp)?;
+        disk.create_dir_all(root)?;
         let mut removed = 0usize;
-        for entry in disk.read_dir(&tmp)? {
-            let path = tmp.join(&entry.name);
-            if entry.is_dir {
-                disk.remove_dir_all(&path)?;
-            } else {
-                disk.remove_file(&path)?;
+        let legacy = root.join(LEGACY_TMP_DIR);
+        if disk.is_dir(&legacy) {
+            removed += disk.read_dir(&legacy)?.len();
+            disk.remove_dir_all(&legacy)?;
+            disk.sync_dir(root)?;
+        }
+        for top in fan_out_dirs(&*disk, root)? {
+            for dir in fan_out_dirs(&*disk, &top)? {
+                let mut here = 0usize;
+                for entry in disk.read_dir(&dir)? {
+                    if !entry.is_dir && entry.name.ends_with(TMP_SUFFIX) {
+                        disk.remove_file(&dir.join(&entry.name))?;
+                        here += 1;
+                    }
+                }
+                if here > 0 {
+                    disk.sync_dir(&dir)?;
+                }
+                removed += here;
             }
-            removed += 1;
         }
         if removed > 0 {
             tracing::info!(removed, "removed unfinished shard writes left by a crash");
-            disk.sync_dir(&tmp)?;
         }
         Ok(ShardStore {
             disk,
@@ -158,14 +176,15 @@ impl ShardStore {
         };
         // Refuse nonsense before touching the disk, with the same checks a reader applies.
         header.validate().map_err(invalid_input)?;
-        let (file, tmp_path) = self.create_tmp(&id, part, index)?;
+        let final_dir = self.root.join(shard_rel_dir(&id));
+        make_dirs_under(&*self.disk, &self.root, &final_dir)?;
+        let (file, tmp_path) = self.create_tmp(&final_dir, &id, part, index)?;
         let writer = ShardWriter {
             disk: self.disk.clone(),
             file,
             tmp_path,
-            final_dir: self.root.join(shard_rel_dir(&id)),
+            final_dir,
             final_path: self.path(&id, part, index),
-            root: self.root.clone(),
             header,
             block: Vec::with_capacity(block_bytes as usize + BLOCK_CRC_BYTES as usize),
             hasher: blake3::Hasher::new(),
@@ -182,6 +201,7 @@ impl ShardStore {
     /// Opens a fresh temp file, trying the next sequence number if another writer holds one.
     fn create_tmp(
         &self,
+        dir: &Path,
         id: &ObjectId,
         part: u32,
         index: u16,
@@ -189,7 +209,7 @@ impl ShardStore {
         let name = shard_file_name(id, part, index);
         for _ in 0..TMP_NAME_ATTEMPTS_MAX {
             let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-            let path = self.root.join(TMP_DIR).join(format!("{name}.{seq}"));
+            let path = dir.join(format!("{name}.{seq}{TMP_SUFFIX}"));
             match self.disk.create_new(&path) {
                 Ok(file) => return Ok((file, path)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -311,10 +331,15 @@ impl ShardStore {
 
     /// Bytes used by shard files, finished and in progress (in-flight writes hold disk too).
     pub fn bytes_on_disk(&self) -> io::Result<u64> {
-        let mut total: u64 = self.list()?.iter().map(|s| s.file_bytes).sum();
-        for entry in self.disk.read_dir(&self.root.join(TMP_DIR))? {
-            if !entry.is_dir {
-                total += entry.len;
+        let mut total = 0u64;
+        for top in fan_out_dirs(&*self.disk, &self.root)? {
+            for dir in fan_out_dirs(&*self.disk, &top)? {
+                for entry in self.disk.read_dir(&dir)? {
+                    let shard = parse_shard_file_name(&entry.name).is_some();
+                    if !entry.is_dir && (shard || entry.name.ends_with(TMP_SUFFIX)) {
+                        total += entry.len;
+                    }
+                }
             }
         }
         Ok(total)
@@ -335,6 +360,30 @@ fn fan_out_dirs(disk: &dyn Disk, dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Creates `dir` (under `root`) and its missing parents below `root`, each made durable in its
+/// parent before a shard can be written into it.
+fn make_dirs_under(disk: &dyn Disk, root: &Path, dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while at != root && !disk.is_dir(at) {
+        missing.push(at.to_path_buf());
+        at = at.parent().expect("fan-out dir lies under the root");
+    }
+    for d in missing.iter().rev() {
+        match disk.create_dir(d) {
+            Ok(()) => {}
+            // Another writer made it meanwhile; it syncs the parent just as we would.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // A new directory's own entry lives in its parent, up to the root.
+    for parent in missing.iter().filter_map(|d| d.parent()) {
+        disk.sync_dir(parent)?;
+    }
+    Ok(())
+}
+
 fn invalid_input(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, e.to_string())
 }
@@ -348,7 +397,6 @@ pub struct ShardWriter {
     tmp_path: PathBuf,
     final_dir: PathBuf,
     final_path: PathBuf,
-    root: PathBuf,
     /// Carries the running `data_len`; `blake3` stays zero until finish.
     header: ShardHeader,
     /// The current, not yet full block.
@@ -457,37 +505,13 @@ impl ShardWriter {
             "shard file length is off"
         );
         self.file.sync_all()?;
-        let created = self.make_final_dir()?;
         self.disk.rename(&self.tmp_path, &self.final_path)?;
         self.disk.sync_dir(&self.final_dir)?;
-        // A freshly created directory's own entry lives in its parent, up to the root.
-        for dir in created.iter().filter_map(|d| d.parent()) {
-            self.disk.sync_dir(dir)?;
-        }
         Ok(ShardInfo {
             data_len: h.data_len,
             blake3_hex: h.blake3_hex(),
             file_bytes,
         })
-    }
-
-    /// Creates `root/ab/cd` as needed, returning the directories it created, deepest first.
-    fn make_final_dir(&self) -> io::Result<Vec<PathBuf>> {
-        let mut missing = Vec::new();
-        let mut dir = self.final_dir.as_path();
-        while dir != self.root && !self.disk.is_dir(dir) {
-            missing.push(dir.to_path_buf());
-            dir = dir.parent().expect("fan-out dir lies under the root");
-        }
-        for d in missing.iter().rev() {
-            match self.disk.create_dir(d) {
-                Ok(()) => {}
-                // Another writer made it meanwhile; it owns the parent's fsync.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(missing)
     }
 }
 

@@ -6,7 +6,7 @@ use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::Path;
 
-use hamster_actors::shards::{ShardError, ShardStore, StoredShard};
+use hamster_actors::shards::{ShardError, ShardStore, StoredShard, TMP_SUFFIX};
 use hamster_protocol::meta::ObjectId;
 use hamster_protocol::shard::{block_file_offset, file_len, shard_file_name, HEADER_BYTES};
 
@@ -67,8 +67,22 @@ fn put(store: &ShardStore, id: ObjectId, part: u32, index: u16, data: &[u8], rng
     assert_eq!(on_disk, info.file_bytes);
 }
 
+/// Files of writes in progress (or left by a crash), anywhere under the store.
 fn tmp_entries(root: &Path) -> usize {
-    fs::read_dir(root.join("tmp")).expect("tmp dir").count()
+    fn walk(dir: &Path, n: &mut usize) {
+        for e in fs::read_dir(dir).expect("read dir") {
+            let e = e.expect("entry");
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, n);
+            } else if p.to_string_lossy().ends_with(TMP_SUFFIX) {
+                *n += 1;
+            }
+        }
+    }
+    let mut n = 0;
+    walk(root, &mut n);
+    n
 }
 
 /// Every boundary size round-trips whole and through random ranges, with a verified header.
@@ -267,11 +281,17 @@ fn t50_open_removes_stale_temp_files() {
         w.write(b"never acknowledged").unwrap();
         // Simulate a crash: the writer never runs its drop.
         std::mem::forget(w);
+        // A data directory from before temp files moved beside their shards.
+        fs::create_dir(dir.path().join("tmp")).unwrap();
         fs::write(dir.path().join("tmp").join("junk"), b"x").unwrap();
-        assert_eq!(tmp_entries(dir.path()), 2);
+        assert_eq!(tmp_entries(dir.path()), 1);
     }
     let store = ShardStore::open(dir.path()).unwrap();
     assert_eq!(tmp_entries(dir.path()), 0);
+    assert!(
+        !dir.path().join("tmp").exists(),
+        "the old temp area is gone"
+    );
     let listed: Vec<_> = store.list().unwrap().into_iter().map(|s| s.id).collect();
     assert_eq!(listed, vec![id]);
 }

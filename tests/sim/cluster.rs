@@ -407,8 +407,11 @@ impl Sim {
     /// part it belongs to.
     pub fn rot(&self, id: u64) -> Option<(ObjectId, u32)> {
         let disk = self.nodes.borrow().get(&id)?.disk.clone();
-        let tmp = Path::new(SHARDS_ROOT).join("tmp");
-        let path = disk.rot(Path::new(SHARDS_ROOT), |p| !p.starts_with(&tmp))?;
+        let path = disk.rot(Path::new(SHARDS_ROOT), |p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| parse_shard_file_name(n).is_some())
+        })?;
         let name = path.file_name()?.to_str()?;
         let (object, part, _) = parse_shard_file_name(name)?;
         event!(self.trace, "node {id} disk rots a bit in {name}");
