@@ -20,7 +20,6 @@ use hamster_protocol::shard::{
     BLOCK_CRC_BYTES, DATA_BYTES_MAX, HEADER_BYTES,
 };
 
-/// Where unfinished shards are written; its contents never survive a restart.
 /// Where shard writes in progress lived before they moved next to their shards; still swept
 /// at open for data directories written by older builds.
 const LEGACY_TMP_DIR: &str = "tmp";
@@ -123,20 +122,18 @@ impl ShardStore {
             disk.remove_dir_all(&legacy)?;
             disk.sync_dir(root)?;
         }
-        for top in fan_out_dirs(&*disk, root)? {
-            for dir in fan_out_dirs(&*disk, &top)? {
-                let mut here = 0usize;
-                for entry in disk.read_dir(&dir)? {
-                    if !entry.is_dir && entry.name.ends_with(TMP_SUFFIX) {
-                        disk.remove_file(&dir.join(&entry.name))?;
-                        here += 1;
-                    }
+        for dir in leaf_dirs(&*disk, root)? {
+            let mut here = 0usize;
+            for entry in disk.read_dir(&dir)? {
+                if !entry.is_dir && entry.name.ends_with(TMP_SUFFIX) {
+                    disk.remove_file(&dir.join(&entry.name))?;
+                    here += 1;
                 }
-                if here > 0 {
-                    disk.sync_dir(&dir)?;
-                }
-                removed += here;
             }
+            if here > 0 {
+                disk.sync_dir(&dir)?;
+            }
+            removed += here;
         }
         if removed > 0 {
             tracing::info!(removed, "removed unfinished shard writes left by a crash");
@@ -298,10 +295,8 @@ impl ShardStore {
     /// files and anything not named like a shard in its own fan-out directory are skipped.
     pub fn list(&self) -> io::Result<Vec<StoredShard>> {
         let mut out = Vec::new();
-        for top in fan_out_dirs(&*self.disk, &self.root)? {
-            for dir in fan_out_dirs(&*self.disk, &top)? {
-                self.list_dir(&dir, &mut out)?;
-            }
+        for dir in leaf_dirs(&*self.disk, &self.root)? {
+            self.list_dir(&dir, &mut out)?;
         }
         out.sort();
         Ok(out)
@@ -332,13 +327,11 @@ impl ShardStore {
     /// Bytes used by shard files, finished and in progress (in-flight writes hold disk too).
     pub fn bytes_on_disk(&self) -> io::Result<u64> {
         let mut total = 0u64;
-        for top in fan_out_dirs(&*self.disk, &self.root)? {
-            for dir in fan_out_dirs(&*self.disk, &top)? {
-                for entry in self.disk.read_dir(&dir)? {
-                    let shard = parse_shard_file_name(&entry.name).is_some();
-                    if !entry.is_dir && (shard || entry.name.ends_with(TMP_SUFFIX)) {
-                        total += entry.len;
-                    }
+        for dir in leaf_dirs(&*self.disk, &self.root)? {
+            for entry in self.disk.read_dir(&dir)? {
+                let shard = parse_shard_file_name(&entry.name).is_some();
+                if !entry.is_dir && (shard || entry.name.ends_with(TMP_SUFFIX)) {
+                    total += entry.len;
                 }
             }
         }
@@ -357,6 +350,15 @@ fn fan_out_dirs(disk: &dyn Disk, dir: &Path) -> io::Result<Vec<PathBuf>> {
         }
     }
     out.sort();
+    Ok(out)
+}
+
+/// The second-level fan-out directories under `root` (`root/ab/cd`), where shards live.
+fn leaf_dirs(disk: &dyn Disk, root: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for top in fan_out_dirs(disk, root)? {
+        out.extend(fan_out_dirs(disk, &top)?);
+    }
     Ok(out)
 }
 
@@ -520,7 +522,7 @@ impl Drop for ShardWriter {
         if self.done {
             return;
         }
-        // An aborted upload leaves nothing; the temp dir is also swept at open, so a failure
+        // An aborted upload leaves nothing; temp files are also swept at open, so a failure
         // here only costs space until the next restart.
         if let Err(e) = self.disk.remove_file(&self.tmp_path) {
             if e.kind() != io::ErrorKind::NotFound {
@@ -606,7 +608,7 @@ impl ShardReader {
 
     /// Appends block `block`'s data to `out`, checked against its CRC32C; on an error `out`
     /// may hold part of it (the caller truncates).
-    fn read_block_onto(&mut self, block: u64, out: &mut Vec<u8>) -> Result<(), ShardError> {
+    fn read_block_onto(&self, block: u64, out: &mut Vec<u8>) -> Result<(), ShardError> {
         let h = &self.header;
         let n = block_data_bytes(block, h.block_bytes, h.data_len) as usize;
         let at = block_file_offset(block, h.block_bytes);
@@ -619,13 +621,11 @@ impl ShardReader {
 
     /// Reads one block into `buf` (data only) and checks its CRC32C.
     fn read_block(&mut self, block: u64) -> Result<(), ShardError> {
-        let h = &self.header;
-        let n = block_data_bytes(block, h.block_bytes, h.data_len) as usize;
-        let at = block_file_offset(block, h.block_bytes);
-        self.buf.resize(n + BLOCK_CRC_BYTES as usize, 0);
-        read_checked(&*self.file, &mut self.buf, at, block)?;
-        self.buf.truncate(n);
-        Ok(())
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let read = self.read_block_onto(block, &mut buf);
+        self.buf = buf;
+        read
     }
 
     /// Checks the whole shard: the file length, every block's checksum and the BLAKE3 of all
