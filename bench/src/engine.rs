@@ -187,6 +187,16 @@ impl Worker {
         }
     }
 
+    /// Whether a turn of `op` has anything to act on. Asked before a turn takes one of the
+    /// figure's `--count` requests, so a worker without objects does not use one up.
+    fn has_work(&self, op: &Op) -> bool {
+        match op {
+            Op::Get | Op::Head | Op::Delete => !self.keys.is_empty(),
+            Op::Cleanup => self.object_count() > 0,
+            Op::Put { .. } | Op::List { .. } | Op::Mixed { .. } => true,
+        }
+    }
+
     /// The next key for GET/HEAD, round-robin over the worker's objects.
     fn next_key(&mut self) -> Option<(String, u64)> {
         if self.keys.is_empty() {
@@ -338,7 +348,7 @@ pub async fn drive(
                         .is_some_and(|c| c.load(Ordering::Relaxed));
                     let late = deadline.is_some_and(|d| Instant::now() >= d);
                     let worker_full = limits.per_worker_max.is_some_and(|m| turns >= m);
-                    if cancelled || late || worker_full {
+                    if cancelled || late || worker_full || !worker.has_work(&op) {
                         break;
                     }
                     if let Some(max) = limits.count_max {

@@ -83,6 +83,11 @@ pub struct BenchArgs {
     /// Leave the objects written (and a bucket created) in place
     #[arg(long)]
     pub keep: bool,
+    /// Acknowledge every received segment at once (Linux TCP_QUICKACK, set again after each
+    /// read), so a server that sends a response's head and body in separate small writes
+    /// without TCP_NODELAY is not held up by this client's delayed ACK
+    #[arg(long)]
+    pub quick_ack: bool,
 }
 
 /// A workload: one or more figures.
@@ -137,6 +142,8 @@ pub struct Settings {
     pub quiet: bool,
     /// Keep what was written.
     pub keep: bool,
+    /// Set TCP_QUICKACK after every read.
+    pub quick_ack: bool,
 }
 
 /// Connections (and so requests in flight) one run may open for a figure.
@@ -191,6 +198,7 @@ impl Settings {
             json: args.json,
             quiet: args.quiet,
             keep: args.keep,
+            quick_ack: args.quick_ack,
         })
     }
 

