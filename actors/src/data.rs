@@ -313,6 +313,7 @@ impl DataPlane {
             stripe: 0,
             buf: Vec::new(),
             received: 0,
+            size_hint,
         };
         if let Some(size) = size_hint {
             writer.start(size)?;
@@ -702,7 +703,9 @@ struct Started {
     homes: Vec<NodeId>,
     senders: Vec<ShardSender>,
     /// BLAKE3 of each shard's data as coded here: recorded for every shard, stored or not, so
-    /// repair can rebuild a shard that missed the write and prove it right.
+    /// repair can rebuild a shard that missed the write and prove it right. Empty when the
+    /// part's only shard lives on this node: its writer hashes the same bytes, in this
+    /// process, and if it fails the part fails, so a second hash here would prove nothing.
     hashers: Vec<blake3::Hasher>,
 }
 
@@ -723,6 +726,8 @@ pub struct PartWriter {
     stripe: u64,
     buf: Vec<u8>,
     received: u64,
+    /// The part's declared length, when known: bounds how much `buf` reserves.
+    size_hint: Option<u64>,
 }
 
 /// A stripe's coding job: its chunks and the shard hashers it carried along, and whether it
@@ -775,7 +780,12 @@ impl PartWriter {
                 ShardSender::start(self.plane.clone(), *home, name, profile, block_bytes)
             })
             .collect();
-        let hashers = vec![blake3::Hasher::new(); profile.shards()];
+        let only_local = homes.len() == 1 && homes[0] == self.plane.inner.me;
+        let hashers = if only_local {
+            Vec::new()
+        } else {
+            vec![blake3::Hasher::new(); profile.shards()]
+        };
         self.started = Some(Started {
             profile,
             coder,
@@ -795,6 +805,23 @@ impl PartWriter {
     /// shards (waiting while the window is full).
     pub async fn write(&mut self, data: &[u8]) -> Result<(), S3Error> {
         self.received += data.len() as u64;
+        if self.buf.capacity() - self.buf.len() < data.len() {
+            // Grown once to what it will hold before it is sent, not doubled (and copied) on
+            // the way there.
+            let stripe = self
+                .stripe_bytes()
+                .unwrap_or(self.plane.inner.config.small_object_bytes as usize);
+            // A stripe goes out once the byte after it is here; a part's last stripe holds
+            // only what is left of its declared length.
+            let mut target = stripe as u64 + 1;
+            if let Some(total) = self.size_hint {
+                let before = self.received - data.len() as u64 - self.buf.len() as u64;
+                target = target.min(total.saturating_sub(before));
+            }
+            let target = usize::try_from(target).unwrap_or(usize::MAX);
+            let need = target.max(self.buf.len() + data.len());
+            self.buf.reserve_exact(need - self.buf.len());
+        }
         self.buf.extend_from_slice(data);
         let small = self.plane.inner.config.small_object_bytes;
         if self.started.is_none() && self.buf.len() as u64 >= small {
@@ -804,7 +831,9 @@ impl PartWriter {
             if self.buf.len() <= stripe {
                 break;
             }
-            let rest = self.buf.split_off(stripe);
+            let mut rest = Vec::with_capacity((stripe + 1).max(self.buf.len() - stripe));
+            rest.extend_from_slice(&self.buf[stripe..]);
+            self.buf.truncate(stripe);
             let full = std::mem::replace(&mut self.buf, rest);
             let block = self.plane.inner.config.block_bytes as usize;
             self.send_stripe(full, block, false).await?;
@@ -889,14 +918,20 @@ impl PartWriter {
             hashers,
             ..
         } = self.started.take().expect("started");
-        let expected: Vec<String> = hashers
+        let mut expected: Vec<String> = hashers
             .iter()
             .map(|h| h.finalize().to_hex().to_string())
             .collect();
+        let hashed_here = !expected.is_empty();
+        expected.resize(profile.shards(), String::new());
         let outcomes = join_all(senders.into_iter().map(ShardSender::outcome)).await;
         let mut durable = 0usize;
         for (i, o) in outcomes.into_iter().enumerate() {
             match o {
+                Ok(h) if !hashed_here => {
+                    expected[i] = h;
+                    durable += 1;
+                }
                 Ok(h) if h == expected[i] => durable += 1,
                 Ok(h) => {
                     warn!(object = %self.id, part = self.part, shard = i, home = homes[i], stored = %h, "shard stored with a different checksum; not counted");
