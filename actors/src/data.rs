@@ -801,6 +801,20 @@ impl PartWriter {
         Some(usize::from(s.profile.k) * self.plane.inner.config.block_bytes as usize)
     }
 
+    /// How many bytes the stripe buffer will hold before it is sent, once `queued` bytes of
+    /// the part went to earlier stripes: a stripe and the byte after it (a stripe goes out once
+    /// that byte is here), or for the last stripe what is left of the declared length.
+    fn buf_target(&self, queued: u64) -> usize {
+        let stripe = self
+            .stripe_bytes()
+            .unwrap_or(self.plane.inner.config.small_object_bytes as usize);
+        let mut target = stripe as u64 + 1;
+        if let Some(total) = self.size_hint {
+            target = target.min(total.saturating_sub(queued));
+        }
+        usize::try_from(target).unwrap_or(usize::MAX)
+    }
+
     /// Appends body bytes; every stripe known not to be the last is coded and queued to its
     /// shards (waiting while the window is full).
     pub async fn write(&mut self, data: &[u8]) -> Result<(), S3Error> {
@@ -808,18 +822,8 @@ impl PartWriter {
         if self.buf.capacity() - self.buf.len() < data.len() {
             // Grown once to what it will hold before it is sent, not doubled (and copied) on
             // the way there.
-            let stripe = self
-                .stripe_bytes()
-                .unwrap_or(self.plane.inner.config.small_object_bytes as usize);
-            // A stripe goes out once the byte after it is here; a part's last stripe holds
-            // only what is left of its declared length.
-            let mut target = stripe as u64 + 1;
-            if let Some(total) = self.size_hint {
-                let before = self.received - data.len() as u64 - self.buf.len() as u64;
-                target = target.min(total.saturating_sub(before));
-            }
-            let target = usize::try_from(target).unwrap_or(usize::MAX);
-            let need = target.max(self.buf.len() + data.len());
+            let queued = self.received - data.len() as u64 - self.buf.len() as u64;
+            let need = self.buf_target(queued).max(self.buf.len() + data.len());
             self.buf.reserve_exact(need - self.buf.len());
         }
         self.buf.extend_from_slice(data);
@@ -831,7 +835,9 @@ impl PartWriter {
             if self.buf.len() <= stripe {
                 break;
             }
-            let mut rest = Vec::with_capacity((stripe + 1).max(self.buf.len() - stripe));
+            let tail = self.buf.len() - stripe;
+            let mut rest =
+                Vec::with_capacity(self.buf_target(self.received - tail as u64).max(tail));
             rest.extend_from_slice(&self.buf[stripe..]);
             self.buf.truncate(stripe);
             let full = std::mem::replace(&mut self.buf, rest);
