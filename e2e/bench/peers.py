@@ -18,7 +18,7 @@ thrown away with the directory, so there is nothing to shut down cleanly.
   metadata, zstd level 1 on blocks, and neither `data_fsync` nor `metadata_fsync`: Garage does
   not fsync unless told to), a one-node layout, and the key imported and allowed to create
   buckets. Built from crates.io: `cargo install garage --locked --root /tmp/garage/root`
-  (about 40 minutes here).
+  (about 15 minutes on the 2-core VM of docs/PERF.md).
 """
 
 from __future__ import annotations
