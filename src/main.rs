@@ -5,6 +5,7 @@ mod config;
 mod key;
 mod local;
 mod recover;
+mod recover_meta;
 mod repair;
 mod serve;
 mod status;
@@ -41,6 +42,9 @@ enum Verb {
     /// Exit from permanent quorum loss: make this stopped survivor the only voter (keeps every
     /// log entry; see docs/operations.md)
     Recover(RecoverArgs),
+    /// Rebuild this stopped member's lost or damaged metadata store from the running members
+    /// (its shard files are kept; see docs/operations.md, "Lost metadata")
+    RecoverMeta(RecoverMetaArgs),
     /// Load-test any S3 endpoint: large-object MiB/s, small-object ops/s and latency, LIST
     Bench(hamster_bench::BenchArgs),
     /// Print version, git commit and protocol generation
@@ -116,12 +120,27 @@ pub struct ServeArgs {
     /// [default: 60s]
     #[arg(long)]
     pub voter_down_after: Option<String>,
+    /// Let this start's orphan sweep remove every unreferenced shard body, even most of the
+    /// store or while the metadata is behind the recorded watermark (after a mass delete the
+    /// node could not finish, or after restoring metadata from an old backup on purpose)
+    #[arg(long)]
+    pub sweep_all_orphans: bool,
 }
 
 #[derive(Debug, Args)]
 struct RecoverArgs {
     #[command(flatten)]
     data: DataArg,
+}
+
+#[derive(Debug, Args)]
+struct RecoverMetaArgs {
+    #[command(flatten)]
+    data: DataArg,
+    /// A running member's cluster address to ask (repeatable) [default: the members recorded
+    /// in the data dir's watermark.json]
+    #[arg(long = "peer")]
+    peers: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -186,6 +205,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Verb::Token(a) => token::run(a),
         Verb::Repair(a) => repair::repair(&data_dir(&a.data, None), a.bucket, a.json),
         Verb::Recover(a) => recover::recover(&data_dir(&a.data, None)),
+        Verb::RecoverMeta(a) => recover_meta::recover_meta(&data_dir(&a.data, None), &a.peers),
         Verb::Bench(a) => hamster_bench::run(a),
         Verb::Version => {
             println!("hamster {}", version_line());

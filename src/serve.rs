@@ -19,6 +19,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::{bail, Context};
 use hamster_actors::admin::{self, AdminState};
 use hamster_actors::clock::{Clock, IdSource, SystemClock};
+use hamster_actors::continuity::{self, StartMode, WatermarkKeeper};
 use hamster_actors::control::{self, ControlHandler, Routes};
 use hamster_actors::data::{DataConfig, DataPlane};
 use hamster_actors::join::{self, JoinService};
@@ -28,11 +29,11 @@ use hamster_actors::node::{
 };
 use hamster_actors::peer::{raft_protocol, PeerLink, RaftService};
 use hamster_actors::raft::node::{
-    GetAccessKey, Network, Propose, RaftNode, RaftNodeConfig, RaftStatus, Shutdown, StartOptions,
-    WatchMetrics,
+    AddLearner, CatchUp, GetAccessKey, Network, Propose, RaftNode, RaftNodeConfig, RaftStatus,
+    RemoveMember, Shutdown, StartOptions, WatchMetrics,
 };
 use hamster_actors::raft::NodeInfo;
-use hamster_actors::reclaim;
+use hamster_actors::reclaim::{self, SweepGuard};
 use hamster_actors::repair;
 use hamster_actors::s3::{self, S3Config, S3State};
 use hamster_actors::shards::ShardStore;
@@ -230,8 +231,7 @@ async fn join_cluster(dir: &DataDir, token_text: &str, opts: &InitOptions) -> an
     if let Some(key) = &ca_key_pem {
         tls::check_ca_key(&material.ca_cert_pem, key)?;
     }
-    std::fs::create_dir_all(&dir.root)
-        .with_context(|| format!("cannot create data dir {}", dir.root.display()))?;
+    continuity::begin_first_start(dir)?;
     tls::write_member_tls_dir(
         &dir.tls(),
         &material.ca_cert_pem,
@@ -290,6 +290,7 @@ fn resolve(addr: &str, what: &str) -> anyhow::Result<SocketAddr> {
 /// Settings `serve` runs with, after flags, file and defaults are merged.
 struct Settings {
     dir: DataDir,
+    sweep_all_orphans: bool,
     voter_down_after: Duration,
     s3: Option<String>,
     admin: String,
@@ -317,6 +318,9 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let no_s3 = a.no_s3 || f.and_then(|f| f.no_s3).unwrap_or(false);
     let s3_addr = (!no_s3).then(|| pick(&a.s3, f.map(|f| &f.s3), S3_ADDR_DEFAULT));
     let mut join = None;
+    if continuity::clear_interrupted_first_start(&dir)? {
+        warn!(data = %dir.root.display(), "an earlier first start of this data dir was interrupted before it completed; starting it again");
+    }
     if !dir.is_initialised() {
         if !dir.is_empty() {
             bail!(
@@ -349,6 +353,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     };
     let settings = Settings {
         dir,
+        sweep_all_orphans: a.sweep_all_orphans,
         voter_down_after,
         s3: s3_addr,
         admin: pick(&a.admin, f.map(|f| &f.admin), ADMIN_ADDR_DEFAULT),
@@ -383,6 +388,8 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         Some(_) if founder || s.dir.credentials().exists() => Some(node::load_credentials(&s.dir)?),
         _ => None,
     };
+    // Before anything opens the metadata store (opening creates an empty one).
+    let mode = continuity::check_meta(&s.dir, &node.cluster_id).await?;
     let shards = Arc::new(
         ShardStore::open(&s.dir.shards())
             .with_context(|| format!("cannot open shard store {}", s.dir.shards().display()))?,
@@ -406,8 +413,9 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
     };
     let start = StartOptions {
         network: Network::Peers(link),
-        // Only the founder may found a group on an empty store; a joiner waits to be added.
-        bootstrap: founder,
+        // Only the founder, and only on its first start, founds a group on an empty store; a
+        // joiner, or a member rebuilding lost metadata, waits for the leader to fill it.
+        bootstrap: founder && mode == StartMode::First,
         applied_tap: None,
     };
     let raft = RaftNode::start_with(raft_config, start)
@@ -416,7 +424,41 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
     // Held to the end of the node's life; it acts only while this node leads.
     let _steward = Steward::new(raft.clone(), s.voter_down_after).start();
     // Before the S3 front opens, so no PUT of this node is in flight while it sweeps.
-    reclaim::sweep_orphans(&raft, &shards, s3::Offload::Pool).await?;
+    let cluster_addr = resolve(&node.cluster_addr, "cluster")?;
+    if mode == StartMode::Rebuild {
+        // The leader fills the store over this node's own cluster port, which otherwise opens
+        // only once the node is ready: serve Raft alone on it until the store is rebuilt.
+        let raft_only = RaftService::new();
+        raft_only.bind(raft.clone());
+        let starting: ControlHandler = Arc::new(|_, _| {
+            Box::pin(async {
+                ControlResponse::Error {
+                    message: "this node is rebuilding its metadata from the leader; retry shortly"
+                        .to_string(),
+                }
+            })
+        });
+        let routes = Routes::new(starting).with(ALPN_RAFT, raft_protocol(raft_only));
+        let port = control::bind_routes(cluster_addr, &material, routes)
+            .await
+            .with_context(|| format!("cannot listen on the cluster port {cluster_addr}"))?;
+        wait_rebuilt(&raft).await?;
+        drop(port);
+    }
+    let guard = SweepGuard {
+        watermark: continuity::load_watermark(&s.dir)?
+            .filter(|w| w.cluster_id == node.cluster_id)
+            .map(|w| w.applied_index),
+        unbounded: s.sweep_all_orphans,
+    };
+    reclaim::sweep_orphans(&raft, &shards, s3::Offload::Pool, guard).await?;
+    let keeper = WatermarkKeeper::new(
+        s.dir.clone(),
+        node.cluster_id.clone(),
+        raft.clone(),
+        s3::Offload::Pool,
+    )
+    .start();
     reclaim::spawn_reclaimer(shards.clone(), metrics.clone(), s3::Offload::Pool, freed_rx);
     // Shard writes from other nodes are taken only now that the sweep is over.
     let shard_service = ShardService::new(shards.clone(), s3::Offload::Pool);
@@ -439,7 +481,6 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         ensure_root_key(&raft, c).await?;
     }
 
-    let cluster_addr = resolve(&node.cluster_addr, "cluster")?;
     let status_ctx = Arc::new((
         raft.clone(),
         node.clone(),
@@ -496,6 +537,9 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
                         },
                     }
                 }
+                ControlRequest::ReadmitMember { node_id } => {
+                    readmit_member(&ctx.0, ctx.1.node_id, &node_id, &ctx.4).await
+                }
             }
         })
     });
@@ -512,9 +556,7 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         .with(ALPN_RAFT, raft_protocol(raft_service))
         .with(ALPN_SHARD, shard_protocol(shard_service))
         .with(ALPN_JOIN, join::join_protocol(join_service));
-    let cluster_port = control::bind_routes(cluster_addr, &material, routes)
-        .await
-        .with_context(|| format!("cannot listen on the cluster port {cluster_addr}"))?;
+    let cluster_port = bind_cluster_port(cluster_addr, &material, routes).await?;
 
     let ready = Arc::new(AtomicBool::new(false));
     let admin_state = AdminState::new(metrics.clone(), ready.clone(), raft.clone(), shards.clone());
@@ -599,6 +641,7 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
     }
     admin_handle.stop(true).await;
     drop(cluster_port);
+    let _ = keeper.send(continuity::Flush).await;
     let _ = raft.send(Shutdown).await;
     info!("stopped");
     actix_rt::System::current().stop();
@@ -668,6 +711,143 @@ async fn ensure_root_key(raft: &Addr<RaftNode>, c: &Credentials) -> anyhow::Resu
         .await?
         .map_err(|e| anyhow::anyhow!("cannot store the root credentials: {e}"))?;
     Ok(())
+}
+
+/// How long the cluster port may take to be free again after the rebuild's port closed.
+const REBIND_WAIT_MAX: Duration = Duration::from_secs(5);
+
+/// Binds the cluster port, waiting (bounded) while a port this process just closed is still
+/// being released.
+async fn bind_cluster_port(
+    addr: SocketAddr,
+    material: &TlsMaterial,
+    routes: Routes,
+) -> anyhow::Result<control::ClusterPort> {
+    let deadline = tokio::time::Instant::now() + REBIND_WAIT_MAX;
+    loop {
+        let attempt = control::bind_routes(addr, material, routes.clone()).await;
+        match attempt {
+            Ok(port) => return Ok(port),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(e).with_context(|| format!("cannot listen on the cluster port {addr}"))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// How long a node rebuilding its metadata waits for the leader to fill its store.
+const REBUILD_WAIT_MAX: Duration = Duration::from_secs(300);
+
+/// After `recover-meta`: waits until the leader has filled this node's empty store up to its
+/// commit index, so the node serves (and sweeps) only with the cluster's whole state.
+async fn wait_rebuilt(raft: &Addr<RaftNode>) -> anyhow::Result<()> {
+    info!("rebuilding the metadata store from the cluster's leader");
+    let deadline = tokio::time::Instant::now() + REBUILD_WAIT_MAX;
+    loop {
+        match raft.send(CatchUp).await? {
+            Ok(()) => {
+                let applied = raft.send(RaftStatus).await?.applied_index;
+                info!(applied, "metadata store rebuilt from the leader");
+                return Ok(());
+            }
+            Err(e) if tokio::time::Instant::now() >= deadline => bail!(
+                "the leader did not send this node's metadata within {} s ({e}); check that a majority of members runs and that `hamster recover-meta` succeeded, then start again",
+                REBUILD_WAIT_MAX.as_secs()
+            ),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+/// How long a member waits for the leader to answer a request it passed on.
+const FORWARD_CONTROL_WAIT: Duration = Duration::from_secs(30);
+
+/// `hamster recover-meta`'s request, on a member: the leader removes `target` from the group
+/// and adds it back as a learner that starts from nothing (it lost its metadata, so it must
+/// not vote or count toward commits until it has caught up; the steward promotes it then). A
+/// member that does not lead passes the request to the leader.
+async fn readmit_member(
+    raft: &Addr<RaftNode>,
+    me: u64,
+    target: &str,
+    material: &TlsMaterial,
+) -> ControlResponse {
+    let error = |message: String| ControlResponse::Error { message };
+    let Ok(id) = u64::from_str_radix(target, 16) else {
+        return error(format!("{target:?} is not a node id (16 hex digits)"));
+    };
+    let Ok(s) = raft.send(RaftStatus).await else {
+        return error("the Raft node is not running".into());
+    };
+    let leader = match s.leader {
+        Some(l) => l,
+        None => {
+            return error("no metadata leader is known right now; retry in a few seconds".into())
+        }
+    };
+    let find = |id: u64| {
+        s.voters
+            .iter()
+            .chain(s.learners.iter())
+            .find(|(m, _)| *m == id)
+            .map(|(_, info)| info.clone())
+    };
+    if leader != me {
+        let Some(addr) = find(leader).map(|l| l.cluster_addr) else {
+            return error(
+                "the metadata leader is not in the membership this node knows; retry".into(),
+            );
+        };
+        let req = ControlRequest::ReadmitMember {
+            node_id: target.to_string(),
+        };
+        let ask = control::control_request(&addr, material, &req);
+        return match tokio::time::timeout(FORWARD_CONTROL_WAIT, ask).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => error(format!(
+                "cannot reach the metadata leader at {addr}: {e:#}; retry"
+            )),
+            Err(_) => error(format!(
+                "the metadata leader at {addr} did not answer in time; retry"
+            )),
+        };
+    }
+    if id == me {
+        return error(
+            "this node leads the cluster, so its metadata is not lost; nothing to do".into(),
+        );
+    }
+    let Some(info) = find(id) else {
+        return error(format!(
+            "node {target} is not a member of this cluster; join it again with a token from `hamster token`"
+        ));
+    };
+    if let Err(e) = raft
+        .send(RemoveMember { id })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    {
+        return error(format!(
+            "cannot take node {target} out of the group: {e}; retry"
+        ));
+    }
+    if let Err(e) = raft
+        .send(AddLearner { id, node: info })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    {
+        return error(format!(
+            "node {target} was taken out of the group but not added back: {e}; run recover-meta again"
+        ));
+    }
+    info!(node = %target, "member re-admitted as a learner to rebuild its lost metadata");
+    ControlResponse::Readmitted {
+        node_id: target.to_string(),
+        leader: format!("{me:016x}"),
+    }
 }
 
 async fn status_report(

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod clock;
+pub mod continuity;
 pub mod control;
 pub mod data;
 pub mod disk;

@@ -274,8 +274,9 @@ pub fn init(dir: &DataDir, opts: &InitOptions, ids: &IdSource) -> anyhow::Result
             dir.root.display()
         );
     }
-    fs::create_dir_all(&dir.root)
-        .with_context(|| format!("cannot create data dir {}", dir.root.display()))?;
+    // First, so that a crash anywhere below leaves a directory the next start recognises
+    // as an interrupted first start and begins again.
+    crate::continuity::begin_first_start(dir)?;
     let mut node_id = ids.next_u64();
     while node_id == 0 {
         node_id = ids.next_u64();

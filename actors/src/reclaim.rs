@@ -18,6 +18,21 @@ use crate::shards::ShardStore;
 
 /// How long the orphan sweep waits for this node to apply its own log before giving up.
 pub const SWEEP_WAIT_MAX: Duration = Duration::from_secs(10);
+/// Orphan bodies a sweep may always remove; above this it removes at most half of the bodies
+/// on disk unless told otherwise (see [`SweepGuard`]).
+pub const SWEEP_ORPHANS_FREE_MAX: usize = 100;
+
+/// What keeps the orphan sweep from trusting a state younger than the shards.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepGuard {
+    /// The applied index recorded beside the shards (`watermark.json`): the sweep runs only
+    /// once this node has applied at least this far.
+    pub watermark: Option<u64>,
+    /// Remove every orphan even when they are most of what is stored, or the state is behind
+    /// the watermark (`serve --sweep-all-orphans`, after a mass delete the reclaimer could not
+    /// finish).
+    pub unbounded: bool,
+}
 const SWEEP_POLL: Duration = Duration::from_millis(20);
 
 /// Removes the shard files no committed version references. The sweep first catches this
@@ -30,10 +45,16 @@ const SWEEP_POLL: Duration = Duration::from_millis(20);
 ///
 /// One window remains: a proposal this node forwarded to another leader just before it
 /// crashed, still in flight or uncommitted there while the sweep runs.
+///
+/// Two guards keep a state that is younger than the shards (metadata restored from an old
+/// backup, or rebuilt and not caught up) from deleting live bodies: the sweep waits for the
+/// applied index to reach the `guard`'s watermark, and it refuses to remove more than half of
+/// the bodies on disk (beyond [`SWEEP_ORPHANS_FREE_MAX`]); `guard.unbounded` lifts both.
 pub async fn sweep_orphans(
     raft: &Addr<RaftNode>,
     shards: &Arc<ShardStore>,
     offload: Offload,
+    guard: SweepGuard,
 ) -> anyhow::Result<usize> {
     let listed = shards.clone();
     let stored = offload
@@ -56,20 +77,40 @@ pub async fn sweep_orphans(
         warn!("not sweeping orphan shards: entries in this node's log are not applied yet");
         return Ok(0);
     }
+    let applied = raft.send(RaftStatus).await?.applied_index;
+    if let Some(mark) = guard.watermark.filter(|m| applied < *m && !guard.unbounded) {
+        warn!(
+            applied,
+            watermark = mark,
+            "not sweeping orphan shards: this node's metadata is older than its shards (applied index below the watermark)"
+        );
+        return Ok(0);
+    }
     let referenced = raft
         .send(ReferencedObjects)
         .await?
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let bodies: BTreeSet<ObjectId> = stored.iter().map(|s| s.id).collect();
+    let orphans: BTreeSet<ObjectId> = bodies
+        .iter()
+        .filter(|id| !referenced.contains(id))
+        .copied()
+        .collect();
+    if !sweep_allowed(orphans.len(), bodies.len(), guard.unbounded) {
+        warn!(
+            orphans = orphans.len(),
+            stored = bodies.len(),
+            "not sweeping orphan shards: the metadata references fewer than half of the bodies on disk, which looks like lost or old metadata rather than interrupted writes; if a mass delete was cut short, start once with --sweep-all-orphans"
+        );
+        return Ok(0);
+    }
     let shards = shards.clone();
     let removed = offload
         .run(move || -> std::io::Result<usize> {
-            let mut removed = BTreeSet::new();
-            for s in stored {
-                if !referenced.contains(&s.id) && removed.insert(s.id) {
-                    shards.delete_object(&s.id)?;
-                }
+            for id in &orphans {
+                shards.delete_object(id)?;
             }
-            Ok(removed.len())
+            Ok(orphans.len())
         })
         .await
         .map_err(|e| anyhow::anyhow!("{e:?}"))?
@@ -81,6 +122,12 @@ pub async fn sweep_orphans(
         );
     }
     Ok(removed)
+}
+
+/// Whether a sweep may remove `orphans` of the `stored` bodies: always up to
+/// [`SWEEP_ORPHANS_FREE_MAX`], beyond that at most half, unless `unbounded`.
+pub fn sweep_allowed(orphans: usize, stored: usize, unbounded: bool) -> bool {
+    unbounded || orphans <= SWEEP_ORPHANS_FREE_MAX || orphans * 2 <= stored
 }
 
 /// Waits (bounded) until this node has applied every entry its log holds now. A node that
@@ -122,4 +169,27 @@ pub fn spawn_reclaimer(
             metrics.shards_reclaimed.inc_by(done as u64);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sweep_never_removes_most_of_a_large_store_unless_told() {
+        assert!(sweep_allowed(5, 5, false));
+        assert!(sweep_allowed(
+            SWEEP_ORPHANS_FREE_MAX,
+            SWEEP_ORPHANS_FREE_MAX,
+            false
+        ));
+        assert!(!sweep_allowed(
+            SWEEP_ORPHANS_FREE_MAX + 1,
+            SWEEP_ORPHANS_FREE_MAX + 1,
+            false
+        ));
+        assert!(sweep_allowed(500, 1000, false));
+        assert!(!sweep_allowed(501, 1000, false));
+        assert!(sweep_allowed(1000, 1000, true));
+    }
 }

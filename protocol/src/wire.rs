@@ -104,6 +104,13 @@ pub enum ControlRequest {
         #[serde(default)]
         bucket: Option<String>,
     },
+    /// Take a member that lost its metadata out of the group and add it back as a learner that
+    /// starts from nothing (`hamster recover-meta`); a member that does not lead passes it on
+    /// to the leader.
+    ReadmitMember {
+        /// The member, 16 hex digits.
+        node_id: String,
+    },
 }
 
 /// What a new node sends over [`ALPN_JOIN`], after it checked the cluster's CA against the
@@ -184,6 +191,13 @@ pub enum ControlResponse {
     },
     /// The answer to [`ControlRequest::Repair`].
     Repaired(RepairReport),
+    /// The answer to [`ControlRequest::ReadmitMember`]: the member is a learner again.
+    Readmitted {
+        /// The member, 16 hex digits.
+        node_id: String,
+        /// The leader that made the change, 16 hex digits.
+        leader: String,
+    },
     /// The request could not be served; the message says why and what to do.
     Error {
         /// One line: what is wrong and what to do about it.

@@ -267,7 +267,7 @@ impl Sim {
         let metrics = Metrics::new();
         reclaim::spawn_reclaimer(shards.clone(), metrics.clone(), Offload::Inline, freed_rx);
         // As production does: swept before the node's S3 front serves anything.
-        let swept = reclaim::sweep_orphans(&addr, &shards, Offload::Inline)
+        let swept = reclaim::sweep_orphans(&addr, &shards, Offload::Inline, Default::default())
             .await
             .map_err(|e| format!("node {id}'s orphan sweep: {e:#}"))?;
         event!(self.trace, "node {id} swept {swept} orphan bodies");

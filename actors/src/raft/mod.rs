@@ -26,7 +26,7 @@ pub mod types;
 pub use node::{
     AddLearner, ChangeMembership, GetAccessKey, GetBucket, GetObject, ListBuckets, ListObjects,
     MembershipError, Network, Propose, ProposeError, ProposeHere, RaftNode, RaftNodeConfig,
-    RaftRpc, RaftStatus, RaftStatusReport, ReadError, ReferencedObjects, Shutdown, StartOptions,
-    TakeSnapshot,
+    RaftRpc, RaftStatus, RaftStatusReport, ReadError, ReferencedObjects, RemoveMember, Shutdown,
+    StartOptions, TakeSnapshot,
 };
 pub use types::{NodeInfo, TypeConfig};

@@ -321,6 +321,18 @@ pub struct ChangeMembership {
     pub voters: BTreeSet<u64>,
 }
 
+/// Takes member `id` out of the group entirely (a voter is not kept as a learner), so that
+/// when it is added again the leader replicates to it from nothing, as to a new node. Used
+/// when a member lost its metadata: it must not vote or count toward a commit until it has
+/// caught up again. Waits, bounded by [`MEMBERSHIP_WAIT_MAX`], for the change to commit.
+/// Leader only.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<(), MembershipError>")]
+pub struct RemoveMember {
+    /// The member to remove.
+    pub id: u64,
+}
+
 /// Waits until this node's replica holds every write committed before the call: on the
 /// leader (or a node without peers) at once; on a follower once it has applied up to the
 /// leader's commit index, asked over the peer link (a read index). Refused with `NotLeader`
@@ -1188,6 +1200,41 @@ impl Handler<AddLearner> for RaftNode {
         Box::pin(async move {
             let add = raft.add_learner(msg.id, msg.node, false);
             match tokio::time::timeout(MEMBERSHIP_WAIT_MAX, add).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(membership_error(e)),
+                Err(_) => Err(MembershipError::Timeout),
+            }
+        })
+    }
+}
+
+impl Handler<RemoveMember> for RaftNode {
+    type Result = ResponseFuture<Result<(), MembershipError>>;
+
+    fn handle(&mut self, msg: RemoveMember, _ctx: &mut Self::Context) -> Self::Result {
+        let raft = self.raft.clone();
+        Box::pin(async move {
+            let membership = raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .clone();
+            let voters: BTreeSet<u64> = membership.voter_ids().collect();
+            let change = if voters.contains(&msg.id) {
+                let rest: BTreeSet<u64> = voters.iter().copied().filter(|v| *v != msg.id).collect();
+                if rest.is_empty() {
+                    return Err(MembershipError::Refused(
+                        "the group's only voter cannot be removed".into(),
+                    ));
+                }
+                openraft::ChangeMembers::ReplaceAllVoters(rest)
+            } else {
+                openraft::ChangeMembers::RemoveNodes(BTreeSet::from([msg.id]))
+            };
+            // `retain = false`: a removed voter does not stay on as a learner.
+            let change = raft.change_membership(change, false);
+            match tokio::time::timeout(MEMBERSHIP_WAIT_MAX, change).await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(e)) => Err(membership_error(e)),
                 Err(_) => Err(MembershipError::Timeout),

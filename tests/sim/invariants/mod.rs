@@ -126,6 +126,18 @@ impl Observations {
         self.views.borrow_mut().insert(id, view);
     }
 
+    /// Node `id`'s store was lost on purpose (a wiped metadata disk) and the leader took it
+    /// out of the group before it returned: its next life starts with no vote, and its vote
+    /// is held to growing again from there. Only a scenario that re-admits the node as a
+    /// learner first may say this (t110); anywhere else a vote going back is a violation.
+    pub fn lost_store(&self, id: u64) {
+        event!(
+            self.trace,
+            "node {id}'s vote history restarts (store lost, re-admitted)"
+        );
+        self.views.borrow_mut().remove(&id);
+    }
+
     /// Node `id` applied `entry`.
     pub fn on_applied(&self, id: u64, entry: AppliedEntry) {
         if let Err(e) = state_machine_safety::check(&mut self.applied.borrow_mut(), id, &entry) {
