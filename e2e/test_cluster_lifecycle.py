@@ -12,9 +12,12 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 import uuid
+
+import requests
 
 import cluster
 import harness
@@ -188,7 +191,12 @@ def test_recover_from_quorum_loss(node_factory):
     # The majority dies for good; c recovers and leads alone with what it held.
     a.kill9()
     b.kill9()
+    # Dropping members needs the operator's explicit word that they will be wiped.
     r = harness.run_cli(["recover", "--data", str(c.data_dir)])
+    assert r.returncode != 0 and "--i-understand-dropped-nodes-must-be-wiped" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = harness.run_cli(["recover", "--data", str(c.data_dir),
+                         "--i-understand-dropped-nodes-must-be-wiped"])
     assert r.returncode == 0, r.stderr
     assert "only voter" in r.stdout, r.stdout
     c.start()
@@ -204,3 +212,33 @@ def test_recover_from_quorum_loss(node_factory):
     assert keys_on(c, ak, sk, bucket) == ["before"]
     s3.put_object(Bucket=bucket, Key="after", Body=b"new")
     assert keys_on(c, ak, sk, bucket) == ["after", "before"]
+
+    # A rebooted machine restarts the dropped nodes on their old data dirs anyway. They still
+    # hold the old membership and could elect each other; instead the recovered node refuses
+    # them (they are of an older cluster epoch) and each stops with a clear line, exit 78, and
+    # stays stopped. The recovered node keeps serving, without a panic or a rewritten log.
+    a.start(wait=False)
+    b.start(wait=False)
+    for dropped in (a, b):
+        try:
+            dropped.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{dropped.name} kept running after the recover:\n"
+                                 f"{dropped.stderr_tail()}")
+        harness._LIVE.pop(dropped.proc.pid, None)
+        assert dropped.proc.returncode == 78, dropped.stderr_tail()
+        assert "dropped from its cluster by `hamster recover`" in dropped.stderr()
+    assert c.running()
+    requests.get(c.admin_url + "/ready", timeout=5).raise_for_status()
+    s3.put_object(Bucket=bucket, Key="later", Body=b"newer")
+    assert keys_on(c, ak, sk, bucket) == ["after", "before", "later"]
+    assert s3.get_object(Bucket=bucket, Key="before")["Body"].read() == b"kept"
+    s = cluster.status(c)
+    assert s["leader"] == s["node_id"]
+    assert [m["node_id"] for m in s["members"]] == [s["node_id"]], s["members"]
+    # Started again, a dropped node refuses at once.
+    a.start(wait=False)
+    a.proc.wait(30)
+    harness._LIVE.pop(a.proc.pid, None)
+    assert a.proc.returncode == 78 and "Wipe its data dir" in a.stderr(), a.stderr_tail()
+    assert "panicked" not in c.stderr()

@@ -131,6 +131,10 @@ pub struct ServeArgs {
 struct RecoverArgs {
     #[command(flatten)]
     data: DataArg,
+    /// Confirm that every member this drops will be wiped before it runs again (recover
+    /// refuses to drop members without it)
+    #[arg(long = "i-understand-dropped-nodes-must-be-wiped")]
+    confirmed: bool,
 }
 
 #[derive(Debug, Args)]
@@ -204,7 +208,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Verb::Key(a) => key::run(a),
         Verb::Token(a) => token::run(a),
         Verb::Repair(a) => repair::repair(&data_dir(&a.data, None), a.bucket, a.json),
-        Verb::Recover(a) => recover::recover(&data_dir(&a.data, None)),
+        Verb::Recover(a) => recover::recover(&data_dir(&a.data, None), a.confirmed),
         Verb::RecoverMeta(a) => recover_meta::recover_meta(&data_dir(&a.data, None), &a.peers),
         Verb::Bench(a) => hamster_bench::run(a),
         Verb::Version => {
@@ -219,6 +223,9 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            let fenced = e
+                .downcast_ref::<hamster_actors::continuity::FencedError>()
+                .is_some();
             // One line: what is wrong and what to do, with its causes joined.
             let mut msg = e.to_string();
             for cause in e.chain().skip(1) {
@@ -226,7 +233,11 @@ fn main() -> ExitCode {
                 msg.push_str(&cause.to_string());
             }
             eprintln!("hamster: {msg}");
-            ExitCode::FAILURE
+            if fenced {
+                ExitCode::from(serve::FENCED_EXIT)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use hamster_actors::continuity;
 use hamster_actors::control;
 use hamster_actors::node::{load_node, DataDir};
 use hamster_actors::raft::db::MetaDb;
@@ -22,7 +23,7 @@ use hamster_protocol::wire::{ControlRequest, ControlResponse, StatusReport};
 const PROBE_WAIT: Duration = Duration::from_secs(3);
 
 /// Runs `hamster recover`.
-pub fn recover(dir: &Path) -> anyhow::Result<()> {
+pub fn recover(dir: &Path, confirmed: bool) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = DataDir::new(dir);
     if !dir.is_initialised() {
@@ -96,9 +97,32 @@ pub fn recover(dir: &Path) -> anyhow::Result<()> {
             .filter(|id| !reachable.contains(id))
             .map(|id| format!("{id:016x}"))
             .collect();
+        if !dropped.is_empty() && !confirmed {
+            bail!(
+                "recover would drop {} unreachable member(s) ({}). A dropped member must never run on its old data dir again: until it reaches a member of the recovered cluster (which stops it), it and other dropped members may elect a leader of their own and accept writes that are then lost. Wipe each dropped member's data dir and join it again with a token. Re-run with --i-understand-dropped-nodes-must-be-wiped to go ahead",
+                dropped.len(),
+                dropped.join(", ")
+            );
+        }
+        let epoch = continuity::load_epoch(&dir)? + 1;
         let log_id = rewrite_membership(&db, me, &learners)?;
+        // The new epoch is recorded before the node can start: from its first RPC on, members
+        // of the old epoch (the dropped ones) are refused and told to stop.
+        continuity::save_epoch(&dir, epoch)
+            .with_context(|| format!("cannot record the new cluster epoch in {}", dir.root.display()))?;
+        for id in &learners {
+            let Some(addr) = others.get(id) else { continue };
+            let adopt = ControlRequest::AdoptEpoch { epoch };
+            let ask = control::control_request(addr, &material, &adopt);
+            match tokio::time::timeout(PROBE_WAIT, ask).await {
+                Ok(Ok(ControlResponse::EpochAdopted { .. })) => {}
+                _ => println!(
+                    "warning: member {id:016x} at {addr} did not confirm the new epoch; it learns it from this node once started"
+                ),
+            }
+        }
         println!(
-            "hamster: membership rewritten at log index {} (term {}): node {} is the only voter",
+            "hamster: membership rewritten at log index {} (term {}): node {} is the only voter, cluster epoch {epoch}",
             log_id.index,
             log_id.leader_id.term,
             node.node_id_hex()
@@ -109,7 +133,7 @@ pub fn recover(dir: &Path) -> anyhow::Result<()> {
         }
         println!("dropped: {}", dropped.join(", "));
         println!(
-            "every one of this node's {mine} log entries is kept. Start it now; never restart a dropped node on its old data dir: wipe it and join again with a token from `hamster token`"
+            "every one of this node's {mine} log entries is kept. Start it now. A dropped node that is started on its old data dir is refused by this cluster and stops once it reaches any member; wipe it and join again with a token from `hamster token`"
         );
         Ok(())
     })

@@ -28,9 +28,10 @@ use hamster_actors::node::{
     self, Credentials, DataDir, InitOptions, InitOutcome, NodeFile, NODE_FILE_VERSION,
 };
 use hamster_actors::peer::{raft_protocol, PeerLink, RaftService};
+use hamster_actors::raft::epoch::Epoch;
 use hamster_actors::raft::node::{
-    AddLearner, CatchUp, GetAccessKey, Network, Propose, RaftNode, RaftNodeConfig, RaftStatus,
-    RemoveMember, Shutdown, StartOptions, WatchMetrics,
+    AddLearner, AdoptEpoch, CatchUp, GetAccessKey, Network, Propose, RaftNode, RaftNodeConfig,
+    RaftStatus, RemoveMember, Shutdown, StartOptions, WatchMetrics,
 };
 use hamster_actors::raft::NodeInfo;
 use hamster_actors::reclaim::{self, SweepGuard};
@@ -388,8 +389,14 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         Some(_) if founder || s.dir.credentials().exists() => Some(node::load_credentials(&s.dir)?),
         _ => None,
     };
+    continuity::check_not_fenced(&s.dir)?;
     // Before anything opens the metadata store (opening creates an empty one).
     let mode = continuity::check_meta(&s.dir, &node.cluster_id).await?;
+    let epoch_dir = s.dir.clone();
+    let epoch = Epoch::new(
+        continuity::load_epoch(&s.dir)?,
+        Some(Arc::new(move |e| continuity::save_epoch(&epoch_dir, e))),
+    );
     let shards = Arc::new(
         ShardStore::open(&s.dir.shards())
             .with_context(|| format!("cannot open shard store {}", s.dir.shards().display()))?,
@@ -410,6 +417,7 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         seed: ids.next_u64(),
         freed_tx,
         map_size_bytes: 16 << 30,
+        epoch: epoch.clone(),
     };
     let start = StartOptions {
         network: Network::Peers(link),
@@ -537,6 +545,15 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
                         },
                     }
                 }
+                ControlRequest::AdoptEpoch { epoch } => match ctx.0.send(AdoptEpoch(epoch)).await {
+                    Ok(Ok(())) => ControlResponse::EpochAdopted { epoch },
+                    Ok(Err(e)) => ControlResponse::Error {
+                        message: format!("cannot record epoch {epoch}: {e}"),
+                    },
+                    Err(_) => ControlResponse::Error {
+                        message: "the Raft node is not running".to_string(),
+                    },
+                },
                 ControlRequest::ReadmitMember { node_id } => {
                     readmit_member(&ctx.0, ctx.1.node_id, &node_id, &ctx.4).await
                 }
@@ -559,6 +576,13 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
     let cluster_port = bind_cluster_port(cluster_addr, &material, routes).await?;
 
     let ready = Arc::new(AtomicBool::new(false));
+    stop_when_fenced(epoch.fenced(), s.dir.clone(), ready.clone());
+    let stopping = Arc::new(AtomicBool::new(false));
+    let core_metrics = raft
+        .send(WatchMetrics)
+        .await
+        .context("the metadata store stopped while starting")?;
+    exit_when_core_stops(core_metrics, epoch.clone(), ready.clone(), stopping.clone());
     let admin_state = AdminState::new(metrics.clone(), ready.clone(), raft.clone(), shards.clone());
     let admin_addr = resolve(&s.admin, "admin")?;
     let admin_server = HttpServer::new(move || {
@@ -640,6 +664,7 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         h.stop(true).await;
     }
     admin_handle.stop(true).await;
+    stopping.store(true, Ordering::SeqCst);
     drop(cluster_port);
     let _ = keeper.send(continuity::Flush).await;
     let _ = raft.send(Shutdown).await;
@@ -711,6 +736,67 @@ async fn ensure_root_key(raft: &Addr<RaftNode>, c: &Credentials) -> anyhow::Resu
         .await?
         .map_err(|e| anyhow::anyhow!("cannot store the root credentials: {e}"))?;
     Ok(())
+}
+
+/// Exit status of a node that a `hamster recover` dropped (EX_CONFIG): the systemd unit does
+/// not restart it (`RestartPreventExitStatus`).
+pub const FENCED_EXIT: u8 = 78;
+
+/// Once a member of a newer cluster epoch tells this node it was dropped by a recover: say so,
+/// record it (so later starts refuse too), stop being ready, and exit. The node's state is
+/// stale; serving it, or electing a leader with other dropped members, would split the cluster.
+fn stop_when_fenced(
+    mut fenced: tokio::sync::watch::Receiver<Option<u64>>,
+    dir: DataDir,
+    ready: Arc<AtomicBool>,
+) {
+    actix_rt::spawn(async move {
+        let epoch = loop {
+            if let Some(e) = *fenced.borrow_and_update() {
+                break e;
+            }
+            if fenced.changed().await.is_err() {
+                return;
+            }
+        };
+        ready.store(false, Ordering::SeqCst);
+        let why = continuity::FencedError {
+            epoch,
+            dir: dir.root.display().to_string(),
+        };
+        tracing::error!("{why}; stopping");
+        if let Err(e) = continuity::mark_fenced(&dir, epoch) {
+            tracing::error!(error = %format!("{e:#}"), "cannot record that this node was dropped");
+        }
+        eprintln!("hamster: {why}");
+        std::process::exit(i32::from(FENCED_EXIT));
+    });
+}
+
+/// Exit status when the metadata core stopped on its own (EX_SOFTWARE): the systemd unit
+/// restarts the node, which reopens its store from disk.
+pub const CORE_STOPPED_EXIT: i32 = 70;
+
+/// A node whose Raft core stopped by itself (a storage error such as a full disk, or a bug)
+/// can serve nothing: it turns unready at once and exits non-zero, so that a supervisor
+/// restarts it, instead of answering every request with 503 while `/ready` says "ready".
+fn exit_when_core_stops(
+    metrics: tokio::sync::watch::Receiver<hamster_actors::raft::RaftMetrics>,
+    epoch: Epoch,
+    ready: Arc<AtomicBool>,
+    stopping: Arc<AtomicBool>,
+) {
+    actix_rt::spawn(async move {
+        let why = hamster_actors::raft::node::core_stopped(metrics).await;
+        // A fenced node's core is stopped on purpose; `stop_when_fenced` exits for it.
+        if stopping.load(Ordering::SeqCst) || epoch.fenced().borrow().is_some() {
+            return;
+        }
+        ready.store(false, Ordering::SeqCst);
+        tracing::error!(reason = %why, "the metadata core stopped; exiting so the node restarts from its store");
+        eprintln!("hamster: the metadata core stopped ({why}); exiting so the node restarts from its store");
+        std::process::exit(CORE_STOPPED_EXIT);
+    });
 }
 
 /// How long the cluster port may take to be free again after the rebuild's port closed.

@@ -35,6 +35,10 @@ pub const FIRST_START_FILE: &str = "first-start";
 pub const META_REBUILD_FILE: &str = "meta-rebuild";
 /// The applied-index watermark.
 pub const WATERMARK_FILE: &str = "watermark.json";
+/// This node's cluster epoch (a decimal number; absent means 0). See [`crate::raft::epoch`].
+pub const EPOCH_FILE: &str = "epoch";
+/// Written when a member of a newer epoch told this node that a recover dropped it.
+pub const FENCED_FILE: &str = "fenced";
 /// Version of `watermark.json`; bumped additively.
 pub const WATERMARK_VERSION: u32 = 1;
 /// How often the keeper records the applied index.
@@ -204,6 +208,59 @@ pub fn raise_watermark(dir: &DataDir, w: &Watermark) -> anyhow::Result<bool> {
     let body = serde_json::to_vec_pretty(w)?;
     write_atomic(&marker(dir, WATERMARK_FILE), &body, 0o644)?;
     Ok(true)
+}
+
+/// This node's cluster epoch as recorded (0 when never raised).
+pub fn load_epoch(dir: &DataDir) -> anyhow::Result<u64> {
+    let path = marker(dir, EPOCH_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .with_context(|| format!("{} is damaged (not a number); restore it", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Records this node's cluster epoch durably.
+pub fn save_epoch(dir: &DataDir, epoch: u64) -> std::io::Result<()> {
+    write_atomic(
+        &marker(dir, EPOCH_FILE),
+        format!("{epoch}\n").as_bytes(),
+        0o644,
+    )
+    .map_err(std::io::Error::other)
+}
+
+/// Why a node that a `hamster recover` dropped does not start (or stops).
+#[derive(Debug, thiserror::Error)]
+#[error("this node was dropped from its cluster by `hamster recover` (the cluster is now in epoch {epoch}); its data is stale and it must not serve. Wipe its data dir {dir} and join the cluster again with a token from `hamster token`")]
+pub struct FencedError {
+    /// The cluster's newer epoch.
+    pub epoch: u64,
+    /// The data dir.
+    pub dir: String,
+}
+
+/// Records that a member of epoch `epoch` fenced this node, so it stays stopped.
+pub fn mark_fenced(dir: &DataDir, epoch: u64) -> anyhow::Result<()> {
+    write_atomic(
+        &marker(dir, FENCED_FILE),
+        format!("{epoch}\n").as_bytes(),
+        0o644,
+    )
+}
+
+/// Refuses to start a node that was fenced.
+pub fn check_not_fenced(dir: &DataDir) -> Result<(), FencedError> {
+    match fs::read_to_string(marker(dir, FENCED_FILE)) {
+        Ok(text) => Err(FencedError {
+            epoch: text.trim().parse().unwrap_or(0),
+            dir: dir.root.display().to_string(),
+        }),
+        Err(_) => Ok(()),
+    }
 }
 
 /// How a node may open its metadata store this time.

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use actix::Addr;
 use hamster_protocol::wire::{
-    decode_message, encode_frame, encode_message, ALPN_RAFT, FRAME_BYTES_MAX, FRAME_HEADER_BYTES,
+    encode_frame, encode_message, ALPN_RAFT, FRAME_BYTES_MAX, FRAME_HEADER_BYTES,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -34,7 +34,7 @@ use tokio_rustls::TlsConnector;
 use tracing::debug;
 
 use crate::control::{read_frame, write_frame, ClusterStream, FrameError, ProtocolHandler};
-use crate::raft::network::{RaftRequest, RaftResponse};
+use crate::raft::network::{decode_request, RaftRequest, RaftResponse};
 use crate::raft::node::{RaftNode, RaftRpc};
 use crate::raft::types::NodeId;
 use crate::tls::{client_config, cluster_server_name, peer_node_id, TlsMaterial};
@@ -467,8 +467,8 @@ impl RaftService {
     /// answer as one frame (header and payload); `None` when the answer cannot be encoded
     /// (the connection is then closed).
     pub async fn answer_frame(&self, peer: NodeId, payload: &[u8]) -> Option<Vec<u8>> {
-        let response = match decode_message::<RaftRequest>(payload) {
-            Ok(request) => self.answer(peer, request).await,
+        let response = match decode_request(payload) {
+            Ok((epoch, request)) => self.answer(peer, epoch, request).await,
             Err(e) => RaftResponse::Refused {
                 message: e.to_string(),
             },
@@ -483,7 +483,7 @@ impl RaftService {
     }
 
     /// Answers one request from `peer` (the node id in its certificate).
-    async fn answer(&self, peer: NodeId, request: RaftRequest) -> RaftResponse {
+    async fn answer(&self, peer: NodeId, epoch: u64, request: RaftRequest) -> RaftResponse {
         let claimed = request.sender();
         if claimed.is_some_and(|id| id != peer) {
             return RaftResponse::Refused {
@@ -501,7 +501,7 @@ impl RaftService {
             };
         };
         let limit = Duration::from_millis(RAFT_HANDLER_MS_MAX);
-        match timeout(limit, node.send(RaftRpc(request))).await {
+        match timeout(limit, node.send(RaftRpc { request, epoch })).await {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => RaftResponse::Refused {
                 message: format!("the Raft member is not running: {e}"),

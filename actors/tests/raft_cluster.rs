@@ -106,6 +106,7 @@ impl Member {
             seed: 0x5eed_0000 + self.id,
             freed_tx,
             map_size_bytes: MAP_SIZE_BYTES,
+            epoch: hamster_actors::raft::epoch::Epoch::new(0, None),
         };
         let opts = StartOptions {
             network: Network::Peers(PeerLink::new(&self.material).unwrap()),

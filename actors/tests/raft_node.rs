@@ -44,6 +44,7 @@ async fn start(dir: &Path, seed: u64) -> (Addr<RaftNode>, UnboundedReceiver<Vec<
         seed,
         freed_tx,
         map_size_bytes: MAP_SIZE_BYTES,
+        epoch: hamster_actors::raft::epoch::Epoch::new(0, None),
     };
     let addr = RaftNode::start(cfg).await.expect("raft node starts");
     (addr, freed_rx)

@@ -111,6 +111,12 @@ pub enum ControlRequest {
         /// The member, 16 hex digits.
         node_id: String,
     },
+    /// Move into cluster epoch `epoch` (never back): sent by `hamster recover` to the members
+    /// it keeps, so they refuse the members it dropped.
+    AdoptEpoch {
+        /// The recovered cluster's epoch.
+        epoch: u64,
+    },
 }
 
 /// What a new node sends over [`ALPN_JOIN`], after it checked the cluster's CA against the
@@ -197,6 +203,11 @@ pub enum ControlResponse {
         node_id: String,
         /// The leader that made the change, 16 hex digits.
         leader: String,
+    },
+    /// The answer to [`ControlRequest::AdoptEpoch`].
+    EpochAdopted {
+        /// The epoch the member is in now.
+        epoch: u64,
     },
     /// The request could not be served; the message says why and what to do.
     Error {

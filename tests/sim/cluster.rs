@@ -19,6 +19,7 @@ use hamster_actors::data::{DataConfig, DataPlane};
 use hamster_actors::metrics::Metrics;
 use hamster_actors::peer::RaftService;
 use hamster_actors::raft::db::MetaDb;
+use hamster_actors::raft::epoch::Epoch;
 use hamster_actors::raft::node::{
     AddLearner, ChangeMembership, CompactLog, Network, StartOptions, WatchMetrics,
 };
@@ -108,6 +109,10 @@ struct SimNode {
     steward: Option<Addr<Steward>>,
     /// Replace voters silent this long, if this node runs a steward.
     steward_down_after: Option<Duration>,
+    /// The node's recorded cluster epoch, across incarnations (as `<data>/epoch` is).
+    epoch: Arc<std::sync::atomic::AtomicU64>,
+    /// The epoch a member of a newer one fenced this node with, if any (its latest life).
+    fenced: Option<tokio::sync::watch::Receiver<Option<u64>>>,
 }
 
 /// A simulated cluster and everything observed in it.
@@ -125,6 +130,9 @@ pub struct Sim {
     nodes: RefCell<BTreeMap<u64, SimNode>>,
     rng: RefCell<ChaCha8Rng>,
     root: TempDir,
+    /// Nodes a recover dropped and that were fenced: their stale stores are left out of the
+    /// final checks (an operator wipes them).
+    retired: RefCell<BTreeSet<u64>>,
 }
 
 /// A temporary directory on a memory file system when there is one (fsync is free there).
@@ -148,6 +156,7 @@ impl Sim {
             nodes: RefCell::new(BTreeMap::new()),
             rng: RefCell::new(ChaCha8Rng::seed_from_u64(fork(seed, "scenario", 0, 0))),
             root: temp_root(),
+            retired: RefCell::new(BTreeSet::new()),
         })
     }
 
@@ -190,7 +199,7 @@ impl Sim {
         bootstrap: bool,
         steward: Option<Duration>,
     ) -> Result<(), String> {
-        let (data_dir, service, info, disk) = {
+        let (data_dir, service, info, disk, epoch) = {
             let mut nodes = self.nodes.borrow_mut();
             let node = nodes.entry(id).or_insert_with(|| SimNode {
                 info: NodeInfo {
@@ -207,16 +216,29 @@ impl Sim {
                 disk: SimDisk::new(fork(self.seed, "disk", id, 0)),
                 steward: None,
                 steward_down_after: steward,
+                epoch: Arc::default(),
+                fenced: None,
             });
             if node.addr.is_some() {
                 return Err(format!("node {id} is already running"));
             }
             node.steward_down_after = steward;
+            let recorded = node.epoch.clone();
+            let persist: hamster_actors::raft::epoch::PersistEpoch = Arc::new(move |e| {
+                recorded.fetch_max(e, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            });
+            let epoch = Epoch::new(
+                node.epoch.load(std::sync::atomic::Ordering::SeqCst),
+                Some(persist),
+            );
+            node.fenced = Some(epoch.fenced());
             (
                 node.data_dir.clone(),
                 node.service.clone(),
                 node.info.clone(),
                 node.disk.clone(),
+                epoch,
             )
         };
         let (incarnation, link) = self.net.attach(id, service.clone());
@@ -236,6 +258,7 @@ impl Sim {
             seed: fork(self.seed, "raft", id, incarnation),
             freed_tx,
             map_size_bytes: MAP_SIZE_BYTES,
+            epoch,
         };
         let opts = StartOptions {
             network: Network::Peers(link),
@@ -387,6 +410,33 @@ impl Sim {
         for id in self.up() {
             let _ = self.stop(id).await;
         }
+    }
+
+    /// Raises node `id`'s recorded cluster epoch (what `hamster recover` writes); takes effect
+    /// at its next start.
+    pub fn raise_epoch(&self, id: u64) -> u64 {
+        let nodes = self.nodes.borrow();
+        let Some(node) = nodes.get(&id) else {
+            return 0;
+        };
+        let epoch = node.epoch.load(std::sync::atomic::Ordering::SeqCst) + 1;
+        node.epoch.store(epoch, std::sync::atomic::Ordering::SeqCst);
+        event!(self.trace, "node {id} moves to cluster epoch {epoch}");
+        epoch
+    }
+
+    /// Leaves node `id` (dropped by a recover, fenced, to be wiped) out of the final checks.
+    pub fn retire(&self, id: u64) {
+        event!(self.trace, "node {id} retired (to be wiped)");
+        self.retired.borrow_mut().insert(id);
+    }
+
+    /// The newer epoch a peer fenced node `id` with in its latest life, if it was.
+    pub fn fenced(&self, id: u64) -> Option<u64> {
+        let nodes = self.nodes.borrow();
+        let rx = nodes.get(&id)?.fenced.as_ref()?;
+        let epoch = *rx.borrow();
+        epoch
     }
 
     /// The `meta` directory node `id` starts from next (its store once stopped).
@@ -678,7 +728,8 @@ impl Sim {
             .filter_map(|id| Some((id, self.shard_store(id)?)))
             .collect();
         let mut logs = Vec::new();
-        for id in self.ids() {
+        let retired = self.retired.borrow().clone();
+        for id in self.ids().into_iter().filter(|id| !retired.contains(id)) {
             let db = self.open_store(id).await?;
             logs.push((id, log_matching::read(&db)?));
             if running.contains(&id) {

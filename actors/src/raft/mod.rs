@@ -14,6 +14,7 @@
 //! - [`node`]: the actor and its messages.
 
 pub mod db;
+pub mod epoch;
 pub mod log_store;
 pub mod network;
 pub mod node;
@@ -30,3 +31,6 @@ pub use node::{
     StartOptions, TakeSnapshot,
 };
 pub use types::{NodeInfo, TypeConfig};
+
+/// What [`node::WatchMetrics`] watches: openraft's metrics of this member.
+pub type RaftMetrics = openraft::RaftMetrics<u64, NodeInfo>;

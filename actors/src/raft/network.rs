@@ -26,6 +26,7 @@ use openraft::raft::{
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::epoch::Epoch;
 use super::node::ProposeError;
 use super::types::{NodeId, NodeInfo, TypeConfig};
 use crate::peer::{PeerError, PeerLink, PeerRequest, RECONNECT_BACKOFF_MS_MAX};
@@ -148,6 +149,38 @@ pub enum RaftResponse {
         /// Why.
         message: String,
     },
+    /// The sender is of an older cluster epoch: a `hamster recover` dropped it (see
+    /// [`super::epoch`]). The member never saw the request.
+    Fenced {
+        /// The serving node's epoch.
+        epoch: u64,
+    },
+}
+
+/// A Raft request as it is sent: the sender's cluster epoch and the request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RaftEnvelope {
+    /// The sender's cluster epoch.
+    pub epoch: u64,
+    /// The request.
+    pub request: RaftRequest,
+}
+
+/// Encodes `request` from a node in `epoch`.
+pub fn encode_request(epoch: u64, request: RaftRequest) -> Result<Vec<u8>, WireError> {
+    serde_json::to_vec(&RaftEnvelope { epoch, request })
+        .map_err(|e| WireError::Encode(e.to_string()))
+}
+
+/// Decodes a request and its sender's epoch. A bare request (from a node that predates
+/// epochs) is of epoch 0.
+pub fn decode_request(payload: &[u8]) -> Result<(u64, RaftRequest), WireError> {
+    match decode_message::<RaftEnvelope>(payload) {
+        Ok(e) => Ok((e.epoch, e.request)),
+        Err(enveloped) => decode_message::<RaftRequest>(payload)
+            .map(|r| (0, r))
+            .map_err(|_| enveloped),
+    }
 }
 
 /// Forwarded commands, committed by the leader.
@@ -202,12 +235,17 @@ impl PeerHealth {
 pub struct PeerNetwork {
     link: PeerLink,
     health: PeerHealth,
+    epoch: Epoch,
 }
 
 impl PeerNetwork {
-    /// Raft RPC over `link`; answers are noted in `health`.
-    pub fn new(link: PeerLink, health: PeerHealth) -> Self {
-        PeerNetwork { link, health }
+    /// Raft RPC over `link`, sent in `epoch`; answers are noted in `health`.
+    pub fn new(link: PeerLink, health: PeerHealth, epoch: Epoch) -> Self {
+        PeerNetwork {
+            link,
+            health,
+            epoch,
+        }
     }
 }
 
@@ -216,6 +254,7 @@ impl PeerNetwork {
 pub struct PeerConnection {
     link: PeerLink,
     health: PeerHealth,
+    epoch: Epoch,
     target: NodeId,
     addr: String,
 }
@@ -227,6 +266,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
         PeerConnection {
             link: self.link.clone(),
             health: self.health.clone(),
+            epoch: self.epoch.clone(),
             target,
             addr: node.cluster_addr.clone(),
         }
@@ -250,8 +290,8 @@ impl PeerConnection {
         request: RaftRequest,
         option: &RPCOption,
     ) -> Result<RaftResponse, RPCError<NodeId, NodeInfo, E>> {
-        let payload = serde_json::to_vec(&request)
-            .map_err(|e| RPCError::Network(NetworkError::new(&WireError::Encode(e.to_string()))))?;
+        let payload = encode_request(self.epoch.get(), request)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let req = PeerRequest {
             to: self.target,
             addr: self.addr.clone(),
@@ -265,6 +305,14 @@ impl PeerConnection {
                 error,
             }))
         })?;
+        if let RaftResponse::Fenced { epoch } = response {
+            self.epoch.fenced_by(epoch);
+            let e = AnswerError::Refused {
+                to: self.target,
+                message: format!("this node is of an older cluster epoch than {epoch}"),
+            };
+            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        }
         if let RaftResponse::Refused { message } = response {
             // The peer is up but will not talk to us as we are; backing off is the useful move.
             let e = AnswerError::Refused {

@@ -24,8 +24,11 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::db::{DbError, MetaDb};
+use super::epoch::{Admission, Epoch};
 use super::log_store::LogStore;
-use super::network::{NoPeers, PeerHealth, PeerNetwork, Proposed, RaftRequest, RaftResponse};
+use super::network::{
+    encode_request, NoPeers, PeerHealth, PeerNetwork, Proposed, RaftRequest, RaftResponse,
+};
 use super::query;
 use super::runtime;
 use super::state_machine::{AppliedEntry, StateMachine};
@@ -86,6 +89,8 @@ pub struct RaftNodeConfig {
     pub freed_tx: UnboundedSender<Vec<ObjectId>>,
     /// LMDB map size; sparse, so it may be far larger than the data (e.g. 16 GiB).
     pub map_size_bytes: usize,
+    /// The cluster epoch this node is in (raised only by `hamster recover`).
+    pub epoch: Epoch,
 }
 
 /// How the Raft member reaches its peers.
@@ -346,10 +351,22 @@ pub struct CatchUp;
 #[rtype(result = "Option<Situation>")]
 pub struct MembershipView;
 
-/// One Raft RPC from a peer, already authenticated by the peer link; answered by the member.
+/// One Raft RPC from a peer, already authenticated by the peer link; answered by the member
+/// unless the peer is of an older cluster epoch ([`super::epoch`]).
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "RaftResponse")]
-pub struct RaftRpc(pub RaftRequest);
+pub struct RaftRpc {
+    /// The request.
+    pub request: RaftRequest,
+    /// The sender's cluster epoch.
+    pub epoch: u64,
+}
+
+/// Moves this node into the given cluster epoch (never back): `hamster recover` tells the members it
+/// keeps, so that they refuse the dropped ones before the recovered node even starts.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct AdoptEpoch(pub u64);
 
 /// Stops Raft, then closes LMDB and stops the actor; replies once the store is closed, so the
 /// same directory can be opened again at once.
@@ -421,6 +438,8 @@ pub struct RaftNode {
     in_flight: bool,
     /// Where proposals go when this node does not lead; `None` when running solo.
     link: Option<PeerLink>,
+    /// The cluster epoch, checked on every inbound RPC and sent with every outbound one.
+    epoch: Epoch,
     /// When peers last answered this node's Raft RPC.
     health: PeerHealth,
     /// The term this node leads in and since when (as first seen by [`MembershipView`]).
@@ -496,7 +515,7 @@ impl RaftNode {
                 None,
             ),
             Network::Peers(link) => {
-                let network = PeerNetwork::new(link.clone(), health.clone());
+                let network = PeerNetwork::new(link.clone(), health.clone(), cfg.epoch.clone());
                 let raft =
                     Raft::new(cfg.node_id, config, network, log_store, state_machine).await?;
                 (raft, Some(link))
@@ -531,6 +550,7 @@ impl RaftNode {
             pending: Vec::new(),
             in_flight: false,
             link,
+            epoch: cfg.epoch.clone(),
             health,
             leading_since: None,
             catch_up_waiting: Vec::new(),
@@ -630,6 +650,22 @@ impl Actor for RaftNode {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_MAX);
+        // A member of a newer cluster epoch said a recover dropped this node: its state is
+        // stale, so its Raft member stops taking part at once (no votes, no proposals).
+        let mut fenced = self.epoch.fenced();
+        let raft = self.raft.clone();
+        ctx.spawn(
+            async move {
+                while fenced.borrow_and_update().is_none() {
+                    if fenced.changed().await.is_err() {
+                        return;
+                    }
+                }
+                tracing::error!("dropped from the cluster by a recover; the Raft member stops");
+                let _ = raft.shutdown().await;
+            }
+            .into_actor(self),
+        );
     }
 }
 
@@ -692,6 +728,7 @@ impl RaftNode {
            + 'static {
         let raft = self.raft.clone();
         let link = self.link.clone();
+        let epoch = self.epoch.clone();
         let count = cmds.len();
         async move {
             let not_leader = ProposeError::NotLeader {
@@ -700,12 +737,13 @@ impl RaftNode {
             let Some(link) = link else {
                 return Err(not_leader);
             };
-            let payload = serde_json::to_vec(&RaftRequest::Propose(cmds))
+            let payload = encode_request(epoch.get(), RaftRequest::Propose(cmds))
                 .map_err(|e| ProposeError::Fatal(e.to_string()))?;
-            let answer = match ask_node(&raft, &link, leader, payload, FORWARD_WAIT_MAX).await {
-                Some(answer) => answer,
-                None => return Err(not_leader),
-            };
+            let answer =
+                match ask_node(&raft, &link, &epoch, leader, payload, FORWARD_WAIT_MAX).await {
+                    Some(answer) => answer,
+                    None => return Err(not_leader),
+                };
             let proposed = match answer {
                 RaftResponse::Proposed(p) if p.results.len() == count => p,
                 other => {
@@ -726,12 +764,28 @@ impl RaftNode {
     }
 }
 
+/// Resolves, with the reason, once this member's Raft core has stopped: by a fatal error
+/// (storage failed, a panic) or a shutdown. `metrics` comes from [`WatchMetrics`].
+pub async fn core_stopped(
+    mut metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, NodeInfo>>,
+) -> String {
+    loop {
+        if let Err(fatal) = &metrics.borrow_and_update().running_state {
+            return fatal.to_string();
+        }
+        if metrics.changed().await.is_err() {
+            return "the metadata core ended".to_string();
+        }
+    }
+}
+
 /// Sends `payload` (an encoded [`RaftRequest`]) to member `to` over the peer link and decodes
 /// the answer; `None` (logged) if `to` is not in the membership, unreachable, or answers
 /// garbage.
 async fn ask_node(
     raft: &Raft,
     link: &PeerLink,
+    epoch: &Epoch,
     to: u64,
     payload: Vec<u8>,
     timeout: Duration,
@@ -751,6 +805,10 @@ async fn ask_node(
     };
     match link.send(req).await {
         Ok(answer) => match decode_message::<RaftResponse>(&answer) {
+            Ok(RaftResponse::Fenced { epoch: theirs }) => {
+                epoch.fenced_by(theirs);
+                None
+            }
             Ok(r) => Some(r),
             Err(e) => {
                 tracing::debug!(to, error = %e, "undecodable answer from a member");
@@ -765,7 +823,7 @@ async fn ask_node(
 }
 
 /// The follower's half of [`CatchUp`].
-async fn catch_up(raft: Raft, link: PeerLink, me: u64) -> Result<(), ProposeError> {
+async fn catch_up(raft: Raft, link: PeerLink, epoch: Epoch, me: u64) -> Result<(), ProposeError> {
     let mut leader = raft.metrics().borrow().current_leader;
     if leader.is_none() {
         let seen = raft
@@ -781,9 +839,9 @@ async fn catch_up(raft: Raft, link: PeerLink, me: u64) -> Result<(), ProposeErro
         let index = read_index(&raft, me).await?;
         return wait_applied(&raft, index, leader).await;
     }
-    let payload = serde_json::to_vec(&RaftRequest::ReadIndex)
+    let payload = encode_request(epoch.get(), RaftRequest::ReadIndex)
         .map_err(|e| ProposeError::Fatal(e.to_string()))?;
-    let index = match ask_node(&raft, &link, leader, payload, READ_INDEX_WAIT_MAX).await {
+    let index = match ask_node(&raft, &link, &epoch, leader, payload, READ_INDEX_WAIT_MAX).await {
         Some(RaftResponse::ReadIndex(answer)) => answer?,
         _ => {
             return Err(ProposeError::NotLeader {
@@ -1026,7 +1084,7 @@ impl RaftNode {
         };
         let waiting = std::mem::take(&mut self.catch_up_waiting);
         self.catch_up_in_flight = true;
-        let round = catch_up(self.raft.clone(), link, self.node_id);
+        let round = catch_up(self.raft.clone(), link, self.epoch.clone(), self.node_id);
         ctx.spawn(round.into_actor(self).map(move |result, act, ctx| {
             for w in waiting {
                 let _ = w.send(result.clone());
@@ -1208,6 +1266,14 @@ impl Handler<AddLearner> for RaftNode {
     }
 }
 
+impl Handler<AdoptEpoch> for RaftNode {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, msg: AdoptEpoch, _ctx: &mut Self::Context) -> Self::Result {
+        self.epoch.adopt(msg.0).map_err(|e| e.to_string())
+    }
+}
+
 impl Handler<RemoveMember> for RaftNode {
     type Result = ResponseFuture<Result<(), MembershipError>>;
 
@@ -1281,12 +1347,16 @@ impl Handler<RaftRpc> for RaftNode {
     type Result = ResponseFuture<RaftResponse>;
 
     fn handle(&mut self, msg: RaftRpc, ctx: &mut Self::Context) -> Self::Result {
+        if let Admission::Fence { ours } = self.epoch.admit(msg.epoch) {
+            return Box::pin(async move { RaftResponse::Fenced { epoch: ours } });
+        }
         let raft = self.raft.clone();
-        if let RaftRequest::ReadIndex = msg.0 {
+        let msg = msg.request;
+        if let RaftRequest::ReadIndex = msg {
             let me = self.node_id;
             return Box::pin(async move { RaftResponse::ReadIndex(read_index(&raft, me).await) });
         }
-        if let RaftRequest::Propose(cmds) = msg.0 {
+        if let RaftRequest::Propose(cmds) = msg {
             let answers: Vec<_> = cmds
                 .into_iter()
                 .map(|cmd| self.enqueue(cmd, false, ctx))
@@ -1304,7 +1374,7 @@ impl Handler<RaftRpc> for RaftNode {
             });
         }
         Box::pin(async move {
-            match msg.0 {
+            match msg {
                 RaftRequest::AppendEntries(r) => {
                     RaftResponse::AppendEntries(raft.append_entries(r).await)
                 }
