@@ -18,33 +18,58 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
+use hamster_protocol::admission::{Class, ConnectionId, Limits, PortAdmission, Verdict};
 use hamster_protocol::wire::{
     decode_message, encode_message, frame_len, ControlRequest, ControlResponse, WireError,
     ALPN_CONTROL, ALPN_JOIN, FRAME_BYTES_MAX, FRAME_HEADER_BYTES,
 };
+use rustls::server::{Acceptor, ServerConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
-use tokio::time::timeout;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{self, AbortHandle, JoinHandle, JoinSet};
+use tokio::time::{timeout, Instant};
+use tokio_rustls::{LazyConfigAcceptor, TlsConnector};
 use tracing::{debug, info, warn};
 
 use crate::tls::{
     client_config, cluster_server_name, peer_node_id, server_config_with, TlsMaterial,
 };
 
-/// Most connections served at once; one more is closed on arrival so that a flood cannot
-/// exhaust file descriptors or memory.
+/// Most connections authenticated by a node certificate of the cluster (peers and the local
+/// CLI) served at once; one more is closed after its handshake. Only certificate holders can
+/// fill this pool, so a flood from outside the cluster never takes a member's slot.
 pub const CONNECTIONS_MAX: usize = 256;
-/// Time a client gets to complete the TLS handshake; a stalled or plaintext client must not
-/// hold a connection slot.
+/// Most connections still in their TLS handshake. Past it a newcomer is still let in and a
+/// pending handshake is evicted instead (see [`hamster_protocol::admission`]), so idle or
+/// stalled connections cannot lock out a client that finishes its handshake promptly.
+pub const HANDSHAKES_PENDING_MAX: usize = 256;
+/// Most pending handshakes from one source address; its next one evicts its own oldest.
+pub const HANDSHAKES_PER_SOURCE_MAX: usize = 128;
+/// Most anonymous join connections past their handshake; they have their own pool so that
+/// anonymous clients never take a member's slot.
+pub const JOINERS_MAX: usize = 32;
+/// Time a client gets to complete the TLS handshake on the cluster port. A member on a LAN or
+/// WAN needs a few round trips; anything slower is a stalled client holding a slot.
+pub const HANDSHAKE_ACCEPT_MS: u64 = 3_000;
+/// Time a client of the cluster port (the CLI, a joiner) waits for its TLS handshake.
 pub const HANDSHAKE_MS: u64 = 10_000;
+/// Tries a client makes when the node cuts its TLS handshake, which a crowded port does to
+/// make room; a later try usually gets through.
+pub const HANDSHAKE_ATTEMPTS_MAX: u32 = 3;
+/// Pause between those tries.
+pub const HANDSHAKE_RETRY_MS: u64 = 250;
+/// Least time between two warnings that the port is crowded; a flood must not flood the log.
+const CROWDED_WARN_MS: u64 = 10_000;
+/// Most events the connection tasks may queue for the accept loop; each task has at most one
+/// outstanding, and the pools bound the tasks, so this is never reached in practice.
+const PORT_EVENTS_MAX: usize = 1024;
 /// Time a control connection may sit idle between requests before it is closed.
 pub const CONTROL_IDLE_MS: u64 = 60_000;
 /// Time one control request may take to be answered, on the node's side.
@@ -185,41 +210,164 @@ pub async fn bind_routes(
         .local_addr()
         .with_context(|| format!("cannot read the address bound for {addr}"))?;
     info!(%local_addr, ?routes, "cluster port listening");
-    let accept_task = tokio::spawn(accept_loop(
-        listener,
-        TlsAcceptor::from(config),
-        Arc::new(routes),
-    ));
+    let accept_task = tokio::spawn(accept_loop(listener, config, Arc::new(routes)));
     Ok(ClusterPort {
         local_addr,
         accept_task,
     })
 }
 
-async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, routes: Arc<Routes>) {
+/// What a connection task tells the accept loop about its handshake.
+enum PortEvent {
+    /// The client's whole ClientHello arrived.
+    Hello(ConnectionId),
+    /// The handshake finished; the loop answers whether the connection may be served.
+    Handshaken {
+        id: ConnectionId,
+        class: Class,
+        verdict: oneshot::Sender<bool>,
+    },
+}
+
+/// The accept loop's books: the admission table and a way to close each connection in it.
+struct PortBooks {
+    admission: PortAdmission<IpAddr>,
+    handles: BTreeMap<ConnectionId, AbortHandle>,
+    by_task: BTreeMap<task::Id, ConnectionId>,
+    next_id: ConnectionId,
+    /// Connections evicted or refused since the last warning.
+    turned_away: u64,
+    warned_at: Option<Instant>,
+}
+
+impl PortBooks {
+    fn new() -> Self {
+        PortBooks {
+            admission: PortAdmission::new(Limits {
+                pending_max: HANDSHAKES_PENDING_MAX,
+                pending_per_source_max: HANDSHAKES_PER_SOURCE_MAX,
+                members_max: CONNECTIONS_MAX,
+                joiners_max: JOINERS_MAX,
+            }),
+            handles: BTreeMap::new(),
+            by_task: BTreeMap::new(),
+            next_id: 0,
+            turned_away: 0,
+            warned_at: None,
+        }
+    }
+
+    /// Admits a new connection from `source`, evicting a pending one if the pools say so, and
+    /// returns its id.
+    fn arrive(&mut self, source: IpAddr) -> ConnectionId {
+        let id = self.next_id;
+        self.next_id += 1;
+        if let Some(victim) = self.admission.arrive(id, source) {
+            self.close(victim, "a pending TLS handshake was evicted to make room");
+        }
+        id
+    }
+
+    fn track(&mut self, id: ConnectionId, handle: AbortHandle) {
+        self.by_task.insert(handle.id(), id);
+        self.handles.insert(id, handle);
+    }
+
+    fn on_event(&mut self, event: PortEvent) {
+        match event {
+            PortEvent::Hello(id) => self.admission.hello(id),
+            PortEvent::Handshaken { id, class, verdict } => {
+                let admitted = match self.admission.authenticate(id, class) {
+                    Verdict::Admit { evict } => {
+                        if let Some(victim) = evict {
+                            self.close(victim, "a join connection was evicted to make room");
+                        }
+                        true
+                    }
+                    Verdict::Refuse => {
+                        self.turned_away(id, "its pool is full or it was evicted");
+                        false
+                    }
+                };
+                // A task that is gone needs no answer.
+                let _ = verdict.send(admitted);
+            }
+        }
+    }
+
+    /// A connection task ended, whatever the reason; its slot is free.
+    fn ended(&mut self, task: task::Id) {
+        if let Some(id) = self.by_task.remove(&task) {
+            self.handles.remove(&id);
+            self.admission.close(id);
+        }
+    }
+
+    fn close(&mut self, id: ConnectionId, why: &str) {
+        if let Some(handle) = self.handles.remove(&id) {
+            handle.abort();
+        }
+        self.admission.close(id);
+        self.turned_away(id, why);
+    }
+
+    /// Counts a connection closed for want of room and warns at most once per
+    /// [`CROWDED_WARN_MS`], so an operator learns of a flood without a line per connection.
+    fn turned_away(&mut self, id: ConnectionId, why: &str) {
+        debug!(connection = id, why, "cluster port: closing a connection");
+        self.turned_away += 1;
+        let now = Instant::now();
+        let due = self
+            .warned_at
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_millis(CROWDED_WARN_MS));
+        if due {
+            warn!(
+                closed = self.turned_away,
+                pending = self.admission.pending(),
+                members = self.admission.members(),
+                joiners = self.admission.joiners(),
+                "cluster port crowded: closing idle handshakes or connections past their \
+                 pool's cap to make room (a flood of idle or slow connections, or too many \
+                 clients)"
+            );
+            self.turned_away = 0;
+            self.warned_at = Some(now);
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, routes: Arc<Routes>) {
+    let mut books = PortBooks::new();
     let mut connections = JoinSet::new();
+    let (events_tx, mut events) = mpsc::channel(PORT_EVENTS_MAX);
     loop {
         tokio::select! {
             biased;
-            Some(done) = connections.join_next(), if !connections.is_empty() => {
+            Some(event) = events.recv() => books.on_event(event),
+            Some(done) = connections.join_next_with_id(), if !connections.is_empty() => {
+                let task = match &done {
+                    Ok((task, ())) => *task,
+                    Err(e) => e.id(),
+                };
                 if let Err(e) = done {
                     if e.is_panic() {
                         warn!(error = %e, "cluster port: a connection handler panicked");
                     }
                 }
+                books.ended(task);
             }
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer_addr)) => {
-                    if connections.len() >= CONNECTIONS_MAX {
-                        warn!(%peer_addr, CONNECTIONS_MAX, "cluster port full; closing new connection");
-                        continue;
-                    }
-                    connections.spawn(serve_connection(
+                    let id = books.arrive(peer_addr.ip());
+                    let handle = connections.spawn(serve_connection(
                         tcp,
                         peer_addr,
-                        acceptor.clone(),
+                        id,
+                        config.clone(),
                         routes.clone(),
+                        events_tx.clone(),
                     ));
+                    books.track(id, handle);
                 }
                 Err(e) => {
                     warn!(error = %e, "cluster port: accept failed; backing off");
@@ -230,22 +378,38 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, routes: Arc<R
     }
 }
 
+/// Runs the server side of the TLS handshake, telling the accept loop once the ClientHello is
+/// in (so the connection is no longer among the first to be evicted).
+async fn accept_tls(
+    tcp: TcpStream,
+    id: ConnectionId,
+    config: Arc<ServerConfig>,
+    events: &mpsc::Sender<PortEvent>,
+) -> io::Result<ClusterStream> {
+    let start = LazyConfigAcceptor::new(Acceptor::default(), tcp).await?;
+    let _ = events.send(PortEvent::Hello(id)).await;
+    start.into_stream(config).await
+}
+
 async fn serve_connection(
     tcp: TcpStream,
     peer_addr: SocketAddr,
-    acceptor: TlsAcceptor,
+    id: ConnectionId,
+    config: Arc<ServerConfig>,
     routes: Arc<Routes>,
+    events: mpsc::Sender<PortEvent>,
 ) {
     // Frames are small request/response messages; batching them only adds latency.
     let _ = tcp.set_nodelay(true);
-    let stream = match timeout(Duration::from_millis(HANDSHAKE_MS), acceptor.accept(tcp)).await {
+    let handshake = accept_tls(tcp, id, config, &events);
+    let stream = match timeout(Duration::from_millis(HANDSHAKE_ACCEPT_MS), handshake).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             debug!(%peer_addr, error = %e, "cluster port: TLS handshake failed; closing");
             return;
         }
         Err(_) => {
-            debug!(%peer_addr, HANDSHAKE_MS, "cluster port: TLS handshake timed out; closing");
+            debug!(%peer_addr, HANDSHAKE_ACCEPT_MS, "cluster port: TLS handshake timed out; closing");
             return;
         }
     };
@@ -266,6 +430,20 @@ async fn serve_connection(
         debug!(%peer_addr, %node_id, "cluster port: no protocol negotiated; closing");
         return;
     };
+    let class = if node_id.is_empty() {
+        Class::Joiner
+    } else {
+        Class::Member
+    };
+    let (verdict, admitted) = oneshot::channel();
+    if events
+        .send(PortEvent::Handshaken { id, class, verdict })
+        .await
+        .is_err()
+        || admitted.await != Ok(true)
+    {
+        return;
+    }
     handler(stream, node_id).await;
 }
 
@@ -411,19 +589,12 @@ pub async fn control_request(
     req: &ControlRequest,
 ) -> anyhow::Result<ControlResponse> {
     let connector = TlsConnector::from(client_config(material, &[ALPN_CONTROL])?);
-    let tcp = connect(addr).await?;
-    let _ = tcp.set_nodelay(true);
-    let handshake = connector.connect(cluster_server_name(), tcp);
-    let mut stream = match timeout(Duration::from_millis(HANDSHAKE_MS), handshake).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => bail!(
+    let mut stream = connect_tls(addr, &connector, |e| {
+        format!(
             "TLS handshake with {addr} failed: {e}; is it a node of the cluster this data dir belongs to?"
-        ),
-        Err(_) => bail!(
-            "TLS handshake with {addr} timed out after {} s; is it a hamster cluster port?",
-            HANDSHAKE_MS / 1000
-        ),
-    };
+        )
+    })
+    .await?;
     if stream.get_ref().1.alpn_protocol() != Some(ALPN_CONTROL) {
         bail!(
             "{addr} does not speak the hamster control protocol; is it the same hamster version?"
@@ -447,6 +618,57 @@ pub async fn control_request(
     // Closing politely lets the node see a clean end rather than a reset.
     let _ = stream.shutdown().await;
     Ok(response)
+}
+
+/// Whether a client's handshake failed because the node closed or reset the connection, rather
+/// than because a certificate or protocol check failed. A crowded cluster port does that to
+/// make room, and so does a node that is shutting down.
+fn handshake_cut(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
+}
+
+/// Opens a TCP connection to `addr` and runs the client side of the TLS handshake, trying again
+/// (up to [`HANDSHAKE_ATTEMPTS_MAX`] times) when the node cuts the handshake. A handshake that
+/// failed a check is reported through `rejected`, which says what that means to this client;
+/// a cut one is reported as what it is, with what to do.
+pub(crate) async fn connect_tls(
+    addr: &str,
+    connector: &TlsConnector,
+    rejected: impl Fn(&io::Error) -> String,
+) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let mut attempt = 1;
+    loop {
+        let tcp = connect(addr).await?;
+        let _ = tcp.set_nodelay(true);
+        let handshake = connector.connect(cluster_server_name(), tcp);
+        let e = match timeout(Duration::from_millis(HANDSHAKE_MS), handshake).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) => e,
+            Err(_) => bail!(
+                "TLS handshake with {addr} timed out after {} s; is it a hamster cluster port, and is the node overloaded?",
+                HANDSHAKE_MS / 1000
+            ),
+        };
+        if !handshake_cut(&e) {
+            bail!("{}", rejected(&e));
+        }
+        if attempt >= HANDSHAKE_ATTEMPTS_MAX {
+            bail!(
+                "the node at {addr} closed the connection during the TLS handshake ({e}), {attempt} times: \
+                 its cluster port may be overloaded by too many connections, or the node is stopping; \
+                 retry shortly, and check that node's log for \"cluster port crowded\""
+            );
+        }
+        debug!(%addr, attempt, error = %e, "TLS handshake cut by the node; trying again");
+        tokio::time::sleep(Duration::from_millis(HANDSHAKE_RETRY_MS)).await;
+        attempt += 1;
+    }
 }
 
 /// Opens a TCP connection to `addr` within [`CLIENT_CONNECT_MS`], with a one-line error.

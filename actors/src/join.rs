@@ -32,15 +32,13 @@ use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
 use crate::control::{
-    connect, read_frame, read_frame_bounded, write_message, ClusterStream, FrameError,
-    ProtocolHandler, HANDSHAKE_MS,
+    connect_tls, read_frame, read_frame_bounded, write_message, ClusterStream, FrameError,
+    ProtocolHandler,
 };
 use crate::peer::{node_id_hex, parse_node_id};
 use crate::raft::node::{Propose, ProposeError, RaftNode, RaftStatus, RaftStatusReport};
 use crate::raft::NodeInfo;
-use crate::tls::{
-    ca_sha256_hex, cluster_server_name, pinned_client_config, sign_node_csr, ClusterCa,
-};
+use crate::tls::{ca_sha256_hex, pinned_client_config, sign_node_csr, ClusterCa};
 
 /// Time a joiner has to send its request after the handshake.
 pub const JOIN_IDLE_MS_MAX: u64 = 10_000;
@@ -278,16 +276,14 @@ pub async fn request_join(
     req: &JoinRequest,
 ) -> anyhow::Result<JoinResponse> {
     let connector = TlsConnector::from(pinned_client_config(ca_sha256, &[ALPN_JOIN])?);
-    let tcp = connect(addr).await?;
-    let _ = tcp.set_nodelay(true);
-    let handshake = connector.connect(cluster_server_name(), tcp);
-    let mut stream = match timeout(Duration::from_millis(HANDSHAKE_MS), handshake).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => bail!(
+    // Only a failed check means the node is not of the token's cluster; a cut handshake is
+    // reported by `connect_tls` as the crowded or stopping port it is.
+    let mut stream = connect_tls(addr, &connector, |e| {
+        format!(
             "the node at {addr} is not a member of the cluster the token names ({e}); check the token"
-        ),
-        Err(_) => bail!("TLS handshake with {addr} timed out; is it a hamster cluster port?"),
-    };
+        )
+    })
+    .await?;
     if stream.get_ref().1.alpn_protocol() != Some(ALPN_JOIN) {
         bail!(
             "the node at {addr} does not accept joins; run the same hamster version as the cluster"

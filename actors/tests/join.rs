@@ -9,13 +9,15 @@ use std::time::Duration;
 use hamster_actors::control::{
     bind_routes, read_frame, write_frame, ClusterPort, ControlHandler, ProtocolHandler, Routes,
 };
+use hamster_actors::join::request_join;
 use hamster_actors::tls::{
     ca_sha256_hex, check_member_material, cluster_server_name, install_ring_provider,
     mint_cluster_ca, mint_node_cert, node_key_and_csr, pinned_client_config, sign_node_csr,
     ClusterCa, TlsMaterial,
 };
 use hamster_protocol::wire::{
-    encode_message, ControlRequest, ControlResponse, ALPN_CONTROL, ALPN_JOIN, ALPN_RAFT,
+    encode_message, ControlRequest, ControlResponse, JoinRequest, ALPN_CONTROL, ALPN_JOIN,
+    ALPN_RAFT,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -178,4 +180,42 @@ async fn t30_csr_is_signed_only_for_its_own_node_id() {
     let err = sign_node_csr(&ca, &csr_pem, SERVER_NODE).unwrap_err();
     assert!(err.to_string().contains("not exactly"), "{err}");
     assert!(sign_node_csr(&ca, "not a csr", JOINER_NODE).is_err());
+}
+
+/// A joiner whose handshake the node cuts (a crowded cluster port) is told so, with what to do;
+/// it is not told that the node is not of the token's cluster.
+#[tokio::test]
+async fn t40_cut_handshake_is_not_blamed_on_the_token() {
+    install_ring_provider();
+    let ca = mint_cluster_ca("c-join").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cutter = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            drop(tcp);
+        }
+    });
+    let (_, csr_pem) = node_key_and_csr(JOINER_NODE).unwrap();
+    let req = JoinRequest {
+        token: "not-used".into(),
+        csr_pem,
+        node_id: JOINER_NODE.into(),
+        cluster_addr: "127.0.0.1:9400".into(),
+        zone: "z1".into(),
+        host: "h1".into(),
+        capacity_bytes: 1 << 30,
+    };
+    let err = format!(
+        "{:#}",
+        request_join(&addr.to_string(), pin(&ca), &req)
+            .await
+            .unwrap_err()
+    );
+    cutter.abort();
+    assert!(!err.contains("is not a member"), "{err}");
+    assert!(
+        err.contains("closed the connection during the TLS handshake"),
+        "{err}"
+    );
+    assert!(err.contains("overloaded"), "{err}");
 }

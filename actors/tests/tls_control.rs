@@ -4,12 +4,13 @@
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hamster_actors::control::{
     bind, bind_routes, control_request, read_frame, write_frame, ClusterPort, ControlHandler,
-    ProtocolHandler, Routes,
+    ProtocolHandler, Routes, HANDSHAKE_ATTEMPTS_MAX,
 };
 use hamster_actors::tls::{
     ca_sha256_hex, client_config, cluster_server_name, install_ring_provider, load_cluster_ca,
@@ -418,4 +419,68 @@ async fn t60_shutdown_stops_listening() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let err = status(addr, &cluster.client).await.unwrap_err().to_string();
     assert!(err.contains("no hamster node is listening"), "{err}");
+}
+
+/// The first bytes of a TLS ClientHello (record header, handshake header announcing more, the
+/// version and part of the random): a client that starts a handshake and then stalls.
+const PARTIAL_CLIENT_HELLO: [u8; 19] = [
+    0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, 0, 1, 2, 3, 4, 5, 6, 7,
+];
+/// More idle connections than the port once served in all (256).
+const FLOOD_CONNECTIONS: usize = 300;
+
+/// A flood of idle connections, every fourth stalled in the middle of its ClientHello, held
+/// open from the same address as the client (loopback): the member's status request is still
+/// answered, at once, and so is the next one. The port used to serve 256 connections in all
+/// and close every newcomer past that until an idle one timed out.
+#[tokio::test]
+async fn t70_idle_flood_does_not_lock_out_a_member() {
+    let cluster = start().await;
+    let addr = cluster.port.local_addr();
+    let mut flood = Vec::with_capacity(FLOOD_CONNECTIONS);
+    for i in 0..FLOOD_CONNECTIONS {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        if i % 4 == 3 {
+            tcp.write_all(&PARTIAL_CLIENT_HELLO).await.unwrap();
+        }
+        flood.push(tcp);
+    }
+    // Let the port accept the whole flood before the member arrives.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..2 {
+        let response = tokio::time::timeout(REFUSAL_WAIT, status(addr, &cluster.client))
+            .await
+            .expect("the status request must not wait out the flood")
+            .unwrap();
+        assert_eq!(response, ControlResponse::Status(report()));
+    }
+    drop(flood);
+}
+
+/// A node that closes the connection in the middle of the TLS handshake (as a crowded port
+/// does) is reported as such, after a few tries, with what to do; not as a certificate or
+/// cluster mismatch.
+#[tokio::test]
+async fn t71_cut_handshake_is_reported_as_a_crowded_port() {
+    let ca = mint_cluster_ca("c-test").unwrap();
+    let client = material(&ca, CLIENT_NODE);
+    let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicU32::new(0));
+    let count = accepted.clone();
+    let cutter = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            drop(tcp);
+        }
+    });
+    let err = format!("{:#}", status(addr, &client).await.unwrap_err());
+    cutter.abort();
+    assert_eq!(accepted.load(Ordering::SeqCst), HANDSHAKE_ATTEMPTS_MAX);
+    assert!(
+        err.contains("closed the connection during the TLS handshake"),
+        "{err}"
+    );
+    assert!(err.contains("overloaded"), "{err}");
+    assert!(!err.contains("is it a node of the cluster"), "{err}");
 }

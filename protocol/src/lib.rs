@@ -2,6 +2,7 @@
 //! the CLI and the simulation harness all compute the same answers from the same inputs.
 #![deny(missing_docs)]
 
+pub mod admission;
 pub mod checksum;
 pub mod chunked;
 pub mod form;
