@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use hamster_actors::continuity;
 use hamster_actors::control;
-use hamster_actors::node::{load_node, DataDir};
+use hamster_actors::node::{load_node, DataDir, NodeFile};
 use hamster_actors::raft::db::MetaDb;
 use hamster_actors::raft::recover::{inspect, rewrite_membership};
 use hamster_actors::tls;
@@ -22,28 +22,69 @@ use hamster_protocol::wire::{ControlRequest, ControlResponse, StatusReport};
 /// How long each member gets to answer.
 const PROBE_WAIT: Duration = Duration::from_secs(3);
 
-/// Runs `hamster recover`.
-pub fn recover(dir: &Path, confirmed: bool) -> anyhow::Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = DataDir::new(dir);
-    if !dir.is_initialised() {
-        bail!(
-            "{} is not a hamster data dir; pass the data dir of a surviving member with --data",
-            dir.root.display()
-        );
-    }
-    let node = load_node(&dir)?;
-    let material = tls::load_tls_dir(&dir.tls())?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        if probe(&node.cluster_addr, &material).await.is_some() {
+/// A member's data dir, opened by a repair verb that runs on the stopped node: its identity,
+/// its certificate (to ask the others), and a runtime to ask them on.
+pub struct StoppedMember {
+    /// The data dir.
+    pub dir: DataDir,
+    /// `node.json`.
+    pub node: NodeFile,
+    /// The node's certificate and key.
+    pub material: tls::TlsMaterial,
+    /// A one-thread runtime for the verb's requests.
+    pub rt: tokio::runtime::Runtime,
+}
+
+impl StoppedMember {
+    /// Opens `dir`, the data dir of `whose` (named in the error when it is not one).
+    pub fn open(dir: &Path, whose: &str) -> anyhow::Result<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = DataDir::new(dir);
+        if !dir.is_initialised() {
             bail!(
-                "the node is running on {}; stop it first (systemctl stop hamster), then run recover",
-                node.cluster_addr
+                "{} is not a hamster data dir (no node.json); pass the data dir of {whose} with --data",
+                dir.root.display()
             );
         }
+        let node = load_node(&dir)?;
+        let material = tls::load_tls_dir(&dir.tls())?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(StoppedMember {
+            dir,
+            node,
+            material,
+            rt,
+        })
+    }
+
+    /// Refuses while the node still answers on its cluster port; `verb` names the command.
+    pub async fn check_stopped(&self, verb: &str) -> anyhow::Result<()> {
+        if probe(&self.node.cluster_addr, &self.material)
+            .await
+            .is_some()
+        {
+            bail!(
+                "the node is running on {}; stop it first (systemctl stop hamster), then run {verb}",
+                self.node.cluster_addr
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Runs `hamster recover`.
+pub fn recover(dir: &Path, confirmed: bool) -> anyhow::Result<()> {
+    let member = StoppedMember::open(dir, "a surviving member")?;
+    member.rt.block_on(async {
+        member.check_stopped("recover").await?;
+        let StoppedMember {
+            dir,
+            node,
+            material,
+            ..
+        } = &member;
         let db = MetaDb::open(&dir.meta(), 16 << 30)
             .await
             .context("cannot open the metadata store")?;

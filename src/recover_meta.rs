@@ -13,38 +13,25 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use hamster_actors::continuity::{self, StartMode};
 use hamster_actors::control;
-use hamster_actors::node::{load_node, DataDir};
-use hamster_actors::tls;
+use hamster_actors::node::DataDir;
+
+use crate::recover::StoppedMember;
 use hamster_protocol::wire::{ControlRequest, ControlResponse};
 
-/// How long the node's own port gets to answer (is it running?).
-const PROBE_WAIT: Duration = Duration::from_secs(3);
 /// How long a member gets to re-admit this node (two membership changes).
 const READMIT_WAIT: Duration = Duration::from_secs(60);
 
 /// Runs `hamster recover-meta`.
 pub fn recover_meta(dir: &Path, peers: &[String]) -> anyhow::Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = DataDir::new(dir);
-    if !dir.is_initialised() {
-        bail!(
-            "{} is not a hamster data dir (no node.json); pass the lost member's data dir with --data",
-            dir.root.display()
-        );
-    }
-    let node = load_node(&dir)?;
-    let material = tls::load_tls_dir(&dir.tls())?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let own = control::control_request(&node.cluster_addr, &material, &ControlRequest::NodeStatus);
-        if let Ok(Ok(_)) = tokio::time::timeout(PROBE_WAIT, own).await {
-            bail!(
-                "the node is running on {}; stop it first (systemctl stop hamster), then run recover-meta",
-                node.cluster_addr
-            );
-        }
+    let member = StoppedMember::open(dir, "the member that lost its metadata")?;
+    member.rt.block_on(async {
+        member.check_stopped("recover-meta").await?;
+        let StoppedMember {
+            dir,
+            node,
+            material,
+            ..
+        } = &member;
         if continuity::check_meta(&dir, &node.cluster_id).await.ok() == Some(StartMode::Restart) {
             bail!(
                 "the metadata store {} looks intact, so there is nothing to recover; if you know it is damaged, move it aside first and run recover-meta again",

@@ -9,7 +9,7 @@ mod t20_leader_crash;
 mod t30_partitions;
 mod t40_snapshot_catch_up;
 mod t50_membership_growth;
-mod t60_recover;
+pub mod t60_recover;
 mod t61_recover_returning_nodes;
 mod t70_chaos;
 mod t80_s3_clients;

@@ -6,16 +6,13 @@
 //! learn that they were dropped and stop, and the survivor must keep every acknowledged write
 //! — its log is never overwritten by theirs (before epochs, openraft panicked on exactly that).
 
-use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::time::Duration;
 
-use hamster_actors::raft::recover;
-
+use super::t60_recover::lose_quorum_and_recover;
 use crate::client::{self, Model};
 use crate::cluster::Sim;
 use crate::event;
-use crate::net::Faults;
 use crate::world::check;
 
 const CI_SEEDS: u64 = 20;
@@ -23,37 +20,8 @@ const CI_SEEDS: u64 = 20;
 const FENCE_WAIT_MAX: Duration = Duration::from_secs(10);
 
 pub async fn scenario(sim: Rc<Sim>) -> Result<(), String> {
-    sim.form(3).await?;
-    client::create_bucket(&sim).await?;
-    sim.net.set_faults(Faults {
-        delay_ms_max: 12,
-        ..Faults::CALM
-    });
     let model = Rc::new(Model::default());
-    let load = actix_rt::spawn(client::workload(sim.clone(), model.clone(), 4, 20, 60));
-    sim.sleep_ms(sim.pick(300..1500)).await;
-    for id in sim.up() {
-        sim.crash(id).await?;
-    }
-    let _ = load.await;
-    let mut best = None;
-    for id in sim.ids() {
-        let db = sim.open_store(id).await?;
-        let last = recover::inspect(&db)
-            .map_err(|e| format!("inspecting node {id}: {e:#}"))?
-            .last_log;
-        if best.is_none_or(|(_, b)| last > b) {
-            best = Some((id, last));
-        }
-    }
-    let (survivor, _) = best.ok_or("no member")?;
-    {
-        let db = sim.open_store(survivor).await?;
-        recover::rewrite_membership(&db, survivor, &BTreeSet::new())
-            .map_err(|e| format!("recover on node {survivor}: {e:#}"))?;
-    }
-    sim.raise_epoch(survivor);
-    sim.restart(survivor).await?;
+    let survivor = lose_quorum_and_recover(&sim, &model).await?;
     client::workload(sim.clone(), model.clone(), 3, 15, 50).await;
 
     let dropped: Vec<u64> = sim.ids().into_iter().filter(|id| *id != survivor).collect();
