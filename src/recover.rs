@@ -145,16 +145,16 @@ pub fn recover(dir: &Path, confirmed: bool) -> anyhow::Result<()> {
                 dropped.join(", ")
             );
         }
-        let epoch = continuity::load_epoch(&dir)? + 1;
+        let epoch = continuity::load_epoch(dir)? + 1;
         let log_id = rewrite_membership(&db, me, &learners)?;
         // The new epoch is recorded before the node can start: from its first RPC on, members
         // of the old epoch (the dropped ones) are refused and told to stop.
-        continuity::save_epoch(&dir, epoch)
+        continuity::save_epoch(dir, epoch)
             .with_context(|| format!("cannot record the new cluster epoch in {}", dir.root.display()))?;
         for id in &learners {
             let Some(addr) = others.get(id) else { continue };
             let adopt = ControlRequest::AdoptEpoch { epoch };
-            let ask = control::control_request(addr, &material, &adopt);
+            let ask = control::control_request(addr, material, &adopt);
             match tokio::time::timeout(PROBE_WAIT, ask).await {
                 Ok(Ok(ControlResponse::EpochAdopted { .. })) => {}
                 _ => println!(

@@ -32,7 +32,7 @@ pub fn recover_meta(dir: &Path, peers: &[String]) -> anyhow::Result<()> {
             material,
             ..
         } = &member;
-        if continuity::check_meta(&dir, &node.cluster_id).await.ok() == Some(StartMode::Restart) {
+        if continuity::check_meta(dir, &node.cluster_id).await.ok() == Some(StartMode::Restart) {
             bail!(
                 "the metadata store {} looks intact, so there is nothing to recover; if you know it is damaged, move it aside first and run recover-meta again",
                 dir.meta().display()
@@ -40,7 +40,7 @@ pub fn recover_meta(dir: &Path, peers: &[String]) -> anyhow::Result<()> {
         }
         let mut asked: Vec<String> = peers.to_vec();
         if asked.is_empty() {
-            if let Some(w) = continuity::load_watermark(&dir)? {
+            if let Some(w) = continuity::load_watermark(dir)? {
                 asked = w.members.into_iter().filter(|a| *a != node.cluster_addr).collect();
                 if asked.is_empty() {
                     bail!(
@@ -61,7 +61,7 @@ pub fn recover_meta(dir: &Path, peers: &[String]) -> anyhow::Result<()> {
             let req = ControlRequest::ReadmitMember {
                 node_id: node.node_id_hex(),
             };
-            let ask = control::control_request(addr, &material, &req);
+            let ask = control::control_request(addr, material, &req);
             match tokio::time::timeout(READMIT_WAIT, ask).await {
                 Ok(Ok(ControlResponse::Readmitted { leader: l, .. })) => {
                     leader = Some(l);
@@ -76,8 +76,8 @@ pub fn recover_meta(dir: &Path, peers: &[String]) -> anyhow::Result<()> {
         let Some(leader) = leader else {
             bail!("no member re-admitted this node ({last}); start the other members (a majority of voters must run) and retry");
         };
-        let aside = move_aside(&dir)?;
-        continuity::allow_rebuild(&dir)?;
+        let aside = move_aside(dir)?;
+        continuity::allow_rebuild(dir)?;
         println!(
             "hamster: node {} is a learner of cluster {} again (re-admitted by leader {leader})",
             node.node_id_hex(),
