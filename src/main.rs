@@ -116,6 +116,14 @@ pub struct ServeArgs {
     /// [default: 60s]
     #[arg(long)]
     pub voter_down_after: Option<String>,
+    /// Silence after which an S3 request body is abandoned and its connection closed, e.g. 30s
+    /// [default: 30s]
+    #[arg(long)]
+    pub body_idle_timeout: Option<String>,
+    /// Memory the uploads streaming at once may hold together; beyond it new uploads get
+    /// 503 SlowDown, e.g. 512MiB [default: 512MiB]
+    #[arg(long)]
+    pub upload_memory_max: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -34,6 +34,7 @@ use hamster_actors::raft::node::{
 use hamster_actors::raft::NodeInfo;
 use hamster_actors::reclaim;
 use hamster_actors::repair;
+use hamster_actors::s3::uploads::{UploadGate, UploadLimits};
 use hamster_actors::s3::{self, S3Config, S3State};
 use hamster_actors::shards::ShardStore;
 use hamster_actors::steward::{Steward, VOTER_DOWN_AFTER_DEFAULT};
@@ -295,6 +296,8 @@ struct Settings {
     admin: String,
     region: String,
     domain: Option<String>,
+    body_idle: Duration,
+    uploads: UploadLimits,
 }
 
 /// Runs `hamster serve`.
@@ -347,8 +350,32 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
             ),
         },
     };
+    let body_idle = match a
+        .body_idle_timeout
+        .as_deref()
+        .or_else(|| f.and_then(|f| f.body_idle_timeout.as_deref()))
+    {
+        None => Duration::from_millis(s3::BODY_IDLE_TIMEOUT_MS),
+        Some(text) => match parse_duration_ms(text) {
+            Some(ms) if ms >= 1_000 => Duration::from_millis(ms),
+            _ => bail!(
+                "--body-idle-timeout {text:?} is not a duration of at least 1s, like 30s or 2m"
+            ),
+        },
+    };
+    let mut uploads = UploadLimits::default();
+    if let Some(text) = a
+        .upload_memory_max
+        .as_deref()
+        .or_else(|| f.and_then(|f| f.upload_memory_max.as_deref()))
+    {
+        uploads.memory_bytes_max = parse_size(text)
+            .with_context(|| format!("--upload-memory-max {text:?} is not a size like 512MiB"))?;
+    }
     let settings = Settings {
         dir,
+        body_idle,
+        uploads,
         voter_down_after,
         s3: s3_addr,
         admin: pick(&a.admin, f.map(|f| &f.admin), ADMIN_ADDR_DEFAULT),
@@ -545,8 +572,11 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
             config: S3Config {
                 region: s.region.clone(),
                 domain: s.domain.clone(),
+                body_idle: s.body_idle,
+                uploads: s.uploads,
             },
             owner_id: node.cluster_id.clone(),
+            uploads: UploadGate::new(s.uploads),
         });
         let sock = resolve(addr, "S3")?;
         let server = HttpServer::new(move || {
