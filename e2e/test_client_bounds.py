@@ -204,3 +204,79 @@ def test_idle_partial_uploads_are_cut_off_with_memory_bounded(node_factory):
     s3.put_object(Bucket="bounds", Key="after", Body=b"a" * 700_000)
     assert s3.get_object(Bucket="bounds", Key="after")["Body"].read() == b"a" * 700_000
     assert error_lines(node) == []
+
+
+def xml_code(answer: bytes) -> tuple[int, str, bool]:
+    """(status, S3 error code, whether the body is an S3 XML error document)."""
+    status, code = status_and_code(answer)
+    body = answer.partition(b"\r\n\r\n")[2]
+    return status, code, body.startswith(b"<?xml") and b"<Error>" in body
+
+
+def test_http_layer_rejections_are_s3_xml_and_not_errors_in_the_log(node_factory):
+    node = node_factory("reject")
+    s3 = node.client()
+    s3.create_bucket(Bucket="reject")
+    host = node.s3_addr
+
+    # A 100 KB key: over what the HTTP layer parses as a request target.
+    signer = Signer(node.access_key, node.secret_key)
+    long_key = "/reject/" + "k" * 100_000
+    answer = raw_exchange(node.s3_port, signed_put_head(signer, host, long_key, 5) + b"hello")
+    assert xml_code(answer) == (400, "KeyTooLongError", True), answer[:300]
+
+    # A 2 KB key reaches the S3 handler, which says the same.
+    with pytest.raises(Exception) as e:
+        s3.put_object(Bucket="reject", Key="k" * 2048, Body=b"x")
+    assert harness.error_code(e.value) == "KeyTooLongError"
+
+    # Headers: over AWS's 8 KiB (answered by the handler), over the HTTP layer's buffers, and
+    # more header lines than it parses (both answered before it sees them).
+    h = signer.sign_headers("GET", host, "/reject/k", {"x-amz-meta-big": "v" * 20_000},
+                            harness.sha256(b""))
+    head = "GET /reject/k HTTP/1.1\r\nHost: " + host + "\r\n" + "".join(
+        f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n"
+    assert xml_code(raw_exchange(node.s3_port, head.encode())) == (
+        400, "RequestHeaderSectionTooLarge", True)
+    huge = b"GET /reject/k HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 200_000 + b"\r\n\r\n"
+    answer = raw_exchange(node.s3_port, huge)
+    assert xml_code(answer) == (400, "RequestHeaderSectionTooLarge", True), answer[:300]
+    assert b"<MaxSizeAllowed>8192</MaxSizeAllowed>" in answer
+    many = b"GET /reject/k HTTP/1.1\r\nHost: x\r\n" + b"".join(
+        b"X-H%d: v\r\n" % i for i in range(120)) + b"\r\n"
+    assert xml_code(raw_exchange(node.s3_port, many)) == (400, "RequestHeaderSectionTooLarge", True)
+
+    # A Content-Length that is not a number.
+    bad_length = b"PUT /reject/k HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n"
+    assert xml_code(raw_exchange(node.s3_port, bad_length))[:2] == (400, "InvalidArgument")
+
+    # On a kept-alive connection: a good request with a body, then an oversized key. The first
+    # is served, the second refused in XML; the body is not mistaken for a head.
+    body = b"GET /" + b"z" * 70_000
+    first = signed_put_head(Signer(node.access_key, node.secret_key), host, "/reject/kept",
+                            len(body)) + body
+    second = b"GET /reject/" + b"q" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", node.s3_port), timeout=10) as s:
+        s.sendall(first)
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += s.recv(65536)
+        assert got.startswith(b"HTTP/1.1 200"), got[:300]
+        s.sendall(second)
+        rest = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                rest += chunk
+        except (socket.timeout, ConnectionResetError):
+            pass
+    assert b"<Code>KeyTooLongError</Code>" in rest, rest[:300]
+    assert s3.get_object(Bucket="reject", Key="kept")["Body"].read() == body
+
+    # The node is fine, and none of this was logged as an ERROR; the refusals are WARN lines.
+    s3.put_object(Bucket="reject", Key="ok", Body=b"fine")
+    assert s3.get_object(Bucket="reject", Key="ok")["Body"].read() == b"fine"
+    assert error_lines(node) == []
+    assert "client request refused" in node.stderr()

@@ -6,6 +6,7 @@ mod key;
 mod local;
 mod recover;
 mod repair;
+mod s3_listener;
 mod serve;
 mod status;
 mod token;

@@ -48,6 +48,8 @@ use hamster_protocol::wire::{
     ALPN_SHARD,
 };
 use tracing::{info, warn};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{parse_size, FileConfig};
 use crate::key::KeyAdmin;
@@ -313,6 +315,8 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_env("HAMSTER_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
         )
+        .finish()
+        .with(crate::s3_listener::HttpLayerNoise)
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir_path = data_dir(&a.data, f);
@@ -579,24 +583,8 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
             uploads: UploadGate::new(s.uploads),
         });
         let sock = resolve(addr, "S3")?;
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(web::Data::new(state.clone()))
-                .configure(s3::configure)
-        })
-        // Without TCP_NODELAY a small response's body waits for the client's delayed ACK
-        // after the head (about 40 ms per small GET).
-        .on_connect(|conn, _ext| {
-            if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-                let _ = tcp.set_nodelay(true);
-            }
-        })
-        .disable_signals()
-        .shutdown_timeout(SHUTDOWN_GRACE_SECS)
-        .client_request_timeout(Duration::from_secs(60))
-        .bind(sock)
-        .with_context(|| format!("cannot listen on the S3 address {sock}"))?
-        .run();
+        let server = crate::s3_listener::server(sock, state, SHUTDOWN_GRACE_SECS)
+            .with_context(|| format!("cannot listen on the S3 address {sock}"))?;
         s3_handle = Some(server.handle());
         actix_rt::spawn(server);
     }

@@ -5,6 +5,7 @@
 pub mod checksum;
 pub mod chunked;
 pub mod form;
+pub mod http_head;
 pub mod listing;
 pub mod membership;
 pub mod meta;
