@@ -181,7 +181,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedStream<T> {
                 buf.put_slice(&this.ready[this.ready_at..this.ready_at + n]);
                 this.ready_at += n;
                 if this.ready_at == this.ready.len() {
-                    this.ready.clear();
+                    // Idle keep-alive connections should not keep a head's worth of memory.
+                    this.ready = Vec::new();
                     this.ready_at = 0;
                 }
                 return Poll::Ready(Ok(()));
@@ -203,9 +204,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedStream<T> {
                     if max == 0 {
                         return Poll::Ready(Ok(()));
                     }
-                    let mut part = ReadBuf::new(buf.initialize_unfilled_to(max));
+                    let mut part = buf.take(max);
                     let poll = Pin::new(&mut this.io).poll_read(cx, &mut part);
                     let got = part.filled().len();
+                    // SAFETY: the read above initialised and filled `got` bytes at the start of
+                    // `buf`'s unfilled part (`part` is a view of exactly that memory).
+                    unsafe { buf.assume_init(got) };
                     buf.advance(got);
                     if got > 0 {
                         this.state = State::Body(n - got as u64);
@@ -215,6 +219,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedStream<T> {
                 State::Body(_) | State::Head => {}
             }
             this.judge();
+            if this.head.is_empty() {
+                this.head = Vec::new();
+            }
             if this.ready_at < this.ready.len() || !matches!(this.state, State::Head) {
                 continue;
             }
