@@ -19,6 +19,8 @@ pub const UPLOADS_IN_FLIGHT_MAX: usize = 1024;
 pub const UPLOAD_MEMORY_BYTES_MAX: u64 = 512 * 1024 * 1024;
 /// Shortest time between two hand-backs of freed memory to the system.
 pub const TRIM_EVERY_MS: u64 = 2_000;
+/// How long after the last upload of a burst ends its memory is returned.
+const TRIM_DELAY_MS: u64 = 1_000;
 /// Charged bytes freed since the last hand-back below which a hand-back is not worth its cost.
 const TRIM_FREED_BYTES_MIN: u64 = 64 * 1024 * 1024;
 
@@ -107,7 +109,7 @@ impl UploadGate {
         (t.in_flight, t.charged)
     }
 
-    fn release(&self, bytes: u64) {
+    fn release(self: &Arc<Self>, bytes: u64) {
         let trim = {
             let mut t = self.tally();
             t.in_flight = t.in_flight.saturating_sub(1);
@@ -125,8 +127,24 @@ impl UploadGate {
             trim
         };
         if trim {
-            return_freed_memory();
+            self.trim_soon();
         }
+    }
+
+    /// Returns freed memory to the system a moment from now, if no upload started meanwhile:
+    /// the connections of the last uploads free their buffers only after their tickets.
+    fn trim_soon(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return_freed_memory();
+            return;
+        };
+        let gate = self.clone();
+        runtime.spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(TRIM_DELAY_MS)).await;
+            if gate.in_flight().0 == 0 {
+                return_freed_memory();
+            }
+        });
     }
 }
 
