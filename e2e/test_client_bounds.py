@@ -29,9 +29,9 @@ DECLARED = 1 << 20
 SENT = 512 * 1024 + 1
 IDLE_S = 3
 MEMORY_MAX_MIB = 256
-# Read buffers actix keeps per connection while a body streams in (128 KiB head/read buffer
-# plus 32 KiB of payload backlog), for every connection, admitted or not.
-CONNECTION_KIB = 160
+# Buffers per connection while a body streams in, admitted or not: actix's read buffer (up to
+# 128 KiB) and payload backlog (32 KiB), the listener's head buffer (16 KiB), allocator rounding.
+CONNECTION_KIB = 192
 # Room for the rest of the process to grow under the flood: blocking-pool threads writing
 # shards, allocator slack between freed and reused blocks.
 SLACK_MIB = 64
