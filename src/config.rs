@@ -34,6 +34,10 @@ pub struct FileConfig {
     pub log: Option<String>,
     /// `--voter-down-after`.
     pub voter_down_after: Option<String>,
+    /// `--body-idle-timeout`.
+    pub body_idle_timeout: Option<String>,
+    /// `--upload-memory-max`.
+    pub upload_memory_max: Option<String>,
 }
 
 /// Reads a config file, naming the file and the problem on error.

@@ -7,6 +7,7 @@ mod local;
 mod recover;
 mod recover_meta;
 mod repair;
+mod s3_listener;
 mod serve;
 mod status;
 mod token;
@@ -125,6 +126,14 @@ pub struct ServeArgs {
     /// node could not finish, or after restoring metadata from an old backup on purpose)
     #[arg(long)]
     pub sweep_all_orphans: bool,
+    /// Silence after which an S3 request body is abandoned and its connection closed, e.g. 30s
+    /// [default: 30s]
+    #[arg(long)]
+    pub body_idle_timeout: Option<String>,
+    /// Memory the uploads streaming at once may hold together; beyond it new uploads get
+    /// 503 SlowDown, e.g. 512MiB [default: 512MiB]
+    #[arg(long)]
+    pub upload_memory_max: Option<String>,
 }
 
 #[derive(Debug, Args)]

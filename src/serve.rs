@@ -36,6 +36,7 @@ use hamster_actors::raft::node::{
 use hamster_actors::raft::NodeInfo;
 use hamster_actors::reclaim::{self, SweepGuard};
 use hamster_actors::repair;
+use hamster_actors::s3::uploads::{UploadGate, UploadLimits};
 use hamster_actors::s3::{self, S3Config, S3State};
 use hamster_actors::shards::ShardStore;
 use hamster_actors::steward::{Steward, VOTER_DOWN_AFTER_DEFAULT};
@@ -49,6 +50,8 @@ use hamster_protocol::wire::{
     ALPN_SHARD,
 };
 use tracing::{info, warn};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{parse_size, FileConfig};
 use crate::key::KeyAdmin;
@@ -297,6 +300,8 @@ struct Settings {
     admin: String,
     region: String,
     domain: Option<String>,
+    body_idle: Duration,
+    uploads: UploadLimits,
 }
 
 /// Runs `hamster serve`.
@@ -312,6 +317,8 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_env("HAMSTER_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
         )
+        .finish()
+        .with(crate::s3_listener::HttpLayerNoise)
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir_path = data_dir(&a.data, f);
@@ -352,9 +359,33 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
             ),
         },
     };
+    let body_idle = match a
+        .body_idle_timeout
+        .as_deref()
+        .or_else(|| f.and_then(|f| f.body_idle_timeout.as_deref()))
+    {
+        None => Duration::from_millis(s3::BODY_IDLE_TIMEOUT_MS),
+        Some(text) => match parse_duration_ms(text) {
+            Some(ms) if ms >= 1_000 => Duration::from_millis(ms),
+            _ => bail!(
+                "--body-idle-timeout {text:?} is not a duration of at least 1s, like 30s or 2m"
+            ),
+        },
+    };
+    let mut uploads = UploadLimits::default();
+    if let Some(text) = a
+        .upload_memory_max
+        .as_deref()
+        .or_else(|| f.and_then(|f| f.upload_memory_max.as_deref()))
+    {
+        uploads.memory_bytes_max = parse_size(text)
+            .with_context(|| format!("--upload-memory-max {text:?} is not a size like 512MiB"))?;
+    }
     let settings = Settings {
         dir,
         sweep_all_orphans: a.sweep_all_orphans,
+        body_idle,
+        uploads,
         voter_down_after,
         s3: s3_addr,
         admin: pick(&a.admin, f.map(|f| &f.admin), ADMIN_ADDR_DEFAULT),
@@ -611,28 +642,15 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
             config: S3Config {
                 region: s.region.clone(),
                 domain: s.domain.clone(),
+                body_idle: s.body_idle,
+                uploads: s.uploads,
             },
             owner_id: node.cluster_id.clone(),
+            uploads: UploadGate::new(s.uploads),
         });
         let sock = resolve(addr, "S3")?;
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(web::Data::new(state.clone()))
-                .configure(s3::configure)
-        })
-        // Without TCP_NODELAY a small response's body waits for the client's delayed ACK
-        // after the head (about 40 ms per small GET).
-        .on_connect(|conn, _ext| {
-            if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-                let _ = tcp.set_nodelay(true);
-            }
-        })
-        .disable_signals()
-        .shutdown_timeout(SHUTDOWN_GRACE_SECS)
-        .client_request_timeout(Duration::from_secs(60))
-        .bind(sock)
-        .with_context(|| format!("cannot listen on the S3 address {sock}"))?
-        .run();
+        let server = crate::s3_listener::server(sock, state, SHUTDOWN_GRACE_SECS)
+            .with_context(|| format!("cannot listen on the S3 address {sock}"))?;
         s3_handle = Some(server.handle());
         actix_rt::spawn(server);
     }

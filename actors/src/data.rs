@@ -796,6 +796,26 @@ impl PartWriter {
         Ok(())
     }
 
+    /// The most memory this writer can hold at once, whatever the client sends: the stripe
+    /// being filled, plus every stripe that can be alive behind it (one coding, up to
+    /// [`WINDOW_BLOCKS`] queued and one in flight per shard), never more stripes than the
+    /// declared length makes. The upload gate charges an upload this much before its body is
+    /// read.
+    pub fn footprint_bytes(&self) -> u64 {
+        let profile = match &self.started {
+            Some(s) => s.profile,
+            None => self.plane.profile(&self.layout, u64::MAX),
+        };
+        let k = u64::from(profile.k);
+        let shards = profile.shards() as u64;
+        let block = u64::from(self.plane.inner.config.block_bytes);
+        let total = self.size_hint.unwrap_or(u64::MAX);
+        let filling = (k * block + 1).min(total);
+        let chunk = block.min(total.div_ceil(k.max(1)));
+        let stripes = total.div_ceil(k * block).clamp(1, WINDOW_BLOCKS as u64 + 2);
+        filling.saturating_add(stripes * shards * chunk)
+    }
+
     fn stripe_bytes(&self) -> Option<usize> {
         let s = self.started.as_ref()?;
         Some(usize::from(s.profile.k) * self.plane.inner.config.block_bytes as usize)

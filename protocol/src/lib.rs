@@ -6,6 +6,7 @@ pub mod admission;
 pub mod checksum;
 pub mod chunked;
 pub mod form;
+pub mod http_head;
 pub mod listing;
 pub mod membership;
 pub mod meta;

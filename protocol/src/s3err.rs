@@ -40,6 +40,7 @@ pub enum S3ErrorCode {
     NotImplemented,
     NotModified,
     PreconditionFailed,
+    RequestHeaderSectionTooLarge,
     RequestTimeTooSkewed,
     RequestTimeout,
     ServiceUnavailable,
@@ -90,6 +91,7 @@ impl S3ErrorCode {
             NotImplemented => "NotImplemented",
             NotModified => "NotModified",
             PreconditionFailed => "PreconditionFailed",
+            RequestHeaderSectionTooLarge => "RequestHeaderSectionTooLarge",
             RequestTimeTooSkewed => "RequestTimeTooSkewed",
             RequestTimeout => "RequestTimeout",
             ServiceUnavailable => "ServiceUnavailable",
@@ -125,6 +127,7 @@ impl S3ErrorCode {
             | MalformedPOSTRequest
             | InvalidPolicyDocument
             | MetadataTooLarge
+            | RequestHeaderSectionTooLarge
             | RequestTimeout
             | XAmzContentSHA256Mismatch
             | ExpiredToken
@@ -184,6 +187,7 @@ impl S3ErrorCode {
             NotImplemented => "A header or query you provided implies functionality that is not implemented.",
             NotModified => "Not Modified",
             PreconditionFailed => "At least one of the pre-conditions you specified did not hold",
+            RequestHeaderSectionTooLarge => "Your request header section exceeds the maximum allowed size.",
             RequestTimeTooSkewed => "The difference between the request time and the server's time is too large.",
             RequestTimeout => "Your socket connection to the server was not read from or written to within the timeout period.",
             ServiceUnavailable => "Please reduce your request rate.",
@@ -264,6 +268,8 @@ mod tests {
         assert_eq!(S3ErrorCode::InvalidRange.status(), 416);
         assert_eq!(S3ErrorCode::NotImplemented.status(), 501);
         assert_eq!(S3ErrorCode::SlowDown.status(), 503);
+        assert_eq!(S3ErrorCode::RequestTimeout.status(), 400);
+        assert_eq!(S3ErrorCode::RequestHeaderSectionTooLarge.status(), 400);
         assert_eq!(
             S3Error::new(S3ErrorCode::NoSuchBucket).message(),
             "The specified bucket does not exist"

@@ -25,6 +25,7 @@ use hamster_actors::raft::node::{
 };
 use hamster_actors::raft::{NodeInfo, Propose, RaftNode, RaftNodeConfig, Shutdown};
 use hamster_actors::reclaim;
+use hamster_actors::s3::uploads::{UploadGate, UploadLimits};
 use hamster_actors::s3::{Offload, S3Config, S3State};
 use hamster_actors::shards::ShardStore;
 use hamster_actors::steward::Steward;
@@ -321,12 +322,10 @@ impl Sim {
             metrics,
             clock: self.clock.clone(),
             ids,
-            config: S3Config {
-                region: crate::s3client::REGION.into(),
-                domain: None,
-            },
+            config: S3Config::new(crate::s3client::REGION),
             owner_id: "sim".into(),
             offload: Offload::Inline,
+            uploads: UploadGate::new(UploadLimits::default()),
         });
         let mut nodes = self.nodes.borrow_mut();
         let node = nodes.get_mut(&id).expect("node just registered");

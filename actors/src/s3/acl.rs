@@ -88,7 +88,12 @@ pub async fn put_acl(
     object: bool,
     payload: Payload,
 ) -> Result<HttpResponse, S3Error> {
-    let mut body = BodyReader::new(payload, &x.auth.payload, &x.auth.signing);
+    let mut body = BodyReader::new(
+        payload,
+        &x.auth.payload,
+        &x.auth.signing,
+        x.state.config.body_idle,
+    );
     let raw = body.read_all(XML_BODY_BYTES_MAX).await?;
     resolve(x, object).await?;
     let grant_headers = x

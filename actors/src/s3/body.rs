@@ -1,10 +1,17 @@
 //! Request bodies as the client signed them: raw, SHA-256-checked, or aws-chunked (per-chunk
 //! signatures, optional trailing checksums). Bytes are handed on as they arrive; nothing here
 //! holds more than one network chunk plus one chunk header.
+//!
+//! A client that stops sending in the middle of a body is cut off: when no byte arrives for the
+//! front's idle timeout the read fails with `RequestTimeout`, the operation drops what it had
+//! started (a part writer aborts its shards), and the connection closes because its body was
+//! never read to the end.
 
 use actix_web::dev::Payload;
 use actix_web::error::PayloadError;
 use bytes::Bytes;
+use std::time::Duration;
+
 use futures_util::StreamExt;
 use hamster_protocol::chunked::{ChunkSigning, ChunkedDecoder};
 use hamster_protocol::s3err::{S3Error, S3ErrorCode};
@@ -18,13 +25,38 @@ pub struct BodyReader {
     sha256: Option<(Sha256, [u8; 32])>,
     scratch: Vec<u8>,
     finished: bool,
+    /// Longest wait for the next byte before the body counts as abandoned.
+    idle: Duration,
     /// Bytes received on the wire (before aws-chunked decoding).
     pub wire_bytes: u64,
 }
 
+/// The next network chunk of `payload`, or `RequestTimeout` if none arrives within `idle`.
+pub async fn next_chunk(
+    payload: &mut Payload,
+    idle: Duration,
+) -> Result<Option<Result<Bytes, PayloadError>>, S3Error> {
+    tokio::time::timeout(idle, payload.next())
+        .await
+        .map_err(|_| {
+            S3Error::with_message(
+                S3ErrorCode::RequestTimeout,
+                format!(
+                    "no byte of the request body arrived for {} ms; the upload is abandoned",
+                    idle.as_millis()
+                ),
+            )
+        })
+}
+
 impl BodyReader {
-    /// Wraps a payload signed as `mode`.
-    pub fn new(payload: Payload, mode: &PayloadMode, signing: &SigningContext) -> Self {
+    /// Wraps a payload signed as `mode`; a wait of more than `idle` for the next byte fails.
+    pub fn new(
+        payload: Payload,
+        mode: &PayloadMode,
+        signing: &SigningContext,
+        idle: Duration,
+    ) -> Self {
         let signed = || ChunkSigning::Signed {
             signing_key: signing.signing_key,
             amz_date: signing.amz_date.clone(),
@@ -49,6 +81,7 @@ impl BodyReader {
             sha256,
             scratch: Vec::new(),
             finished: false,
+            idle,
             wire_bytes: 0,
         }
     }
@@ -59,7 +92,7 @@ impl BodyReader {
             if self.finished {
                 return Ok(None);
             }
-            match self.payload.next().await {
+            match next_chunk(&mut self.payload, self.idle).await? {
                 Some(Ok(chunk)) => {
                     self.wire_bytes += chunk.len() as u64;
                     let data = match &mut self.decoder {

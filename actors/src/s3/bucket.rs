@@ -49,7 +49,12 @@ pub async fn list_buckets(x: &Exchange) -> Result<HttpResponse, S3Error> {
 pub async fn create_bucket(x: &Exchange, payload: Payload) -> Result<HttpResponse, S3Error> {
     let name = bucket_name(x);
     validate_bucket_name(name)?;
-    let mut body = BodyReader::new(payload, &x.auth.payload, &x.auth.signing);
+    let mut body = BodyReader::new(
+        payload,
+        &x.auth.payload,
+        &x.auth.signing,
+        x.state.config.body_idle,
+    );
     let raw = body.read_all(XML_BODY_BYTES_MAX).await?;
     let region = &x.state.config.region;
     if let Some(loc) = xml::parse_create_bucket(&raw)? {

@@ -175,6 +175,8 @@ pub(super) async fn copy_bytes(
         "copy range inside the source"
     );
     let mut writer = state.data.begin_part(body, part, Some(end - start)).await?;
+    // A copy's writer holds memory like an upload's and counts against the same caps.
+    let _admitted = state.uploads.admit(writer.footprint_bytes())?;
     let object = source.object_id;
     let mut cursor = ReadCursor::new(state.data.clone(), source, start, end);
     let mut md5 = Md5::new();

@@ -38,7 +38,12 @@ pub async fn delete_objects(x: &Exchange, payload: Payload) -> Result<HttpRespon
             .iter()
             .map(|(n, v)| (n.as_str(), v.to_str().unwrap_or(""))),
     )?;
-    let mut body = BodyReader::new(payload, &x.auth.payload, &x.auth.signing);
+    let mut body = BodyReader::new(
+        payload,
+        &x.auth.payload,
+        &x.auth.signing,
+        x.state.config.body_idle,
+    );
     let raw = body.read_all(DELETE_BODY_BYTES_MAX).await?;
     // AWS requires Content-MD5 or an x-amz-checksum-*; we verify whichever is sent and, for
     // older clients, also accept neither.

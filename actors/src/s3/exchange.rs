@@ -6,6 +6,7 @@ use std::sync::Arc;
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
 use actix_web::dev::Payload;
 use actix_web::{HttpRequest, HttpResponse};
+use hamster_protocol::http_head::{header_section_bytes, HEADER_SECTION_BYTES_MAX};
 use hamster_protocol::s3err::{S3Error, S3ErrorCode};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
@@ -91,7 +92,12 @@ async fn handle(state: Arc<S3State>, req: HttpRequest, payload: Payload) -> Http
             } else {
                 debug!(request_id = %echo.request_id, op = op.name(), error = %err, "refused");
             }
-            (op, response::error(&echo, &err, &[]))
+            let limit = HEADER_SECTION_BYTES_MAX.to_string();
+            let extra: &[(&str, &str)] = match err.code {
+                S3ErrorCode::RequestHeaderSectionTooLarge => &[("MaxSizeAllowed", &limit)],
+                _ => &[],
+            };
+            (op, response::error(&echo, &err, extra))
         }
     };
     state.metrics.observe_s3(
@@ -103,6 +109,25 @@ async fn handle(state: Arc<S3State>, req: HttpRequest, payload: Payload) -> Http
 }
 
 type Outcome = Result<(Op, HttpResponse), (Op, S3Error)>;
+
+/// Refuses a header section larger than AWS accepts, before anything else reads it.
+fn check_header_section(req: &HttpRequest) -> Result<(), S3Error> {
+    let bytes = header_section_bytes(
+        req.headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
+    );
+    if bytes > HEADER_SECTION_BYTES_MAX {
+        return Err(S3Error::with_message(
+            S3ErrorCode::RequestHeaderSectionTooLarge,
+            format!(
+                "{} ({bytes} bytes of headers)",
+                S3ErrorCode::RequestHeaderSectionTooLarge.default_message()
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// A copy reads its source, so the key needs read on the source bucket as well as write on
 /// the target. A source header that does not parse is left for the copy itself to refuse.
@@ -125,6 +150,7 @@ async fn dispatch(
 ) -> Outcome {
     let t = target(&req, &state.config).map_err(|e| (Op::BadMethod, e))?;
     let op = classify(req.method().as_str(), &t);
+    check_header_section(&req).map_err(|e| (op, e))?;
     // Every answer below is read from this node's replica: bring it up to the leader's commit
     // index first, so it holds every write acknowledged anywhere before this request arrived.
     super::meta::catch_up(state).await.map_err(|e| (op, e))?;

@@ -10,14 +10,18 @@ mod bucket;
 mod copy;
 mod delete;
 mod exchange;
+pub mod guard;
 mod meta;
 mod multipart;
+pub mod noise;
 mod object;
 mod post;
 mod request;
 mod response;
+pub mod uploads;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::Addr;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -40,6 +44,8 @@ pub const PUT_OBJECT_BYTES_MAX: u64 = 5 * 1024 * 1024 * 1024;
 pub const XML_BODY_BYTES_MAX: usize = 1024 * 1024;
 /// Total size of `x-amz-meta-*` names and values AWS allows.
 pub const USER_META_BYTES_MAX: usize = 2048;
+/// How long a request body may send nothing before it is abandoned, by default.
+pub const BODY_IDLE_TIMEOUT_MS: u64 = 30_000;
 
 /// Settings of the S3 front.
 #[derive(Debug, Clone)]
@@ -48,6 +54,22 @@ pub struct S3Config {
     pub region: String,
     /// With a domain, `bucket.domain` hosts address buckets (virtual-host style).
     pub domain: Option<String>,
+    /// A request body that sends nothing for this long is abandoned and its connection closed.
+    pub body_idle: Duration,
+    /// How many uploads may stream at once and how much memory their writers may hold.
+    pub uploads: uploads::UploadLimits,
+}
+
+impl S3Config {
+    /// The default settings for `region`, without virtual-host addressing.
+    pub fn new(region: impl Into<String>) -> Self {
+        S3Config {
+            region: region.into(),
+            domain: None,
+            body_idle: Duration::from_millis(BODY_IDLE_TIMEOUT_MS),
+            uploads: uploads::UploadLimits::default(),
+        }
+    }
 }
 
 /// Where blocking file work (a shard's fsync and rename, shard reads) runs: actix-web's blocking
@@ -120,6 +142,8 @@ pub struct S3State {
     pub owner_id: String,
     /// Where blocking file work runs.
     pub offload: Offload,
+    /// The uploads streaming now, within `config.uploads`.
+    pub uploads: Arc<uploads::UploadGate>,
 }
 
 /// Registers the S3 front as the default service of an actix-web app.

@@ -271,7 +271,12 @@ async fn receive(
         }
         (g, u) => g.or(u),
     };
-    let mut body = BodyReader::new(payload, &x.auth.payload, &x.auth.signing);
+    let mut body = BodyReader::new(
+        payload,
+        &x.auth.payload,
+        &x.auth.signing,
+        x.state.config.body_idle,
+    );
     let Streamed {
         len: received,
         md5,
@@ -338,6 +343,8 @@ pub async fn upload_part(x: &Exchange, payload: Payload) -> Result<HttpResponse,
     let body = state.ids.object_id();
     let declared = declared_length(x)?;
     let mut writer = state.data.begin_part(body, n, Some(declared)).await?;
+    // Admitted (or refused) before a byte of the body is read; held until the part is stored.
+    let _admitted = state.uploads.admit(writer.footprint_bytes())?;
     // Any early return drops `writer`, which aborts every shard: nothing is stored.
     let got = receive(x, payload, &upload, &mut writer).await?;
     // Durable to the ack rule before the commit (INV-2).
@@ -424,7 +431,12 @@ pub async fn upload_part_copy(x: &Exchange) -> Result<HttpResponse, S3Error> {
 pub async fn complete(x: &Exchange, payload: Payload) -> Result<HttpResponse, S3Error> {
     let (bucket_name, key) = names(x);
     validate_key(key)?;
-    let mut reader = BodyReader::new(payload, &x.auth.payload, &x.auth.signing);
+    let mut reader = BodyReader::new(
+        payload,
+        &x.auth.payload,
+        &x.auth.signing,
+        x.state.config.body_idle,
+    );
     let doc = reader.read_all(XML_BODY_BYTES_MAX).await?;
     let wanted = parse_complete_multipart(&doc)?;
     let upload = get_upload(x).await?;

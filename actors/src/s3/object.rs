@@ -325,7 +325,14 @@ pub async fn put_object(x: &Exchange, payload: Payload) -> Result<HttpResponse, 
     let state = &x.state;
     let id = state.ids.object_id();
     let mut writer = state.data.begin_part(id, 1, Some(declared)).await?;
-    let mut body = BodyReader::new(payload, &x.auth.payload, &x.auth.signing);
+    // Admitted (or refused) before a byte of the body is read; held until the object is stored.
+    let _admitted = state.uploads.admit(writer.footprint_bytes())?;
+    let mut body = BodyReader::new(
+        payload,
+        &x.auth.payload,
+        &x.auth.signing,
+        x.state.config.body_idle,
+    );
     // Any early return drops `writer`, which aborts every shard: nothing is stored.
     let sum = checksum.as_ref().map(|d| Checksummer::new(d.algo));
     let Streamed {

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
-use futures_util::StreamExt;
 use hamster_protocol::form::{boundary_from_content_type, FormParser};
 use hamster_protocol::meta::{Command, ObjectVersion};
 use hamster_protocol::names::validate_key;
@@ -19,6 +18,7 @@ use hamster_protocol::s3err::{S3Error, S3ErrorCode};
 use md5::{Digest, Md5};
 
 use super::access::{self, Need};
+use super::body::next_chunk;
 use super::meta::{bucket, propose};
 use super::request::{header, Target};
 use super::response::{builder, Echo};
@@ -39,7 +39,7 @@ pub async fn post_object(
     // File bytes that arrived together with the last fields; written once the form verifies.
     let mut pending = Vec::new();
     while parser.file().is_none() {
-        match payload.next().await {
+        match next_chunk(&mut payload, state.config.body_idle).await? {
             Some(chunk) => parser.push(&chunk.map_err(payload_error)?, &mut pending)?,
             None => {
                 parser.finish()?;
@@ -117,6 +117,7 @@ async fn store(
     let id = state.ids.object_id();
     // The file's length is known only at its end: the data plane fixes the profile then.
     let mut writer = state.data.begin_part(id, 1, None).await?;
+    let _admitted = state.uploads.admit(writer.footprint_bytes())?;
     let mut md5 = Md5::new();
     let mut received = 0u64;
     // Any early return drops `writer`, which aborts every shard: nothing is stored.
@@ -131,7 +132,7 @@ async fn store(
         if parser.is_done() {
             break;
         }
-        match payload.next().await {
+        match next_chunk(&mut payload, state.config.body_idle).await? {
             Some(chunk) => parser.push(&chunk.map_err(payload_error)?, &mut pending)?,
             None => break,
         }
