@@ -38,6 +38,8 @@ pub struct FileConfig {
     pub body_idle_timeout: Option<String>,
     /// `--upload-memory-max`.
     pub upload_memory_max: Option<String>,
+    /// `--min-free`.
+    pub min_free: Option<String>,
 }
 
 /// Reads a config file, naming the file and the problem on error.

@@ -134,6 +134,10 @@ pub struct ServeArgs {
     /// 503 SlowDown, e.g. 512MiB [default: 512MiB]
     #[arg(long)]
     pub upload_memory_max: Option<String>,
+    /// Free space kept on the metadata and shard filesystems; below it writes are refused
+    /// while reads and deletes go on, e.g. 1GiB [default: 1GiB]
+    #[arg(long)]
+    pub min_free: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,7 @@ use hamster_actors::repair;
 use hamster_actors::s3::uploads::{UploadGate, UploadLimits};
 use hamster_actors::s3::{self, S3Config, S3State};
 use hamster_actors::shards::ShardStore;
+use hamster_actors::space::{self, Space, SpaceConfig, SpaceMonitor};
 use hamster_actors::steward::{Steward, VOTER_DOWN_AFTER_DEFAULT};
 use hamster_actors::tls::{self, TlsMaterial};
 use hamster_actors::transfer::{shard_protocol, ShardService};
@@ -294,6 +295,7 @@ fn resolve(addr: &str, what: &str) -> anyhow::Result<SocketAddr> {
 /// Settings `serve` runs with, after flags, file and defaults are merged.
 struct Settings {
     dir: DataDir,
+    min_free: u64,
     sweep_all_orphans: bool,
     voter_down_after: Duration,
     s3: Option<String>,
@@ -381,8 +383,18 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
         uploads.memory_bytes_max = parse_size(text)
             .with_context(|| format!("--upload-memory-max {text:?} is not a size like 512MiB"))?;
     }
+    let min_free = match a
+        .min_free
+        .as_deref()
+        .or_else(|| f.and_then(|f| f.min_free.as_deref()))
+    {
+        None => space::RESERVE_BYTES_DEFAULT,
+        Some(text) => parse_size(text)
+            .with_context(|| format!("--min-free {text:?} is not a size like 1GiB"))?,
+    };
     let settings = Settings {
         dir,
+        min_free,
         sweep_all_orphans: a.sweep_all_orphans,
         body_idle,
         uploads,
@@ -421,6 +433,17 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         _ => None,
     };
     continuity::check_not_fenced(&s.dir)?;
+    let space_cfg = SpaceConfig {
+        meta_dir: s.dir.meta(),
+        shards_dir: s.dir.shards(),
+        reserve_bytes: s.min_free,
+        headroom_bytes: (s.min_free / 4).min(space::HEADROOM_BYTES_DEFAULT),
+    };
+    // On a full disk the store could not even open (LMDB writes as it opens, and a leader
+    // appends an entry in its new term): give it the headroom first.
+    space::release_headroom_if_low(&space_cfg);
+    let space = Space::measured(space_cfg.clone());
+    let _space_monitor = SpaceMonitor::new(space_cfg, space.clone()).start();
     // Before anything opens the metadata store (opening creates an empty one).
     let mode = continuity::check_meta(&s.dir, &node.cluster_id).await?;
     let epoch_dir = s.dir.clone();
@@ -647,6 +670,7 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
             },
             owner_id: node.cluster_id.clone(),
             uploads: UploadGate::new(s.uploads),
+            space: space.clone(),
         });
         let sock = resolve(addr, "S3")?;
         let server = crate::s3_listener::server(sock, state, SHUTDOWN_GRACE_SECS)
@@ -657,7 +681,10 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
 
     node.admin_addr = s.admin.clone();
     node.s3_addr = s.s3.clone();
-    node::save_node(&s.dir, &node)?;
+    // Only tooling reads these addresses; a full disk must not keep the node from serving.
+    if let Err(e) = node::save_node(&s.dir, &node) {
+        warn!(error = %format!("{e:#}"), "cannot record this start's addresses in node.json");
+    }
     ready.store(true, Ordering::SeqCst);
     match &s.s3 {
         Some(a) => {

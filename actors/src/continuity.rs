@@ -329,6 +329,8 @@ pub struct WatermarkKeeper {
     /// The index the rebuild must reach before its marker goes (read at start).
     rebuild_target: Option<u64>,
     busy: bool,
+    /// Whether the last write failed (so a failure is logged once, not every tick).
+    failing: bool,
 }
 
 impl WatermarkKeeper {
@@ -347,6 +349,7 @@ impl WatermarkKeeper {
             offload,
             rebuild_target,
             busy: false,
+            failing: false,
         }
     }
 
@@ -389,16 +392,28 @@ impl WatermarkKeeper {
                 })
                 .await;
             match done {
-                Ok(Ok(rebuilt)) => Some(rebuilt),
-                Ok(Err(e)) => {
-                    warn!(error = %format!("{e:#}"), "cannot record the applied-index watermark");
-                    None
-                }
+                Ok(Ok(rebuilt)) => Some(Ok(rebuilt)),
+                Ok(Err(e)) => Some(Err(format!("{e:#}"))),
                 Err(_) => None,
             }
         };
-        Box::pin(work.into_actor(self).map(|rebuilt, act, _| {
+        Box::pin(work.into_actor(self).map(|outcome, act, _| {
             act.busy = false;
+            let rebuilt = match outcome {
+                Some(Ok(rebuilt)) => {
+                    act.failing = false;
+                    Some(rebuilt)
+                }
+                Some(Err(e)) => {
+                    // Once per streak: a full disk would otherwise log this every tick.
+                    if !act.failing {
+                        warn!(error = %e, "cannot record the applied-index watermark");
+                    }
+                    act.failing = true;
+                    None
+                }
+                None => None,
+            };
             if rebuilt == Some(true) {
                 info!("metadata rebuilt from the cluster up to the recorded watermark");
                 act.rebuild_target = None;

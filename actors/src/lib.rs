@@ -16,6 +16,7 @@ pub mod reclaim;
 pub mod repair;
 pub mod s3;
 pub mod shards;
+pub mod space;
 pub mod steward;
 pub mod tls;
 pub mod transfer;

@@ -44,6 +44,7 @@ pub enum S3ErrorCode {
     RequestTimeTooSkewed,
     RequestTimeout,
     ServiceUnavailable,
+    InsufficientStorage,
     SignatureDoesNotMatch,
     SlowDown,
     XAmzContentSHA256Mismatch,
@@ -95,6 +96,7 @@ impl S3ErrorCode {
             RequestTimeTooSkewed => "RequestTimeTooSkewed",
             RequestTimeout => "RequestTimeout",
             ServiceUnavailable => "ServiceUnavailable",
+            InsufficientStorage => "InsufficientStorage",
             SignatureDoesNotMatch => "SignatureDoesNotMatch",
             SlowDown => "SlowDown",
             XAmzContentSHA256Mismatch => "XAmzContentSHA256Mismatch",
@@ -147,6 +149,7 @@ impl S3ErrorCode {
             InternalError => 500,
             NotImplemented => 501,
             ServiceUnavailable | SlowDown => 503,
+            InsufficientStorage => 507,
         }
     }
 
@@ -191,6 +194,7 @@ impl S3ErrorCode {
             RequestTimeTooSkewed => "The difference between the request time and the server's time is too large.",
             RequestTimeout => "Your socket connection to the server was not read from or written to within the timeout period.",
             ServiceUnavailable => "Please reduce your request rate.",
+            InsufficientStorage => "The node does not have enough free disk space to store this write; delete objects or add capacity.",
             SignatureDoesNotMatch => "The request signature we calculated does not match the signature you provided. Check your key and signing method.",
             SlowDown => "Please reduce your request rate.",
             XAmzContentSHA256Mismatch => "The provided 'x-amz-content-sha256' header does not match what was computed.",
@@ -268,6 +272,7 @@ mod tests {
         assert_eq!(S3ErrorCode::InvalidRange.status(), 416);
         assert_eq!(S3ErrorCode::NotImplemented.status(), 501);
         assert_eq!(S3ErrorCode::SlowDown.status(), 503);
+        assert_eq!(S3ErrorCode::InsufficientStorage.status(), 507);
         assert_eq!(S3ErrorCode::RequestTimeout.status(), 400);
         assert_eq!(S3ErrorCode::RequestHeaderSectionTooLarge.status(), 400);
         assert_eq!(

@@ -326,6 +326,7 @@ impl Sim {
             owner_id: "sim".into(),
             offload: Offload::Inline,
             uploads: UploadGate::new(UploadLimits::default()),
+            space: hamster_actors::space::Space::unlimited(),
         });
         let mut nodes = self.nodes.borrow_mut();
         let node = nodes.get_mut(&id).expect("node just registered");

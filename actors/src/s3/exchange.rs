@@ -151,6 +151,12 @@ async fn dispatch(
     let t = target(&req, &state.config).map_err(|e| (Op::BadMethod, e))?;
     let op = classify(req.method().as_str(), &t);
     check_header_section(&req).map_err(|e| (op, e))?;
+    if op.grows_storage() && state.space.measure_now() {
+        // Refused before authentication reads a body: a full node answers at once.
+        let solo = state.data.layout().await.nodes.len() <= 1;
+        let node = format!("{:016x}", state.data.me());
+        state.space.check_write(solo, &node).map_err(|e| (op, e))?;
+    }
     // Every answer below is read from this node's replica: bring it up to the leader's commit
     // index first, so it holds every write acknowledged anywhere before this request arrived.
     super::meta::catch_up(state).await.map_err(|e| (op, e))?;

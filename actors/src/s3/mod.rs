@@ -144,6 +144,8 @@ pub struct S3State {
     pub offload: Offload,
     /// The uploads streaming now, within `config.uploads`.
     pub uploads: Arc<uploads::UploadGate>,
+    /// Free disk space: writes are refused while it is below the reserve.
+    pub space: crate::space::Space,
 }
 
 /// Registers the S3 front as the default service of an actix-web app.

@@ -48,6 +48,25 @@ pub enum Op {
 }
 
 impl Op {
+    /// Whether the operation stores new bytes or metadata, and so is refused while this node's
+    /// disks are low on space. Reads, lists, deletes and aborts are never refused for space:
+    /// they are how an operator frees it.
+    pub fn grows_storage(&self) -> bool {
+        matches!(
+            self,
+            Op::CreateBucket
+                | Op::PutObject
+                | Op::PostObject
+                | Op::CopyObject
+                | Op::CreateMultipartUpload
+                | Op::UploadPart
+                | Op::UploadPartCopy
+                | Op::CompleteMultipartUpload
+                | Op::PutBucketAcl
+                | Op::PutObjectAcl
+        )
+    }
+
     /// The operation's name as AWS documents it.
     pub fn name(&self) -> &'static str {
         match self {
