@@ -4,6 +4,7 @@
 mod config;
 mod key;
 mod local;
+mod raft_noise;
 mod recover;
 mod recover_meta;
 mod repair;

@@ -321,6 +321,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
         )
         .finish()
         .with(crate::s3_listener::HttpLayerNoise)
+        .with(crate::raft_noise::UnreachablePeerNoise)
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir_path = data_dir(&a.data, f);
@@ -631,6 +632,14 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
 
     let ready = Arc::new(AtomicBool::new(false));
     stop_when_fenced(epoch.fenced(), s.dir.clone(), ready.clone());
+    actix_rt::spawn(async {
+        let mut every = tokio::time::interval(crate::raft_noise::RAFT_NOISE_EVERY);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            crate::raft_noise::flush();
+        }
+    });
     let stopping = Arc::new(AtomicBool::new(false));
     let core_metrics = raft
         .send(WatchMetrics)
