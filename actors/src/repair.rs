@@ -147,7 +147,7 @@ async fn catch_up(raft: &Addr<RaftNode>) -> Result<(), String> {
         };
         if round == CATCH_UP_ROUNDS_MAX {
             return Err(format!(
-                "this node could not catch up with the metadata leader ({failed}); repair works from current metadata only, so run it again once the cluster has a leader"
+                "this node could not catch up with the metadata leader ({failed}), and repair works from current metadata only"
             ));
         }
         warn!(round, error = %failed, "repair: not caught up with the leader yet; asking again");
