@@ -12,9 +12,10 @@ must exit 0 at once; the first S3 PUT through a follower must succeed (the S3 cl
 not retry) within `PROMPT_PUT_S`, and a GET through the other, which first confirms with the
 leader that it is current, must read it back. The latencies are printed (`pytest -s`).
 
-Repair: a follower stopped while objects are written has none of their metadata when it starts
-again. `hamster repair` run on it at once must still see every object written while it was
-down and rebuild the shards deleted from another node.
+Repair: a follower stopped while objects (and many more metadata entries) are written has none
+of their metadata when it starts again, and takes a moment to catch up. `hamster repair` run on
+it as soon as it answers must still see every object written while it was down and rebuild the
+shards deleted from another node (before, it swept its own stale replica and found nothing).
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ PROMPT_PUT_S = 1.0
 REPAIR_OBJECTS = 6
 # Writes that place a shard on the stopped node are refused; attempts are bounded.
 REPAIR_ATTEMPTS_MAX = 60
+# Metadata entries (empty buckets) written while that node is down, so it is far behind.
+FILLER_ENTRIES = 1500
+# How long repair is retried while the restarted node is not answering yet.
+REPAIR_WAIT_S = 60.0
 
 
 def roles(nodes, reports):
@@ -138,13 +143,25 @@ def test_repair_right_after_restart_sees_writes_it_missed(node_factory):
         if len(written) == REPAIR_OBJECTS:
             break
     assert len(written) == REPAIR_OBJECTS, f"only {len(written)} writes acknowledged"
+    # Many more metadata entries, so that catching up takes the restarted node a while.
+    filler_start = time.monotonic()
+    for i in range(FILLER_ENTRIES):
+        s3.create_bucket(Bucket=f"{bucket}-f{i}")
+    print(f"\n{FILLER_ENTRIES} filler entries written in {time.monotonic() - filler_start:.1f} s")
     lost = sorted(set(harness.shard_files(other.data_dir)) - before)
     assert lost, "no shard of the new objects landed on the other follower"
     for p in lost:
         p.unlink()
 
-    behind.start()
-    r = harness.run_cli(["repair", "--json", "--data", str(behind.data_dir)], timeout=120)
+    # Repair as soon as the restarted node answers at all, while it is still catching up.
+    behind.start(wait=False)
+    deadline = time.monotonic() + REPAIR_WAIT_S
+    while True:
+        r = harness.run_cli(["repair", "--json", "--data", str(behind.data_dir)], timeout=120)
+        if r.returncode == 0 or time.monotonic() > deadline:
+            break
+        assert behind.running(), behind.stderr_tail()
+        time.sleep(0.02)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["objects"] == len(written), report
