@@ -11,6 +11,14 @@
 //! wrong-identity connection and a request that is not answered in time are *unreachable*
 //! (openraft backs off); a connection that drops or garbles an answer is a *network* error
 //! (openraft retries). Reconnects back off exponentially, capped below the election timeout.
+//! A request that failed before any connection was open says so ([`PeerError::never_sent`]),
+//! so a caller may send even a non-idempotent request again elsewhere.
+//!
+//! A pooled connection that sits unused is watched: the dialling side closes it after
+//! [`PEER_IDLE_MS_MAX`], before the serving side's own idle limit, and drops it as soon as the
+//! peer closes it; so the first request after a quiet spell dials afresh instead of failing on
+//! a connection that is already dead (a follower's connection to its leader carries only
+//! forwarded writes and reads, and goes quiet whenever its clients do).
 //!
 //! Each peer's connection is driven by one tokio task on the current runtime; the link and its
 //! clones only queue requests for it, bounded in count and in bytes, so a slow peer makes its
@@ -25,7 +33,7 @@ use actix::Addr;
 use hamster_protocol::wire::{
     encode_frame, encode_message, ALPN_RAFT, FRAME_BYTES_MAX, FRAME_HEADER_BYTES,
 };
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep, timeout, Sleep};
@@ -53,6 +61,12 @@ pub const PEER_REQUESTS_QUEUED_MAX: usize = 64;
 pub const PEER_QUEUE_BYTES_MAX: usize = 2 * (FRAME_BYTES_MAX + FRAME_HEADER_BYTES);
 /// Time a served Raft connection may sit idle between requests before it is closed.
 pub const RAFT_IDLE_MS_MAX: u64 = 60_000;
+/// Time a pooled outbound connection may sit unused before this side closes it. Well below
+/// every serving side's idle limit ([`RAFT_IDLE_MS_MAX`], the shard service's 120 s), so the
+/// dialling side always closes first and never sends a request into a connection the peer is
+/// closing at that moment; the next request dials afresh, which costs one handshake.
+pub const PEER_IDLE_MS_MAX: u64 = 30_000;
+const _: () = assert!(PEER_IDLE_MS_MAX < RAFT_IDLE_MS_MAX);
 /// Time the local Raft member may take to answer one served request.
 pub const RAFT_HANDLER_MS_MAX: u64 = 30_000;
 
@@ -69,7 +83,19 @@ pub fn parse_node_id(hex_id: &str) -> Option<NodeId> {
 /// Why a request to a peer got no answer, sorted by what the caller should do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PeerError {
-    /// The peer could not be reached (refused, timed out, backing off); back off and retry.
+    /// No connection to the peer could be opened (refused, timed out, backing off after such
+    /// a failure), so the request was never sent; back off and retry, here or elsewhere.
+    #[error("node {to} at {addr} is unreachable: {reason}")]
+    NotConnected {
+        /// The node dialled.
+        to: NodeId,
+        /// Where it was dialled.
+        addr: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The peer did not answer in time; the request may or may not have reached it. Back off
+    /// and retry.
     #[error("node {to} at {addr} is unreachable: {reason}")]
     Unreachable {
         /// The node dialled.
@@ -103,6 +129,15 @@ impl PeerError {
     /// Whether the caller should back off (unreachable) rather than retry at once.
     pub fn is_unreachable(&self) -> bool {
         !matches!(self, PeerError::Network { .. })
+    }
+
+    /// Whether the request certainly never left this node, so sending it again (to this peer
+    /// or another) cannot make it take effect twice.
+    pub fn never_sent(&self) -> bool {
+        matches!(
+            self,
+            PeerError::NotConnected { .. } | PeerError::WrongPeer { .. }
+        )
     }
 }
 
@@ -299,6 +334,23 @@ struct PeerConnection {
 enum Wake {
     Job(Option<Job>),
     PauseOver,
+    /// The pooled connection is no use any more (why, for the log).
+    Drop(&'static str),
+}
+
+/// Waits while a pooled connection sits unused, and answers why it should be dropped: this
+/// side's idle limit passed, or the peer closed it (a restart, or its own idle limit) or broke
+/// it. A request is never written into a connection whose close has already arrived.
+async fn watch_unused(stream: &mut TlsStream<TcpStream>) -> &'static str {
+    let mut byte = [0u8; 1];
+    let limit = Duration::from_millis(PEER_IDLE_MS_MAX);
+    match timeout(limit, stream.read(&mut byte)).await {
+        Err(_) => "unused for the idle limit",
+        Ok(Ok(0)) => "closed by the peer",
+        // Nothing is owed to this side while no request is out: the stream is out of step.
+        Ok(Ok(_)) => "the peer sent bytes nobody asked for",
+        Ok(Err(_)) => "broken while unused",
+    }
 }
 
 impl PeerConnection {
@@ -308,17 +360,30 @@ impl PeerConnection {
         let mut backoff_ms = RECONNECT_BACKOFF_MS_MIN;
         let mut pause: Option<Pin<Box<Sleep>>> = None;
         loop {
-            let wake = match pause.as_mut() {
-                Some(p) => tokio::select! {
+            // A close that has arrived is noticed before the next job is taken.
+            let wake = match (pause.as_mut(), stream.as_mut()) {
+                (Some(p), _) => tokio::select! {
                     biased;
                     () = p.as_mut() => Wake::PauseOver,
                     job = jobs.recv() => Wake::Job(job),
                 },
-                None => Wake::Job(jobs.recv().await),
+                (None, Some(s)) => tokio::select! {
+                    biased;
+                    why = watch_unused(s) => Wake::Drop(why),
+                    job = jobs.recv() => Wake::Job(job),
+                },
+                (None, None) => Wake::Job(jobs.recv().await),
             };
             let job = match wake {
                 Wake::PauseOver => {
                     pause = None;
+                    continue;
+                }
+                Wake::Drop(why) => {
+                    debug!(to = self.to, addr = %self.addr, why, "dropping pooled peer connection");
+                    if let Some(mut s) = stream.take() {
+                        let _ = timeout(Duration::from_millis(CONNECT_MS_MAX), s.shutdown()).await;
+                    }
                     continue;
                 }
                 Wake::Job(None) => return,
@@ -331,7 +396,7 @@ impl PeerConnection {
             if pause.is_some() {
                 let _ = job
                     .reply
-                    .send(Err(self.unreachable("backing off after a failed dial")));
+                    .send(Err(self.not_connected("backing off after a failed dial")));
                 continue;
             }
             if stream.is_none() {
@@ -369,6 +434,14 @@ impl PeerConnection {
         }
     }
 
+    fn not_connected(&self, reason: impl Into<String>) -> PeerError {
+        PeerError::NotConnected {
+            to: self.to,
+            addr: self.addr.clone(),
+            reason: reason.into(),
+        }
+    }
+
     fn network(&self, reason: impl Into<String>) -> PeerError {
         PeerError::Network {
             to: self.to,
@@ -381,16 +454,16 @@ impl PeerConnection {
         let limit = Duration::from_millis(CONNECT_MS_MAX);
         let tcp = match timeout(limit, TcpStream::connect(&self.addr)).await {
             Ok(Ok(tcp)) => tcp,
-            Ok(Err(e)) => return Err(self.unreachable(e.to_string())),
-            Err(_) => return Err(self.unreachable("TCP connect timed out")),
+            Ok(Err(e)) => return Err(self.not_connected(e.to_string())),
+            Err(_) => return Err(self.not_connected("TCP connect timed out")),
         };
         // Raft frames are small and latency-bound.
         let _ = tcp.set_nodelay(true);
         let handshake = self.connector.connect(cluster_server_name(), tcp);
         let stream = match timeout(limit, handshake).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(self.unreachable(format!("TLS handshake failed: {e}"))),
-            Err(_) => return Err(self.unreachable("TLS handshake timed out")),
+            Ok(Err(e)) => return Err(self.not_connected(format!("TLS handshake failed: {e}"))),
+            Err(_) => return Err(self.not_connected("TLS handshake timed out")),
         };
         let session = stream.get_ref().1;
         let found = session.peer_certificates().and_then(peer_node_id);
@@ -403,7 +476,7 @@ impl PeerConnection {
         }
         if session.alpn_protocol() != Some(self.alpn) {
             let name = String::from_utf8_lossy(self.alpn).into_owned();
-            return Err(self.unreachable(format!("the peer does not speak {name}")));
+            return Err(self.not_connected(format!("the peer does not speak {name}")));
         }
         Ok(stream)
     }

@@ -1,7 +1,7 @@
-//! Repair (`hamster repair`): walks every stored part, has each shard's home verify it against
-//! the replicated BLAKE3, and rebuilds shards that are missing or rotted from `k` verified
-//! survivors onto their recorded homes (INV-5: a shard that fails verification is never a
-//! source). A part with fewer than `k` verified shards is reported as unrecoverable, with what
+//! Repair (`hamster repair`): catches this node up with the metadata leader, then walks every
+//! stored part, has each shard's home verify it against the replicated BLAKE3, and rebuilds
+//! shards that are missing or rotted from `k` verified survivors onto their recorded homes
+//! (INV-5: a shard that fails verification is never a source). A part with fewer than `k` verified shards is reported as unrecoverable, with what
 //! was found; a home that cannot be asked is reported as unreachable and left alone (its shard
 //! may be fine once it is back).
 //!
@@ -21,10 +21,15 @@ use tracing::{info, warn};
 
 use crate::data::{CallError, DataPlane, ShardSender};
 use crate::metrics::Metrics;
-use crate::raft::node::{ListBuckets, ListObjects, ListUploads, RaftNode};
+use crate::raft::node::{CatchUp, ListBuckets, ListObjects, ListUploads, RaftNode};
 
 /// Objects asked for per listing page.
 const PAGE_KEYS: usize = 1000;
+/// Catch-up rounds a sweep tries before it refuses to run on metadata it cannot show is
+/// current (each round is bounded by the Raft node's own waits).
+const CATCH_UP_ROUNDS_MAX: u32 = 5;
+/// Pause between catch-up rounds, long enough for an election to end.
+const CATCH_UP_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// What one shard's home said when asked to verify it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +49,7 @@ pub async fn repair(
     metrics: &Metrics,
     bucket: Option<String>,
 ) -> Result<RepairReport, String> {
+    catch_up(raft).await?;
     let mut report = RepairReport::default();
     let buckets = match bucket {
         Some(b) => vec![b],
@@ -124,6 +130,30 @@ pub async fn repair(
         "repair sweep done"
     );
     Ok(report)
+}
+
+/// Waits until this node has applied every write the leader had committed when the sweep was
+/// asked for: a node that restarted behind the others does not yet hold the metadata of the
+/// objects written while it was down, and a sweep over its own replica would pass them by
+/// (and report nothing to rebuild). A node that is far behind may need more than one round
+/// (each is bounded), so it is asked up to [`CATCH_UP_ROUNDS_MAX`] times.
+async fn catch_up(raft: &Addr<RaftNode>) -> Result<(), String> {
+    let mut round = 1;
+    loop {
+        let failed = match raft.send(CatchUp).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => return Err(format!("the Raft node is not running: {e}")),
+        };
+        if round == CATCH_UP_ROUNDS_MAX {
+            return Err(format!(
+                "this node could not catch up with the metadata leader ({failed}), and repair works from current metadata only"
+            ));
+        }
+        warn!(round, error = %failed, "repair: not caught up with the leader yet; asking again");
+        tokio::time::sleep(CATCH_UP_PAUSE).await;
+        round += 1;
+    }
 }
 
 /// Verifies every shard of one part and rebuilds the bad ones if `k` verify.

@@ -334,6 +334,36 @@ async fn t10_three_members_replicate_and_fail_over() {
     m3.stop().await;
 }
 
+/// A follower's write just after the leader it knows has died: the write cannot reach that
+/// leader (its port is gone, and with it the follower's pooled connection), so it goes once
+/// more to the leader elected next and commits on the caller's first try. A read index on the
+/// other follower is answered through the new leader too.
+#[actix_rt::test]
+async fn t15_follower_write_rides_over_a_leader_change() {
+    let ca = mint_cluster_ca("c-raft-next-leader").unwrap();
+    let (mut m1, mut m2, mut m3) = three_voters(&ca).await;
+    // Node 2 forwards a write first, so it holds a pooled connection to the leader.
+    propose(m2.node(), Command::CreateBucket(bucket("before"))).await;
+    converge(&[&m1, &m2, &m3], &["before"]).await;
+
+    m1.stop().await;
+    let first_try = m2
+        .node()
+        .send(Propose(Command::CreateBucket(bucket("after"))))
+        .await
+        .expect("mailbox");
+    let applied = first_try.expect("committed through the next leader on the first try");
+    assert_eq!(applied.refused, None);
+    m3.node()
+        .send(CatchUp)
+        .await
+        .expect("mailbox")
+        .expect("caught up through the next leader");
+    converge(&[&m2, &m3], &["before", "after"]).await;
+    m2.stop().await;
+    m3.stop().await;
+}
+
 /// Dialling node 2 at an address where node 3 answers is refused by the link, before any
 /// request is sent; dialling the right node gets an answer.
 #[actix_rt::test]

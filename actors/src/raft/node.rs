@@ -1,7 +1,8 @@
 //! The `RaftNode` actor: owns the metadata Raft instance and the LMDB environment under
 //! `<data>/meta`, turns `Propose` into a Raft client write (the commit is the linearization
 //! point, INV-2), and answers metadata reads from the local replica. On a follower, proposals
-//! go once to the leader over the peer link, and are answered when applied here too.
+//! go to the leader over the peer link, and are answered when applied here too; those that
+//! certainly did not commit there (the leader changed) go once more to the next leader.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -340,8 +341,9 @@ pub struct RemoveMember {
 
 /// Waits until this node's replica holds every write committed before the call: on the
 /// leader (or a node without peers) at once; on a follower once it has applied up to the
-/// leader's commit index, asked over the peer link (a read index). Refused with `NotLeader`
-/// when no leader answers within [`LEADER_WAIT_MAX`] + [`READ_INDEX_WAIT_MAX`].
+/// leader's commit index, asked over the peer link (a read index), and asked once more of the
+/// next leader if that one cannot answer. Refused with `NotLeader` when no leader answers,
+/// each wait bounded by [`LEADER_WAIT_MAX`] and [`READ_INDEX_WAIT_MAX`].
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<(), ProposeError>")]
 pub struct CatchUp;
@@ -717,49 +719,66 @@ impl RaftNode {
         }
     }
 
-    /// Commits `cmds` through the leader `leader`, then waits (bounded) until this node has
-    /// applied the entry that carried them. Answers `NotLeader` when the leader cannot be
-    /// reached or does not lead any more, so the caller retries.
+    /// Commits `cmds` through the leader (`leader`, or the first one known within
+    /// [`LEADER_WAIT_MAX`] when none is yet), then waits (bounded) until this node has applied
+    /// the entry that carried them. Commands that certainly did not commit there (the request
+    /// never left, or that node no longer led and refused them) go once more to the leader
+    /// after it, which may be this node; a request that may have reached the leader is never
+    /// sent again, so a command cannot apply twice. Answers one result per command.
     fn forward(
         &self,
-        leader: u64,
+        leader: Option<u64>,
         cmds: Vec<Command>,
-    ) -> impl std::future::Future<Output = Result<Vec<Result<Applied, ProposeError>>, ProposeError>>
-           + 'static {
+    ) -> impl std::future::Future<Output = Vec<Result<Applied, ProposeError>>> + 'static {
         let raft = self.raft.clone();
         let link = self.link.clone();
         let epoch = self.epoch.clone();
-        let count = cmds.len();
+        let me = self.node_id;
         async move {
-            let not_leader = ProposeError::NotLeader {
-                leader: Some(leader),
-            };
+            let refuse = |leader| vec![Err(ProposeError::NotLeader { leader }); cmds.len()];
             let Some(link) = link else {
-                return Err(not_leader);
+                return refuse(leader);
             };
-            let payload = encode_request(epoch.get(), RaftRequest::Propose(cmds))
-                .map_err(|e| ProposeError::Fatal(e.to_string()))?;
-            let answer =
-                match ask_node(&raft, &link, &epoch, leader, payload, FORWARD_WAIT_MAX).await {
-                    Some(answer) => answer,
-                    None => return Err(not_leader),
-                };
-            let proposed = match answer {
-                RaftResponse::Proposed(p) if p.results.len() == count => p,
-                other => {
-                    tracing::debug!(leader, answer = ?other, "unusable answer to forwarded proposals");
-                    return Err(not_leader);
-                }
+            let first = match leader {
+                Some(l) => Some(l),
+                None => next_leader(&raft, None, 0).await,
             };
-            let applied = raft
-                .wait(Some(FORWARD_APPLY_WAIT_MAX))
-                .applied_index_at_least(Some(proposed.log_index), "forwarded proposals applied")
-                .await;
-            if let Err(e) = applied {
-                // Committed all the same; only reading it back here may lag.
-                tracing::warn!(error = %e, index = proposed.log_index, "forwarded proposals committed but not applied here yet");
+            let Some(first) = first else {
+                return refuse(None);
+            };
+            // The term `first` leads in, as far as this node knows; a change after it is what
+            // a second try waits for.
+            let term = raft.metrics().borrow().current_term;
+            let mut results = match propose_at(&raft, &link, &epoch, me, first, cmds.clone()).await
+            {
+                Attempt::Answered(results) => results,
+                Attempt::NotSent => refuse(Some(first)),
+                Attempt::Lost => return refuse(Some(first)),
+            };
+            let again: Vec<usize> = (0..results.len())
+                .filter(|i| matches!(results[*i], Err(ProposeError::NotLeader { .. })))
+                .collect();
+            if again.is_empty() {
+                return results;
             }
-            Ok(proposed.results)
+            let Some(next) = next_leader(&raft, Some(first), term).await else {
+                return results;
+            };
+            tracing::debug!(
+                first,
+                next,
+                commands = again.len(),
+                "proposals not taken by the leader; once more to the next one"
+            );
+            let retry: Vec<Command> = again.iter().map(|i| cmds[*i].clone()).collect();
+            let answers = match propose_at(&raft, &link, &epoch, me, next, retry).await {
+                Attempt::Answered(answers) => answers,
+                Attempt::NotSent | Attempt::Lost => return results,
+            };
+            for (i, answer) in again.into_iter().zip(answers) {
+                results[i] = answer;
+            }
+            results
         }
     }
 }
@@ -779,9 +798,90 @@ pub async fn core_stopped(
     }
 }
 
+/// What became of commands sent to a leader.
+enum Attempt {
+    /// One result per command, in order.
+    Answered(Vec<Result<Applied, ProposeError>>),
+    /// The request never left this node; none of the commands can have committed.
+    NotSent,
+    /// It may have reached the leader; whether the commands committed is unknown.
+    Lost,
+}
+
+/// Proposes `cmds` at `leader`: here with a direct client write when that is this node,
+/// otherwise over the peer link, then waits (bounded) to apply the entry that carried them so
+/// that the writer reads its write on this node.
+async fn propose_at(
+    raft: &Raft,
+    link: &PeerLink,
+    epoch: &Epoch,
+    me: u64,
+    leader: u64,
+    cmds: Vec<Command>,
+) -> Attempt {
+    let count = cmds.len();
+    if leader == me {
+        return match raft.client_write(Batch(cmds)).await {
+            Ok(r) => Attempt::Answered(r.data.into_iter().map(Ok).collect()),
+            Err(e) => Attempt::Answered(vec![Err(propose_error(e)); count]),
+        };
+    }
+    let payload = match encode_request(epoch.get(), RaftRequest::Propose(cmds)) {
+        Ok(p) => p,
+        Err(e) => return Attempt::Answered(vec![Err(ProposeError::Fatal(e.to_string())); count]),
+    };
+    let proposed = match ask_node(raft, link, epoch, leader, payload, FORWARD_WAIT_MAX).await {
+        Ok(RaftResponse::Proposed(p)) if p.results.len() == count => p,
+        Ok(other) => {
+            tracing::debug!(leader, answer = ?other, "unusable answer to forwarded proposals");
+            return Attempt::Lost;
+        }
+        Err(Asked::NotSent) => return Attempt::NotSent,
+        Err(Asked::Lost) => return Attempt::Lost,
+    };
+    let applied = raft
+        .wait(Some(FORWARD_APPLY_WAIT_MAX))
+        .applied_index_at_least(Some(proposed.log_index), "forwarded proposals applied")
+        .await;
+    if let Err(e) = applied {
+        // Committed all the same; only reading it back here may lag.
+        tracing::warn!(error = %e, index = proposed.log_index, "forwarded proposals committed but not applied here yet");
+    }
+    Attempt::Answered(proposed.results)
+}
+
+/// Waits (bounded by [`LEADER_WAIT_MAX`]) until a leader other than `tried` is known, or
+/// `tried` again in a term after `term` (it was re-elected), and answers the leader known
+/// then, if any; on timeout that may be `tried` still.
+async fn next_leader(raft: &Raft, tried: Option<u64>, term: u64) -> Option<u64> {
+    let changed = raft
+        .wait(Some(LEADER_WAIT_MAX))
+        .metrics(
+            |m| {
+                m.current_leader
+                    .is_some_and(|l| Some(l) != tried || m.current_term > term)
+            },
+            "a new leader is known",
+        )
+        .await;
+    match changed {
+        Ok(m) => m.current_leader,
+        Err(_) => raft.metrics().borrow().current_leader,
+    }
+}
+
+/// Why asking a member gave no usable answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    /// The request never left this node (the member has no address, or no connection to it
+    /// could be opened).
+    NotSent,
+    /// It may have reached the member; the answer did not come back or was garbled.
+    Lost,
+}
+
 /// Sends `payload` (an encoded [`RaftRequest`]) to member `to` over the peer link and decodes
-/// the answer; `None` (logged) if `to` is not in the membership, unreachable, or answers
-/// garbage.
+/// the answer; failures are logged and sorted by whether the request may have arrived.
 async fn ask_node(
     raft: &Raft,
     link: &PeerLink,
@@ -789,14 +889,18 @@ async fn ask_node(
     to: u64,
     payload: Vec<u8>,
     timeout: Duration,
-) -> Option<RaftResponse> {
+) -> Result<RaftResponse, Asked> {
     let addr = {
         let m = raft.metrics().borrow().clone();
         m.membership_config
             .membership()
             .get_node(&to)
             .map(|n| n.cluster_addr.clone())
-    }?;
+    };
+    let Some(addr) = addr else {
+        tracing::debug!(to, "asking a member the membership has no address for");
+        return Err(Asked::NotSent);
+    };
     let req = PeerRequest {
         to,
         addr,
@@ -806,50 +910,71 @@ async fn ask_node(
     match link.send(req).await {
         Ok(answer) => match decode_message::<RaftResponse>(&answer) {
             Ok(RaftResponse::Fenced { epoch: theirs }) => {
+                // A recover dropped this node: it must stop, not retry elsewhere.
                 epoch.fenced_by(theirs);
-                None
+                Err(Asked::Lost)
             }
-            Ok(r) => Some(r),
+            Ok(r) => Ok(r),
             Err(e) => {
                 tracing::debug!(to, error = %e, "undecodable answer from a member");
-                None
+                Err(Asked::Lost)
             }
         },
         Err(e) => {
             tracing::debug!(to, error = %e, "asking a member failed");
-            None
+            Err(if e.never_sent() {
+                Asked::NotSent
+            } else {
+                Asked::Lost
+            })
         }
     }
 }
 
-/// The follower's half of [`CatchUp`].
+/// The follower's half of [`CatchUp`]: asks the leader for its read index and waits to apply
+/// that far. A read index is only a question, so when the leader cannot answer (unreachable,
+/// or no longer leading) the next leader is asked once more.
 async fn catch_up(raft: Raft, link: PeerLink, epoch: Epoch, me: u64) -> Result<(), ProposeError> {
     let mut leader = raft.metrics().borrow().current_leader;
     if leader.is_none() {
-        let seen = raft
-            .wait(Some(LEADER_WAIT_MAX))
-            .metrics(|m| m.current_leader.is_some(), "a leader is known")
-            .await;
-        leader = seen.ok().and_then(|m| m.current_leader);
+        leader = next_leader(&raft, None, 0).await;
     }
-    let Some(leader) = leader else {
+    let Some(first) = leader else {
         return Err(ProposeError::NotLeader { leader: None });
     };
+    let term = raft.metrics().borrow().current_term;
+    let failed = match read_index_at(&raft, &link, &epoch, me, first).await {
+        Ok(index) => return wait_applied(&raft, index, first).await,
+        Err(e) if e.is_retryable() => e,
+        Err(e) => return Err(e),
+    };
+    let Some(next) = next_leader(&raft, Some(first), term).await else {
+        return Err(failed);
+    };
+    tracing::debug!(first, next, error = %failed, "read index not given; asking once more");
+    let index = read_index_at(&raft, &link, &epoch, me, next).await?;
+    wait_applied(&raft, index, next).await
+}
+
+/// The read index of `leader`: asked locally when that is this node, else over the peer link.
+async fn read_index_at(
+    raft: &Raft,
+    link: &PeerLink,
+    epoch: &Epoch,
+    me: u64,
+    leader: u64,
+) -> Result<u64, ProposeError> {
     if leader == me {
-        let index = read_index(&raft, me).await?;
-        return wait_applied(&raft, index, leader).await;
+        return read_index(raft, me).await;
     }
     let payload = encode_request(epoch.get(), RaftRequest::ReadIndex)
         .map_err(|e| ProposeError::Fatal(e.to_string()))?;
-    let index = match ask_node(&raft, &link, &epoch, leader, payload, READ_INDEX_WAIT_MAX).await {
-        Some(RaftResponse::ReadIndex(answer)) => answer?,
-        _ => {
-            return Err(ProposeError::NotLeader {
-                leader: Some(leader),
-            })
-        }
-    };
-    wait_applied(&raft, index, leader).await
+    match ask_node(raft, link, epoch, leader, payload, READ_INDEX_WAIT_MAX).await {
+        Ok(RaftResponse::ReadIndex(answer)) => answer,
+        _ => Err(ProposeError::NotLeader {
+            leader: Some(leader),
+        }),
+    }
 }
 
 /// Waits (bounded) until this node has applied up to `index`.
@@ -895,11 +1020,12 @@ impl RaftNode {
 }
 
 impl RaftNode {
-    /// Answers a batch this node could not commit: proposals that may be forwarded go to the
-    /// leader when one is known (at most once); the rest get the error.
+    /// Answers a batch this node could not commit: when it was refused because another node
+    /// leads or none is known yet, proposals that may be forwarded go to the leader (see
+    /// [`RaftNode::forward`]); the rest get the error.
     fn refused(&mut self, e: ProposeError, batch: Vec<Pending>, ctx: &mut Context<Self>) {
         let leader = match e {
-            ProposeError::NotLeader { leader: Some(id) } if id != self.node_id => Some(id),
+            ProposeError::NotLeader { leader } if leader != Some(self.node_id) => Some(leader),
             _ => None,
         };
         let (local, stay): (Vec<Pending>, Vec<Pending>) = match leader {
@@ -917,18 +1043,10 @@ impl RaftNode {
         let forward = self.forward(leader, cmds);
         ctx.spawn(
             async move {
-                match forward.await {
-                    Ok(results) => {
-                        // The index only matters to proposals from peers; these were made here.
-                        for (w, r) in waiters.into_iter().zip(results) {
-                            let _ = w.send(r.map(|a| (a, 0)));
-                        }
-                    }
-                    Err(e) => {
-                        for w in waiters {
-                            let _ = w.send(Err(e.clone()));
-                        }
-                    }
+                let results = forward.await;
+                // The index only matters to proposals from peers; these were made here.
+                for (w, r) in waiters.into_iter().zip(results) {
+                    let _ = w.send(r.map(|a| (a, 0)));
                 }
             }
             .into_actor(self),
