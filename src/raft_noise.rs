@@ -43,6 +43,7 @@ fn about_an_unreachable_peer(fields: &str) -> bool {
     fields.contains("Unreachable node")
         || fields.contains("is unreachable")
         || fields.contains("peer::PeerError")
+        || fields.contains("timeout while confirming leadership")
 }
 
 /// Reports how many lines were held back since the last report, if any.
@@ -80,6 +81,9 @@ mod tests {
         ));
         assert!(about_an_unreachable_peer(
             "message=RPCError err=NetworkError: hamster_actors::peer::PeerError: the peer closed the connection"
+        ));
+        assert!(about_an_unreachable_peer(
+            "message=timeout while confirming leadership for read request target=3 error=timeout"
         ));
         assert!(!about_an_unreachable_peer(
             "message=A message will be ignored because vote changed"

@@ -462,8 +462,13 @@ impl DataPlane {
         avoid: &mut BTreeSet<u16>,
     ) -> Result<Vec<u8>, ReadError> {
         let slices = geometry.slices(range.clone());
-        // The healthy path: only the data-shard slices covering the range.
-        if slices.iter().all(|s| self.usable(part, s.shard, avoid)) {
+        // The healthy path: only the data-shard slices covering the range. A data shard whose
+        // home is known to be down sends the stripe straight to decoding, which asks it last,
+        // rather than failing (and logging) once per read while the node is away.
+        let healthy = slices
+            .iter()
+            .all(|s| self.usable(part, s.shard, avoid) && !self.is_down(self.home(part, s.shard)));
+        if healthy {
             // A data shard that is slow to answer is as good as missing: past SLOW_SLICE the
             // stripe is decoded from the others rather than waited for.
             let reads = slices.iter().map(|s| async move {
