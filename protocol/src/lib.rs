@@ -24,5 +24,6 @@ pub mod transfer;
 pub mod wire;
 pub mod xml;
 
-/// The generation of Hamster's wire and on-disk formats; bumped when a format changes.
-pub const PROTOCOL_GENERATION: u32 = 1;
+/// The generation of Hamster's wire and on-disk formats; bumped when a format changes (2: Raft
+/// RPCs carry the sender's cluster epoch; a generation-2 node still reads a bare request of 1).
+pub const PROTOCOL_GENERATION: u32 = 2;
