@@ -41,10 +41,12 @@ def small_disk(tmp_path):
     try:
         yield mnt
     finally:
-        for _ in range(20):
-            if subprocess.run(["umount", str(mnt)], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.5)
+        # Nodes living on the tmpfs stop first (a failed test may have left them running).
+        for node in list(harness.ACTIVE_NODES):
+            if str(node.data_dir).startswith(str(mnt)):
+                node.stop()
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def fill(client, bucket: str, start: int, kept: dict[str, bytes]) -> ClientError:
@@ -163,3 +165,50 @@ def test_disk_filled_by_something_else_keeps_reads_and_deletes(node_factory, sma
             time.sleep(0.5)
     assert_serving(node, client, bucket, kept)
     node.stop()
+
+
+def test_a_full_member_is_named_and_the_cluster_keeps_serving(node_factory, small_disk, tmp_path):
+    """Three nodes (2+1: every write needs all three homes); one member's disk is full. A write
+    through another node is refused with 503 SlowDown naming the full member, reads go on, and
+    writes come back once its disk has room again."""
+    import cluster
+
+    args = ["--min-free", MIN_FREE]
+    founder = node_factory("fa", extra_args=args)
+    b = node_factory("fb", token=cluster.mint(founder), extra_args=args)
+    full = node_factory("fc", token=cluster.mint(founder), data_dir=small_disk / "data",
+                        extra_args=args)
+    nodes = [founder, b, full]
+    reports = cluster.wait_agreed(nodes)
+    full_id = next(r["node_id"] for n, r in zip(nodes, reports) if n is full)
+    client = founder.client(retries={"max_attempts": 1})
+    client.create_bucket(Bucket="members")
+    before = os.urandom(OBJECT_BYTES)
+    client.put_object(Bucket="members", Key="before", Body=before)
+
+    ballast = small_disk / "ballast"
+    subprocess.run(["dd", "if=/dev/zero", f"of={ballast}", "bs=1M"], capture_output=True)
+    time.sleep(2.5)
+    with pytest.raises(ClientError) as refused:
+        client.put_object(Bucket="members", Key="blocked", Body=os.urandom(OBJECT_BYTES))
+    assert harness.http_status(refused.value) == 503
+    assert harness.error_code(refused.value) == "SlowDown"
+    message = refused.value.response.get("Error", {}).get("Message", "")
+    assert full_id in message and "reserve" in message, message
+    for n in nodes:
+        c = n.client(founder.access_key, founder.secret_key)
+        assert c.get_object(Bucket="members", Key="before")["Body"].read() == before
+
+    ballast.unlink()
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client.put_object(Bucket="members", Key="after", Body=b"z" * OBJECT_BYTES)
+            break
+        except ClientError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    assert client.get_object(Bucket="members", Key="after")["Body"].read() == b"z" * OBJECT_BYTES
+    for n in nodes:
+        n.stop()

@@ -525,6 +525,7 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
     reclaim::spawn_reclaimer(shards.clone(), metrics.clone(), s3::Offload::Pool, freed_rx);
     // Shard writes from other nodes are taken only now that the sweep is over.
     let shard_service = ShardService::new(shards.clone(), s3::Offload::Pool);
+    shard_service.set_space(space.clone());
     shard_service.set_ready();
     let members = raft
         .send(WatchMetrics)

@@ -581,14 +581,31 @@ impl std::fmt::Display for ReadError {
 }
 
 fn below_floor(profile: Profile, durable: usize) -> S3Error {
-    S3Error::with_message(
-        S3ErrorCode::SlowDown,
-        format!(
-            "only {durable} of the {} shard homes can store this write and {} are needed; retry when more nodes are up",
-            profile.shards(),
-            profile.ack_floor()
-        ),
-    )
+    below_floor_because(profile, durable, &[])
+}
+
+/// Most failed homes named in a refusal (the message stays one readable line).
+const FAILED_HOMES_NAMED_MAX: usize = 4;
+
+/// [`below_floor`], naming the homes that failed and why (a full disk, a down node), so the
+/// operator knows which node to look at.
+fn below_floor_because(profile: Profile, durable: usize, failed: &[String]) -> S3Error {
+    let mut message = format!(
+        "only {durable} of the {} shard homes can store this write and {} are needed",
+        profile.shards(),
+        profile.ack_floor()
+    );
+    if failed.is_empty() {
+        message.push_str("; retry when more nodes are up");
+    } else {
+        let named: Vec<&str> = failed
+            .iter()
+            .take(FAILED_HOMES_NAMED_MAX)
+            .map(String::as_str)
+            .collect();
+        message.push_str(&format!("; failed: {}", named.join("; ")));
+    }
+    S3Error::with_message(S3ErrorCode::SlowDown, message)
 }
 
 /// One chunk for one shard's sender.
@@ -957,6 +974,7 @@ impl PartWriter {
         expected.resize(profile.shards(), String::new());
         let outcomes = join_all(senders.into_iter().map(ShardSender::outcome)).await;
         let mut durable = 0usize;
+        let mut failed = Vec::new();
         for (i, o) in outcomes.into_iter().enumerate() {
             match o {
                 Ok(h) if !hashed_here => {
@@ -969,12 +987,13 @@ impl PartWriter {
                 }
                 Err(e) => {
                     warn!(object = %self.id, part = self.part, shard = i, home = homes[i], error = %e, "shard not stored");
+                    failed.push(format!("node {:016x}: {e}", homes[i]));
                 }
             }
         }
         if durable < profile.ack_floor() {
             self.plane.discard(vec![self.id]);
-            return Err(below_floor(profile, durable));
+            return Err(below_floor_because(profile, durable, &failed));
         }
         if durable < profile.shards() {
             warn!(object = %self.id, part = self.part, durable, shards = profile.shards(), "write acknowledged degraded; repair restores the missing shards");

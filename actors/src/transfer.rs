@@ -60,6 +60,8 @@ struct Inner {
     shards: Arc<ShardStore>,
     offload: Offload,
     ready: AtomicBool,
+    /// This node's free-space view: new shard writes are refused while it is low.
+    space: std::sync::OnceLock<crate::space::Space>,
     sessions: Mutex<BTreeMap<SessionKey, Session>>,
     /// Answers of recently finished transfers, oldest first.
     finished: Mutex<VecDeque<(SessionKey, ShardResponse)>>,
@@ -114,10 +116,16 @@ impl ShardService {
                 shards,
                 offload,
                 ready: AtomicBool::new(false),
+                space: std::sync::OnceLock::new(),
                 sessions: Mutex::new(BTreeMap::new()),
                 finished: Mutex::new(VecDeque::new()),
             }),
         }
+    }
+
+    /// Refuses new shard writes while `space` is below its reserve (set once, at start).
+    pub fn set_space(&self, space: crate::space::Space) {
+        let _ = self.inner.space.set(space);
     }
 
     /// Starts taking writes.
@@ -209,7 +217,17 @@ impl ShardService {
         }
         let writer = match self.take_session(key, seq) {
             Taken::Writer(w) => Some(w),
-            Taken::Fresh => None,
+            Taken::Fresh => {
+                // A shard already being written finishes; a new one is not started on a disk
+                // below its reserve (the coordinator names this node in its refusal).
+                if self.inner.space.get().is_some_and(|s| s.measure_now()) {
+                    return failed(
+                        ShardFailure::Full,
+                        "this node's disk is below its free-space reserve (--min-free)",
+                    );
+                }
+                None
+            }
             Taken::Answer(a) => return a,
         };
         let shards = self.inner.shards.clone();
