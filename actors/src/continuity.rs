@@ -519,6 +519,30 @@ mod tests {
     }
 
     #[test]
+    fn init_starts_over_after_an_init_that_was_cut_short() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(tmp.path().join("d"));
+        begin_first_start(&dir).unwrap();
+        fs::create_dir_all(dir.tls()).unwrap();
+        fs::write(dir.credentials(), b"half").unwrap();
+        let opts = crate::node::InitOptions {
+            zone: "z".into(),
+            host: "h".into(),
+            capacity_bytes: 1 << 30,
+            cluster_addr: "127.0.0.1:1".into(),
+            credentials: None,
+        };
+        let ids = crate::clock::IdSource::seeded(7);
+        let made = crate::node::init(&dir, &opts, &ids).unwrap();
+        assert!(dir.is_initialised());
+        assert_eq!(
+            crate::node::load_credentials(&dir).unwrap(),
+            made.credentials
+        );
+    }
+
+    #[test]
     fn a_completed_node_is_never_cleared() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = DataDir::new(tmp.path());

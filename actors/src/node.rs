@@ -261,6 +261,8 @@ pub struct InitOutcome {
 /// Founds a one-node cluster in `dir`: node identity, cluster CA and node certificate (keys
 /// 0600), root S3 credentials (0600). Refuses an initialised or non-empty directory.
 pub fn init(dir: &DataDir, opts: &InitOptions, ids: &IdSource) -> anyhow::Result<InitOutcome> {
+    // What an earlier init or first start left when it was killed is cleared first.
+    crate::continuity::clear_interrupted_first_start(dir)?;
     if dir.is_initialised() {
         bail!(
             "data dir {} is already initialised (node.json exists); use `hamster serve --data {}` or pick an empty dir",
