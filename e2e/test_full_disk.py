@@ -62,6 +62,21 @@ def fill(client, bucket: str, start: int, kept: dict[str, bytes]) -> ClientError
     raise AssertionError(f"{WRITES_MAX} MiB written to a {DISK_MIB} MiB disk without a refusal")
 
 
+def put_once_room(client, bucket: str, key: str, body: bytes, kept: dict[str, bytes],
+                  timeout: float = 20.0) -> None:
+    """PUTs `key`, retrying while the node still finds its disk below the reserve."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.put_object(Bucket=bucket, Key=key, Body=body)
+            kept[key] = body
+            return
+        except ClientError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def assert_serving(node, client, bucket: str, kept: dict[str, bytes]) -> None:
     for key, body in kept.items():
         assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == body, key
@@ -87,16 +102,7 @@ def test_full_disk_refuses_writes_keeps_reads_and_deletes(node_factory, small_di
     for key in sorted(kept)[:12]:
         client.delete_object(Bucket=bucket, Key=key)
         del kept[key]
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            client.put_object(Bucket=bucket, Key="after-delete", Body=b"back")
-            kept["after-delete"] = b"back"
-            break
-        except ClientError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    put_once_room(client, bucket, "after-delete", b"back", kept)
     assert_serving(node, client, bucket, kept)
 
     # Full again, then a restart on the full disk: it starts and serves reads.
@@ -153,16 +159,7 @@ def test_disk_filled_by_something_else_keeps_reads_and_deletes(node_factory, sma
     assert node.running()
 
     ballast.unlink()
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            client.put_object(Bucket=bucket, Key="room-again", Body=b"y" * 1000)
-            kept["room-again"] = b"y" * 1000
-            break
-        except ClientError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    put_once_room(client, bucket, "room-again", b"y" * 1000, kept)
     assert_serving(node, client, bucket, kept)
     node.stop()
 
@@ -200,15 +197,7 @@ def test_a_full_member_is_named_and_the_cluster_keeps_serving(node_factory, smal
         assert c.get_object(Bucket="members", Key="before")["Body"].read() == before
 
     ballast.unlink()
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            client.put_object(Bucket="members", Key="after", Body=b"z" * OBJECT_BYTES)
-            break
-        except ClientError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    put_once_room(client, "members", "after", b"z" * OBJECT_BYTES, {})
     assert client.get_object(Bucket="members", Key="after")["Body"].read() == b"z" * OBJECT_BYTES
     for n in nodes:
         n.stop()

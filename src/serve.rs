@@ -82,22 +82,6 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
-fn filesystem_bytes(path: &Path) -> u64 {
-    let probe = path
-        .ancestors()
-        .find(|p| p.exists())
-        .unwrap_or(Path::new("."));
-    let Ok(c) = std::ffi::CString::new(probe.as_os_str().as_encoded_bytes()) else {
-        return 0;
-    };
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `s` a properly sized out-parameter.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return 0;
-    }
-    s.f_blocks as u64 * s.f_frsize as u64
-}
-
 /// Initialises `dir` as a one-node cluster.
 pub fn init_dir(
     dir: &Path,
@@ -122,7 +106,7 @@ fn shape_options(
         .or_else(|| file.and_then(|f| f.capacity.clone()))
     {
         Some(c) => parse_size(&c)?,
-        None => filesystem_bytes(dir),
+        None => space::filesystem_bytes(dir).map_or(0, |f| f.total),
     };
     Ok(InitOptions {
         zone: pick(&shape.zone, file.map(|f| &f.zone), "default"),

@@ -125,19 +125,36 @@ impl Space {
     }
 }
 
-/// Bytes available to this process on the filesystem holding `path` (or its nearest existing
-/// ancestor); `None` if it cannot be measured.
-pub fn free_bytes(path: &Path) -> Option<u64> {
+/// Size and space available to this process, in bytes, of the filesystem holding `path` (or
+/// its nearest existing ancestor); `None` if it cannot be measured.
+pub fn filesystem_bytes(path: &Path) -> Option<FilesystemBytes> {
     let probe = path.ancestors().find(|p| p.exists())?;
     let c = std::ffi::CString::new(probe.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: `c` is a valid NUL-terminated path and `s` a properly sized out-parameter that
-    // statvfs fills in.
+    // SAFETY: all-zero is a valid `statvfs` (plain integers), filled in by the call below.
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
+    // SAFETY: `c` is a valid NUL-terminated path and `s` a properly sized out-parameter.
     if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
         return None;
     }
-    Some(s.f_bavail as u64 * s.f_frsize as u64)
+    let frsize = s.f_frsize as u64;
+    Some(FilesystemBytes {
+        total: s.f_blocks as u64 * frsize,
+        available: s.f_bavail as u64 * frsize,
+    })
+}
+
+/// What [`filesystem_bytes`] measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilesystemBytes {
+    /// The filesystem's size.
+    pub total: u64,
+    /// Free space this process may use.
+    pub available: u64,
+}
+
+/// Bytes available to this process on the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    filesystem_bytes(path).map(|f| f.available)
 }
 
 fn headroom_path(cfg: &SpaceConfig) -> PathBuf {
