@@ -40,6 +40,8 @@ pub struct FileConfig {
     pub upload_memory_max: Option<String>,
     /// `--min-free`.
     pub min_free: Option<String>,
+    /// `--migrate-rate`.
+    pub migrate_rate: Option<String>,
 }
 
 /// Reads a config file, naming the file and the problem on error.

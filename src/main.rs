@@ -3,6 +3,7 @@
 
 mod config;
 mod key;
+mod layout_cli;
 mod local;
 mod raft_noise;
 mod recover;
@@ -41,6 +42,16 @@ enum Verb {
     /// Verify every shard against its checksum and rebuild missing or rotted ones from
     /// survivors; reports what it found and fixed
     Repair(RepairArgs),
+    /// Steer new writes off a node and move its shards to the others (works for a dead node:
+    /// its shards are rebuilt from the survivors); follows the move until it is done
+    Drain(DrainArgs),
+    /// Take back a node that is draining or drained
+    Undrain(UndrainArgs),
+    /// Evict a drained node for good; its id can never rejoin
+    Remove(RemoveArgs),
+    /// Re-encode existing parts up to the profile the current node count gives (e.g. 2+1 to
+    /// 4+2 after growing from 3 to 6 nodes); follows it until it is done
+    Optimize(OptimizeArgs),
     /// Exit from permanent quorum loss: make this stopped survivor the only voter (keeps every
     /// log entry; see docs/operations.md)
     Recover(RecoverArgs),
@@ -139,6 +150,10 @@ pub struct ServeArgs {
     /// while reads and deletes go on, e.g. 1GiB [default: 1GiB]
     #[arg(long)]
     pub min_free: Option<String>,
+    /// Shard bytes a layout transition may write per second on the leader (e.g. 64MiB), so a
+    /// migration never starves client traffic; default 64MiB.
+    #[arg(long, value_name = "SIZE")]
+    pub migrate_rate: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -169,6 +184,70 @@ struct RepairArgs {
     #[arg(long)]
     bucket: Option<String>,
     /// Print the raw report as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct DrainArgs {
+    #[command(flatten)]
+    data: DataArg,
+    /// The node: its 16-digit id, or a prefix only it has (see `hamster status`)
+    node: String,
+    /// Accept the trade of a drain that shrinks the profile without asking
+    #[arg(long)]
+    yes: bool,
+    /// Allow a shrink that leaves no failure tolerance
+    #[arg(long)]
+    force: bool,
+    /// Return once the drain has started instead of following it
+    #[arg(long)]
+    detach: bool,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct UndrainArgs {
+    #[command(flatten)]
+    data: DataArg,
+    /// The node: its 16-digit id, or a prefix only it has
+    node: String,
+    /// Return once the change has started instead of following it
+    #[arg(long)]
+    detach: bool,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct RemoveArgs {
+    #[command(flatten)]
+    data: DataArg,
+    /// The node: its 16-digit id, or a prefix only it has
+    node: String,
+    /// Remove a dead node that is not drained yet: drain it first (its shards are rebuilt
+    /// from the others), then remove it
+    #[arg(long)]
+    force: bool,
+    /// With --force: accept the trade if the drain shrinks the profile
+    #[arg(long)]
+    yes: bool,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct OptimizeArgs {
+    #[command(flatten)]
+    data: DataArg,
+    /// Return once it has started instead of following it
+    #[arg(long)]
+    detach: bool,
+    /// Print JSON
     #[arg(long)]
     json: bool,
 }
@@ -222,6 +301,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Verb::Key(a) => key::run(a),
         Verb::Token(a) => token::run(a),
         Verb::Repair(a) => repair::repair(&data_dir(&a.data, None), a.bucket, a.json),
+        Verb::Drain(a) => layout_cli::drain(
+            &data_dir(&a.data, None),
+            &a.node,
+            a.yes,
+            a.force,
+            a.detach,
+            a.json,
+        ),
+        Verb::Undrain(a) => {
+            layout_cli::undrain(&data_dir(&a.data, None), &a.node, a.detach, a.json)
+        }
+        Verb::Remove(a) => {
+            layout_cli::remove(&data_dir(&a.data, None), &a.node, a.force, a.yes, a.json)
+        }
+        Verb::Optimize(a) => layout_cli::optimize(&data_dir(&a.data, None), a.detach, a.json),
         Verb::Recover(a) => recover::recover(&data_dir(&a.data, None), a.confirmed),
         Verb::RecoverMeta(a) => recover_meta::recover_meta(&data_dir(&a.data, None), &a.peers),
         Verb::Bench(a) => hamster_bench::run(a),

@@ -23,6 +23,7 @@ use hamster_actors::continuity::{self, StartMode, WatermarkKeeper};
 use hamster_actors::control::{self, ControlHandler, Routes};
 use hamster_actors::data::{DataConfig, DataPlane};
 use hamster_actors::join::{self, JoinService};
+use hamster_actors::layout::{self, ChangeLayout, LayoutChange, LayoutConfig, LayoutManager};
 use hamster_actors::metrics::Metrics;
 use hamster_actors::node::{
     self, Credentials, DataDir, InitOptions, InitOutcome, NodeFile, NODE_FILE_VERSION,
@@ -30,8 +31,8 @@ use hamster_actors::node::{
 use hamster_actors::peer::{raft_protocol, PeerLink, RaftService};
 use hamster_actors::raft::epoch::Epoch;
 use hamster_actors::raft::node::{
-    AddLearner, AdoptEpoch, CatchUp, GetAccessKey, Network, Propose, RaftNode, RaftNodeConfig,
-    RaftStatus, RemoveMember, Shutdown, StartOptions, WatchMetrics,
+    AddLearner, AdoptEpoch, CatchUp, GetAccessKey, GetLayout, Network, Propose, RaftNode,
+    RaftNodeConfig, RaftStatus, RemoveMember, Shutdown, StartOptions, WatchMetrics,
 };
 use hamster_actors::raft::NodeInfo;
 use hamster_actors::reclaim::{self, SweepGuard};
@@ -47,8 +48,8 @@ use hamster_protocol::meta::{AccessKey, Command};
 use hamster_protocol::time::parse_duration_ms;
 use hamster_protocol::token::JoinToken;
 use hamster_protocol::wire::{
-    ControlRequest, ControlResponse, JoinRequest, JoinResponse, StatusReport, ALPN_JOIN, ALPN_RAFT,
-    ALPN_SHARD,
+    ControlRequest, ControlResponse, JoinRequest, JoinResponse, LayoutRequest, StatusReport,
+    ALPN_JOIN, ALPN_RAFT, ALPN_SHARD,
 };
 use tracing::{info, warn};
 use tracing_subscriber::layer::SubscriberExt;
@@ -280,6 +281,7 @@ fn resolve(addr: &str, what: &str) -> anyhow::Result<SocketAddr> {
 struct Settings {
     dir: DataDir,
     min_free: u64,
+    migrate_rate: u64,
     sweep_all_orphans: bool,
     voter_down_after: Duration,
     s3: Option<String>,
@@ -377,9 +379,21 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
         Some(text) => parse_size(text)
             .with_context(|| format!("--min-free {text:?} is not a size like 1GiB"))?,
     };
+    let migrate_rate = match a
+        .migrate_rate
+        .as_deref()
+        .or_else(|| f.and_then(|f| f.migrate_rate.as_deref()))
+    {
+        None => layout::MIGRATE_BYTES_PER_S_DEFAULT,
+        Some(text) => match parse_size(text) {
+            Ok(0) | Err(_) => bail!("--migrate-rate {text:?} is not a positive size like 64MiB"),
+            Ok(n) => n,
+        },
+    };
     let settings = Settings {
         dir,
         min_free,
+        migrate_rate,
         sweep_all_orphans: a.sweep_all_orphans,
         body_idle,
         uploads,
@@ -528,6 +542,18 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
     if let Some(c) = &credentials {
         ensure_root_key(&raft, c).await?;
     }
+    // The one owner of the data-plane layout; it acts only while this node leads.
+    let layout_manager = LayoutManager::new(
+        raft.clone(),
+        data.clone(),
+        Arc::new(SystemClock),
+        metrics.clone(),
+        LayoutConfig {
+            bytes_per_s: s.migrate_rate,
+            ..LayoutConfig::default()
+        },
+    )
+    .start();
 
     let status_ctx = Arc::new((
         raft.clone(),
@@ -549,11 +575,13 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         &material,
     )?);
     let repair_ctx = (raft.clone(), data.clone(), metrics.clone());
+    let layout_ctx = layout_manager.clone();
     let handler: ControlHandler = Arc::new(move |req, _peer| {
         let ctx = status_ctx.clone();
         let keys = key_admin.clone();
         let tokens = token_admin.clone();
         let (repair_raft, repair_data, repair_metrics) = repair_ctx.clone();
+        let layout_manager = layout_ctx.clone();
         Box::pin(async move {
             match req {
                 ControlRequest::Status => {
@@ -596,6 +624,9 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
                 },
                 ControlRequest::ReadmitMember { node_id } => {
                     readmit_member(&ctx.0, ctx.1.node_id, &node_id, &ctx.4).await
+                }
+                ControlRequest::ChangeLayout { change } => {
+                    change_layout(&ctx.0, ctx.1.node_id, &layout_manager, change, &ctx.4).await
                 }
             }
         })
@@ -975,6 +1006,95 @@ async fn readmit_member(
     }
 }
 
+/// Passes a control request to the metadata leader when this node does not lead; `None` when
+/// it leads (the caller serves the request itself).
+async fn forward_to_leader(
+    raft: &Addr<RaftNode>,
+    me: u64,
+    material: &TlsMaterial,
+    req: &ControlRequest,
+) -> Option<ControlResponse> {
+    let error = |message: String| Some(ControlResponse::Error { message });
+    let Ok(s) = raft.send(RaftStatus).await else {
+        return error("the Raft node is not running".into());
+    };
+    let Some(leader) = s.leader else {
+        return error("no metadata leader is known right now; retry in a few seconds".into());
+    };
+    if leader == me {
+        return None;
+    }
+    let Some(addr) = s
+        .voters
+        .iter()
+        .chain(s.learners.iter())
+        .find(|(m, _)| *m == leader)
+        .map(|(_, info)| info.cluster_addr.clone())
+    else {
+        return error("the metadata leader is not in the membership this node knows; retry".into());
+    };
+    let ask = control::control_request(&addr, material, req);
+    match tokio::time::timeout(FORWARD_CONTROL_WAIT, ask).await {
+        Ok(Ok(answer)) => Some(answer),
+        Ok(Err(e)) => error(format!(
+            "cannot reach the metadata leader at {addr}: {e:#}; retry"
+        )),
+        Err(_) => error(format!(
+            "the metadata leader at {addr} did not answer in time; retry"
+        )),
+    }
+}
+
+/// Serves `hamster drain|undrain|remove|optimize`: on the leader by its layout manager.
+async fn change_layout(
+    raft: &Addr<RaftNode>,
+    me: u64,
+    manager: &Addr<LayoutManager>,
+    change: LayoutRequest,
+    material: &TlsMaterial,
+) -> ControlResponse {
+    let req = ControlRequest::ChangeLayout {
+        change: change.clone(),
+    };
+    if let Some(answer) = forward_to_leader(raft, me, material, &req).await {
+        return answer;
+    }
+    let error = |message: String| ControlResponse::Error { message };
+    let id = |text: &str| {
+        u64::from_str_radix(text, 16)
+            .map_err(|_| format!("{text:?} is not a node id (16 hex digits)"))
+    };
+    let change = match change {
+        LayoutRequest::Drain {
+            node_id,
+            shrink,
+            force,
+        } => id(&node_id).map(|node| LayoutChange::Drain {
+            node,
+            shrink,
+            force,
+        }),
+        LayoutRequest::Undrain { node_id } => {
+            id(&node_id).map(|node| LayoutChange::Undrain { node })
+        }
+        LayoutRequest::Remove { node_id } => id(&node_id).map(|node| LayoutChange::Remove { node }),
+        LayoutRequest::Optimize => Ok(LayoutChange::Optimize),
+    };
+    let change = match change {
+        Ok(c) => c,
+        Err(e) => return error(e),
+    };
+    let asked = ChangeLayout {
+        change,
+        asked_by: "hamster CLI".to_string(),
+    };
+    match manager.send(asked).await {
+        Ok(Ok(message)) => ControlResponse::LayoutChanged { message },
+        Ok(Err(message)) => error(message),
+        Err(_) => error("the layout manager is not running".into()),
+    }
+}
+
 async fn status_report(
     raft: &Addr<RaftNode>,
     node: &NodeFile,
@@ -1044,5 +1164,12 @@ async fn status_report(
         s3_addr: s3,
         admin_addr: admin.to_string(),
         cluster_addr: node.cluster_addr.clone(),
+        layout: raft
+            .send(GetLayout)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+            .and_then(|l| serde_json::to_value(l).ok()),
     })
 }

@@ -189,6 +189,7 @@ impl DataPlane {
                     .nodes()
                     .map(|(id, n)| (*id, n.zone.as_str(), n.host.as_str(), n.capacity_bytes)),
             ),
+            ..Layout::default()
         };
         if layout.nodes.is_empty() {
             // A member that has not loaded its membership yet stores on itself.
@@ -321,8 +322,28 @@ impl DataPlane {
         Ok(writer)
     }
 
+    /// The ids this node mints (object bodies, transfers).
+    pub fn ids(&self) -> &Arc<IdSource> {
+        &self.inner.ids
+    }
+
+    /// Chunk `stripe` of shard `index` of a part, as its home holds it (verified there against
+    /// the block checksums).
+    pub async fn shard_chunk(
+        &self,
+        body: ObjectId,
+        part: &PartLayout,
+        index: u16,
+        stripe: u64,
+    ) -> Result<Vec<u8>, CallError> {
+        let geometry = Geometry::of_part(part);
+        let offset = stripe * u64::from(geometry.block_bytes);
+        let len = geometry.chunk_bytes(stripe);
+        self.read_slice(body, part, index, offset, len).await
+    }
+
     /// The profile of a part of `size` bytes: the ladder's, with k = 1 for a small part.
-    fn profile(&self, layout: &Layout, size: u64) -> Profile {
+    pub fn profile(&self, layout: &Layout, size: u64) -> Profile {
         let ladder = placement::profile_for_nodes(layout.nodes.len());
         if size < self.inner.config.small_object_bytes {
             Profile { k: 1, m: ladder.m }

@@ -8,6 +8,7 @@ pub mod control;
 pub mod data;
 pub mod disk;
 pub mod join;
+pub mod layout;
 pub mod metrics;
 pub mod node;
 pub mod peer;

@@ -37,6 +37,16 @@ pub struct Metrics {
     pub repair_shards_rebuilt: IntCounter,
     /// Parts repair found with fewer than `k` verified shards.
     pub repair_parts_unrecoverable: IntCounter,
+    /// The data-plane layout version this node has applied.
+    pub layout_version: IntGauge,
+    /// 1 while a layout transition is open.
+    pub layout_transition_open: IntGauge,
+    /// Shards a layout transition wrote to new homes (on the leader that moved them).
+    pub migration_shards_moved: IntCounter,
+    /// Bytes of shard data a layout transition wrote to new homes.
+    pub migration_bytes_moved: IntCounter,
+    /// Parts a migration pass could not move yet.
+    pub migration_parts_failed: IntCounter,
 }
 
 impl Metrics {
@@ -88,6 +98,23 @@ impl Metrics {
                 "hamster_repair_parts_unrecoverable_total",
                 "Parts repair found with fewer than k verified shards",
             ),
+            layout_version: gauge("hamster_layout_version", "Data-plane layout version"),
+            layout_transition_open: gauge(
+                "hamster_layout_transition_open",
+                "1 while a layout transition is moving data",
+            ),
+            migration_shards_moved: counter(
+                "hamster_migration_shards_moved_total",
+                "Shards a layout transition wrote to new homes",
+            ),
+            migration_bytes_moved: counter(
+                "hamster_migration_bytes_moved_total",
+                "Bytes of shard data a layout transition wrote to new homes",
+            ),
+            migration_parts_failed: counter(
+                "hamster_migration_parts_failed_total",
+                "Parts a migration pass could not move yet",
+            ),
             registry,
         };
         let r = &m.registry;
@@ -115,7 +142,13 @@ impl Metrics {
             &m.repair_shards_verified,
             &m.repair_shards_rebuilt,
             &m.repair_parts_unrecoverable,
+            &m.migration_shards_moved,
+            &m.migration_bytes_moved,
+            &m.migration_parts_failed,
         ] {
+            r.register(Box::new(c.clone())).expect("unique metric");
+        }
+        for c in [&m.layout_version, &m.layout_transition_open] {
             r.register(Box::new(c.clone())).expect("unique metric");
         }
         m

@@ -225,6 +225,11 @@ pub async fn repair_part(
     }
 }
 
+/// Whether shard `i` of `part` verifies on its recorded home.
+pub async fn verifies(data: &DataPlane, body: ObjectId, part: &PartLayout, i: usize) -> bool {
+    verify(data, body, part, i).await == Found::Good
+}
+
 async fn verify(data: &DataPlane, body: ObjectId, part: &PartLayout, i: usize) -> Found {
     let home = data.home_of(part, i);
     let request = ShardRequest::Verify {
@@ -245,8 +250,8 @@ async fn verify(data: &DataPlane, body: ObjectId, part: &PartLayout, i: usize) -
     }
 }
 
-/// Streams the rebuilt `bad` shards to their homes, stripe by stripe, decoding each stripe from
-/// the `good` ones; returns how many landed with the recorded checksum.
+/// Streams the rebuilt `bad` shards to their recorded homes, stripe by stripe, decoding each
+/// stripe from the `good` ones; returns how many landed with the recorded checksum.
 async fn rebuild(
     data: &DataPlane,
     body: ObjectId,
@@ -254,6 +259,20 @@ async fn rebuild(
     good: &[usize],
     bad: &[usize],
 ) -> Result<usize, String> {
+    let targets: Vec<(usize, u64)> = bad.iter().map(|i| (*i, data.home_of(part, *i))).collect();
+    Ok(rebuild_onto(data, body, part, good, &targets).await?.len())
+}
+
+/// Rebuilds shard `i` onto node `to` for each `(i, to)` of `targets`, stripe by stripe, decoding
+/// each stripe from the `good` shards only; returns the indices that landed with the recorded
+/// checksum.
+pub async fn rebuild_onto(
+    data: &DataPlane,
+    body: ObjectId,
+    part: &PartLayout,
+    good: &[usize],
+    targets: &[(usize, u64)],
+) -> Result<Vec<usize>, String> {
     let geometry = Geometry::of_part(part);
     let coder = Coder::new(part.k, part.m).map_err(|e| e.to_string())?;
     let n = usize::from(part.k) + usize::from(part.m);
@@ -261,18 +280,15 @@ async fn rebuild(
     let mut avoid: BTreeSet<u16> = (0..n as u16)
         .filter(|i| !good.contains(&usize::from(*i)))
         .collect();
-    let mut senders: Vec<(usize, ShardSender)> = bad
+    let mut senders: Vec<(usize, ShardSender)> = targets
         .iter()
-        .map(|i| {
+        .map(|(i, to)| {
             let name = ShardName {
                 id: body,
                 part: part.part,
                 index: u16::try_from(*i).expect("at most 255 shards"),
             };
-            (
-                *i,
-                ShardSender::start_for(data, data.home_of(part, *i), name, part),
-            )
+            (*i, ShardSender::start_for(data, *to, name, part))
         })
         .collect();
     let stripes = geometry.stripes();
@@ -293,10 +309,10 @@ async fn rebuild(
             sender.push(chunk, last).await;
         }
     }
-    let mut rebuilt = 0usize;
+    let mut rebuilt = Vec::new();
     for (i, sender) in senders {
         match sender.outcome().await {
-            Ok(h) if h == part.shard_blake3[i] => rebuilt += 1,
+            Ok(h) if h == part.shard_blake3[i] => rebuilt.push(i),
             Ok(h) => warn!(shard = i, stored = %h, "rebuilt shard has a different checksum"),
             Err(e) => warn!(shard = i, error = %e, "could not store the rebuilt shard"),
         }

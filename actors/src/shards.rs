@@ -291,6 +291,20 @@ impl ShardStore {
         Ok(removed)
     }
 
+    /// Removes one shard file; `false` if it was not there.
+    pub fn delete_shard(&self, id: &ObjectId, part: u32, index: u16) -> io::Result<bool> {
+        let path = self.path(id, part, index);
+        match self.disk.remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        if let Some(dir) = path.parent() {
+            self.disk.sync_dir(dir)?;
+        }
+        Ok(true)
+    }
+
     /// Every finished shard under the fan-out directories, sorted by id, part and index. Temp
     /// files and anything not named like a shard in its own fan-out directory are skipped.
     pub fn list(&self) -> io::Result<Vec<StoredShard>> {

@@ -4,9 +4,8 @@
 //! caught-up learner while voters are fewer than five, or replace a voter that has been silent
 //! for `down_after` by a caught-up learner. On followers it does nothing.
 //!
-//! When the membership needs no change, it keeps the stored data-plane layout in step with the
-//! members (zone, host, capacity weight): a new version whenever they differ, so new writes
-//! are placed on every member.
+//! The data-plane layout is not the steward's: the layout manager ([`crate::layout`]) follows
+//! the membership it produces.
 //!
 //! One change at a time (openraft refuses a second while one is in flight); a failed change is
 //! simply planned again on a later tick.
@@ -14,15 +13,11 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use hamster_protocol::membership::{plan, Policy, Situation, Step};
-use hamster_protocol::meta::Command;
-use hamster_protocol::placement::{layout_nodes, next_layout};
+use hamster_protocol::membership::{plan, Policy, Step};
 use tracing::{debug, info, warn};
 
 use crate::peer::node_id_hex;
-use crate::raft::node::{
-    AddLearner, ChangeMembership, GetLayout, MembershipView, Propose, RaftNode,
-};
+use crate::raft::node::{AddLearner, ChangeMembership, MembershipView, RaftNode};
 
 /// How often the steward looks at the membership.
 pub const STEWARD_TICK: Duration = Duration::from_secs(1);
@@ -61,7 +56,6 @@ impl Steward {
                 return;
             };
             let Some(step) = plan(&situation, &policy) else {
-                keep_layout(&node, &situation).await;
                 return;
             };
             match step {
@@ -94,33 +88,6 @@ impl Steward {
             }
         };
         ctx.spawn(work.into_actor(self).map(|_, act, _| act.busy = false));
-    }
-}
-
-/// Proposes the next layout version if the stored one does not list exactly the members.
-async fn keep_layout(node: &Addr<RaftNode>, situation: &Situation) {
-    let Ok(Ok(stored)) = node.send(GetLayout).await else {
-        return;
-    };
-    let members = situation.members.iter().map(|(id, m)| {
-        (
-            *id,
-            m.info.zone.as_str(),
-            m.info.host.as_str(),
-            m.info.capacity_bytes,
-        )
-    });
-    let Some(next) = next_layout(stored.as_ref(), layout_nodes(members)) else {
-        return;
-    };
-    let (version, nodes) = (next.version, next.nodes.len());
-    match node.send(Propose(Command::SetLayout(next))).await {
-        Ok(Ok(applied)) if applied.refused.is_none() => {
-            info!(version, nodes, "data-plane layout updated")
-        }
-        Ok(Ok(applied)) => debug!(refused = ?applied.refused, "layout change refused; will retry"),
-        Ok(Err(e)) => debug!(error = %e, "layout change failed; will retry"),
-        Err(_) => {}
     }
 }
 

@@ -201,6 +201,7 @@ impl ShardService {
             } => self.read(name, blake3, offset, len).await,
             ShardRequest::Verify { name, blake3 } => (self.verify(name, blake3).await, Vec::new()),
             ShardRequest::Delete { ids } => (self.delete(ids).await, Vec::new()),
+            ShardRequest::DeleteShard { name } => (self.delete_shard(name).await, Vec::new()),
         }
     }
 
@@ -402,6 +403,20 @@ impl ShardService {
         };
         match self.inner.offload.run(work).await {
             Ok(Ok(count)) => ShardResponse::Deleted { count },
+            Ok(Err(e)) => io_failure(&e),
+            Err(_) => failed(ShardFailure::Io, "the blocking pool dropped the delete"),
+        }
+    }
+}
+
+impl ShardService {
+    async fn delete_shard(&self, name: ShardName) -> ShardResponse {
+        let shards = self.inner.shards.clone();
+        let work = move || shards.delete_shard(&name.id, name.part, name.index);
+        match self.inner.offload.run(work).await {
+            Ok(Ok(found)) => ShardResponse::Deleted {
+                count: u64::from(found),
+            },
             Ok(Err(e)) => io_failure(&e),
             Err(_) => failed(ShardFailure::Io, "the blocking pool dropped the delete"),
         }

@@ -66,6 +66,7 @@ fn report() -> StatusReport {
         s3_addr: Some("127.0.0.1:9000".into()),
         admin_addr: "127.0.0.1:9001".into(),
         cluster_addr: "127.0.0.1:9400".into(),
+        layout: None,
     }
 }
 

@@ -7,6 +7,7 @@ pub mod checksum;
 pub mod chunked;
 pub mod form;
 pub mod http_head;
+pub mod layout;
 pub mod listing;
 pub mod membership;
 pub mod meta;

@@ -7,7 +7,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::placement::Layout;
+use crate::layout::{LayoutOp, Progress, Rehome, StaleShard};
+use crate::placement::{Layout, LayoutNode};
 
 /// The identity of one stored object body (one PUT or one completed multipart upload). Shard
 /// file names derive from it, never from the S3 key.
@@ -407,14 +408,57 @@ pub enum Command {
         #[serde(default)]
         joined: Option<NodeInfo>,
     },
-    /// Replace the data-plane layout new writes are placed by. Refused with `LayoutStale`
-    /// unless its version is the stored one's plus one, so two concurrent changes cannot both
-    /// land (one layout change at a time, INV-7).
+    /// Store the first data-plane layout (or, in logs from before transitions, a later one):
+    /// its version and nodes; drained and removed nodes are kept. Refused with `LayoutStale`
+    /// unless its version is the stored one's plus one, and with `TransitionOpen` while a
+    /// transition is open (one layout change at a time, INV-7).
     SetLayout(Layout),
     /// Forget every pending admission (the `joined` of used tokens), so the leader adds no
     /// node from them. `hamster recover` writes it with the new membership: nodes it drops must
     /// not come back as learners from their old admissions.
     ForgetAdmissions,
+    /// Open a layout transition to `nodes` as layout `version` (see [`crate::layout`]).
+    /// Refused with `TransitionOpen` while another is open, `LayoutStale` unless `version` is
+    /// the next one, `NodeTombstoned` if it names a removed node.
+    BeginTransition {
+        /// The new layout version (the stored one plus one).
+        version: u64,
+        /// The new layout's nodes.
+        nodes: BTreeMap<u64, LayoutNode>,
+        /// What the transition does.
+        op: LayoutOp,
+        /// Who asked.
+        asked_by: String,
+        /// The proposer's clock, Unix milliseconds.
+        now_ms: u64,
+    },
+    /// Move one part: compare-and-set its layout (refused with `PartMoved` if it changed).
+    Rehome(Rehome),
+    /// The migration walker's checkpoint for transition `id`, and the stale shards it deleted.
+    TransitionCheckpoint {
+        /// The transition.
+        id: u64,
+        /// Where the walk has got (only its walk fields are taken).
+        walk: Progress,
+        /// Stale shards now deleted on their old homes.
+        dropped: Vec<StaleShard>,
+    },
+    /// Close transition `id` (refused with `NoTransition` if it is not the open one).
+    EndTransition {
+        /// The transition.
+        id: u64,
+        /// The proposer's clock, Unix milliseconds.
+        now_ms: u64,
+    },
+    /// Remove drained node `node` for good (refused with `NotDrained` unless it is drained).
+    Tombstone {
+        /// The node.
+        node: u64,
+        /// Where it listened.
+        cluster_addr: String,
+        /// The proposer's clock, Unix milliseconds.
+        now_ms: u64,
+    },
 }
 
 /// One Raft log entry: commands proposed together so that many concurrent writes share one
@@ -460,6 +504,16 @@ pub enum Refusal {
     TokenExpired,
     /// A layout change was based on a version that is no longer the current one.
     LayoutStale,
+    /// A layout transition is open; one layout change at a time.
+    TransitionOpen,
+    /// The named transition is not the open one (it ended, or another opened).
+    NoTransition,
+    /// A part changed (overwritten, deleted, completed or moved) since the mover read it.
+    PartMoved,
+    /// The node is not drained (or is still being drained), so it cannot be removed.
+    NotDrained,
+    /// The node was removed for good and can never come back under this id.
+    NodeTombstoned,
 }
 
 impl Refusal {
@@ -479,7 +533,13 @@ impl Refusal {
             Refusal::TokenInvalid | Refusal::TokenUsed | Refusal::TokenExpired => {
                 S3ErrorCode::AccessDenied
             }
-            Refusal::LayoutStale => S3ErrorCode::ServiceUnavailable,
+            Refusal::LayoutStale
+            | Refusal::TransitionOpen
+            | Refusal::NoTransition
+            | Refusal::NotDrained => S3ErrorCode::ServiceUnavailable,
+            // A part that moved under a copy: the caller reads it again.
+            Refusal::PartMoved => S3ErrorCode::ServiceUnavailable,
+            Refusal::NodeTombstoned => S3ErrorCode::AccessDenied,
         }
     }
 }
@@ -736,10 +796,16 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
                 return Ok(Applied::refused(Refusal::NoSuchUpload));
             };
             let mut used = Vec::new();
-            for p in &version.parts {
+            let mut version = version.clone();
+            for p in &mut version.parts {
                 let uploaded = u.parts.get(&p.part);
                 if uploaded.map(|x| x.layout.body) != Some(p.body) || p.body.is_none() {
                     return Ok(Applied::refused(Refusal::InvalidPart));
+                }
+                // The homes are the stored ones: a layout transition may have moved a shard
+                // of the part since the proposer read the upload.
+                if let Some(x) = uploaded {
+                    p.homes = x.layout.homes.clone();
                 }
                 used.push(p.body);
             }
@@ -814,6 +880,9 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
             if *now_ms >= t.expires_ms {
                 return Ok(Applied::refused(Refusal::TokenExpired));
             }
+            if crate::layout::is_tombstoned(store.layout()?.as_ref(), *node_id) {
+                return Ok(Applied::refused(Refusal::NodeTombstoned));
+            }
             t.used_by = Some(*node_id);
             t.used_ms = Some(*now_ms);
             t.joined = joined.clone();
@@ -829,13 +898,58 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
             Ok(Applied::default())
         }
         Command::SetLayout(layout) => {
-            let current = store.layout()?.map_or(0, |l| l.version);
-            if layout.version != current + 1 {
+            let mut stored = store.layout()?.unwrap_or_default();
+            if layout.version != stored.version + 1 {
                 return Ok(Applied::refused(Refusal::LayoutStale));
             }
-            store.put_layout(layout)?;
+            if stored.transition.is_some() {
+                return Ok(Applied::refused(Refusal::TransitionOpen));
+            }
+            stored.version = layout.version;
+            stored.nodes = layout.nodes.clone();
+            store.put_layout(&stored)?;
             Ok(Applied::default())
         }
+        Command::BeginTransition {
+            version,
+            nodes,
+            op,
+            asked_by,
+            now_ms,
+        } => Ok(answer(crate::layout::begin(
+            store, *version, nodes, op, asked_by, *now_ms,
+        )?)),
+        Command::Rehome(r) => {
+            let done = crate::layout::rehome(store, r)?;
+            Ok(Applied {
+                refused: done.refused,
+                freed: done.freed.into_iter().collect(),
+            })
+        }
+        Command::TransitionCheckpoint { id, walk, dropped } => Ok(answer(
+            crate::layout::checkpoint(store, *id, walk, dropped)?,
+        )),
+        Command::EndTransition { id, now_ms } => {
+            Ok(answer(crate::layout::end(store, *id, *now_ms)?))
+        }
+        Command::Tombstone {
+            node,
+            cluster_addr,
+            now_ms,
+        } => Ok(answer(crate::layout::tombstone(
+            store,
+            *node,
+            cluster_addr,
+            *now_ms,
+        )?)),
+    }
+}
+
+/// An answer that changed nothing if `refused`, and freed nothing either way.
+fn answer(refused: Option<Refusal>) -> Applied {
+    Applied {
+        refused,
+        freed: Vec::new(),
     }
 }
 
@@ -1040,6 +1154,7 @@ mod tests {
         let layout = |version| crate::placement::Layout {
             version,
             nodes: crate::placement::layout_nodes([(7, "z", "h", 1u64)]),
+            ..crate::placement::Layout::default()
         };
         assert_eq!(
             run(&mut s, Command::SetLayout(layout(2))).refused,

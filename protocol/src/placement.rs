@@ -72,6 +72,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::layout::{Retired, Transition};
 use crate::meta::ObjectId;
 
 /// One data-plane node in the layout.
@@ -93,6 +94,13 @@ pub struct Layout {
     pub version: u64,
     /// The nodes, keyed by node id.
     pub nodes: BTreeMap<u64, LayoutNode>,
+    /// The transition this version opened, while it is still moving data (placement ignores
+    /// it; see [`crate::layout`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transition: Option<Transition>,
+    /// Members that no longer take shards: drained, or removed for good.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub retired: BTreeMap<u64, Retired>,
 }
 
 /// An erasure-coding profile: `k` data shards and `m` parity shards.
@@ -199,6 +207,7 @@ pub fn next_layout(stored: Option<&Layout>, nodes: BTreeMap<u64, LayoutNode>) ->
     Some(Layout {
         version: stored.map_or(0, |layout| layout.version) + 1,
         nodes,
+        ..Layout::default()
     })
 }
 
@@ -319,6 +328,35 @@ pub fn place(
     Ok(homes)
 }
 
+/// The homes a part with recorded `homes` should have under `layout`, moving as few shards as
+/// possible: every shard whose home is among the homes [`place`] gives for this part keeps its
+/// node and index; each other shard goes to one of the placed homes not yet used, in placement
+/// order. Equal to `homes` when nothing needs to move. Fails when the layout has fewer nodes
+/// than the part has shards (the part must be re-encoded instead).
+pub fn rehome_targets(
+    layout: &Layout,
+    object: &ObjectId,
+    part: u32,
+    homes: &[u64],
+) -> Result<Vec<u64>, PlacementError> {
+    let ideal = place(layout, object, part, homes.len())?;
+    let mut kept: Vec<Option<u64>> = Vec::with_capacity(homes.len());
+    for (i, home) in homes.iter().enumerate() {
+        let duplicate = homes[..i].contains(home);
+        kept.push((ideal.contains(home) && !duplicate).then_some(*home));
+    }
+    let spare: Vec<u64> = ideal
+        .iter()
+        .filter(|n| !kept.contains(&Some(**n)))
+        .copied()
+        .collect();
+    let mut spare = spare.into_iter();
+    Ok(kept
+        .into_iter()
+        .map(|k| k.or_else(|| spare.next()).unwrap_or_default())
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +364,8 @@ mod tests {
     fn layout(nodes: &[(u64, &str, &str, u32)]) -> Layout {
         Layout {
             version: 1,
+            transition: None,
+            retired: BTreeMap::new(),
             nodes: nodes
                 .iter()
                 .map(|&(id, zone, host, weight)| {
@@ -496,5 +536,51 @@ mod tests {
         assert_eq!(finalize(GAMMA), 0xE220_A839_7B1D_CDAF);
         assert_eq!(finalize(GAMMA.wrapping_mul(2)), 0x6E78_9E6A_A1B9_65F4);
         assert_eq!(finalize(0), 0);
+    }
+
+    #[test]
+    fn rehoming_moves_only_what_the_new_layout_needs() {
+        let six: Vec<(u64, &str, &str, u32)> =
+            (1..=6).map(|n| (n, "z", "h", 10)).collect::<Vec<_>>();
+        let mut seven = six.clone();
+        seven.push((7, "z", "h", 10));
+        let (old, grown) = (layout(&six), layout(&seven));
+        let drained = layout(&six[1..]);
+        let mut moved_to_new = 0;
+        for n in 0..200u8 {
+            let id = ObjectId([n; 16]);
+            let homes = place(&old, &id, 1, 5).unwrap();
+            // Nothing changes under the layout the part was placed by.
+            assert_eq!(rehome_targets(&old, &id, 1, &homes).unwrap(), homes);
+            // Growing moves at most one shard, and only onto the new node.
+            let g = rehome_targets(&grown, &id, 1, &homes).unwrap();
+            let changed: Vec<usize> = (0..5).filter(|i| g[*i] != homes[*i]).collect();
+            assert!(changed.len() <= 1);
+            for i in &changed {
+                assert_eq!(g[*i], 7);
+                moved_to_new += 1;
+            }
+            // Draining node 1 moves exactly its shard, onto a node the part did not use.
+            let d = rehome_targets(&drained, &id, 1, &homes).unwrap();
+            for i in 0..5 {
+                if homes[i] == 1 {
+                    assert!(d[i] != 1 && !homes.contains(&d[i]));
+                } else {
+                    assert_eq!(d[i], homes[i]);
+                }
+            }
+            let mut distinct = d.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(distinct.len(), 5);
+        }
+        // The new node gets about its fair share (5 of 7 slots per part) of the moves.
+        assert!(
+            moved_to_new > 60,
+            "only {moved_to_new} shards moved to the new node"
+        );
+        // A part wider than the layout cannot be rehomed; it needs re-encoding.
+        let homes: Vec<u64> = (1..=6).collect();
+        assert!(rehome_targets(&drained, &ObjectId([1; 16]), 1, &homes).is_err());
     }
 }

@@ -40,6 +40,22 @@ pub fn parse_size(s: &str) -> Result<u64, SizeError> {
         .ok_or_else(|| SizeError::TooLarge(s.to_string()))
 }
 
+/// A byte count in binary units for people: `512 B`, `4.0 KiB`, `252.0 GiB`.
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    // Tenths of the unit, in integers, so the text is the same everywhere.
+    let mut unit = 0;
+    let mut scaled = u128::from(bytes) * 10 / 1024;
+    while scaled >= 10 * 1024 && unit + 1 < UNITS.len() {
+        scaled /= 1024;
+        unit += 1;
+    }
+    format!("{}.{} {}", scaled / 10, scaled % 10, UNITS[unit])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +78,15 @@ mod tests {
             parse_size("99999999999TiB"),
             Err(SizeError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn byte_counts_read_in_binary_units() {
+        assert_eq!(format_bytes(0), "0 B");
+        assert_eq!(format_bytes(1023), "1023 B");
+        assert_eq!(format_bytes(1024), "1.0 KiB");
+        assert_eq!(format_bytes(1536), "1.5 KiB");
+        assert_eq!(format_bytes(270_553_174_016), "251.9 GiB");
+        assert_eq!(format_bytes(u64::MAX), "15.9 EiB");
     }
 }

@@ -77,6 +77,12 @@ pub enum ShardRequest {
         /// The bodies.
         ids: Vec<ObjectId>,
     },
+    /// Remove one shard file (a copy a layout transition moved elsewhere); answered with
+    /// `Deleted { count }`, 0 if it was not there.
+    DeleteShard {
+        /// The shard.
+        name: ShardName,
+    },
 }
 
 /// Why a shard request failed, as the sender needs to tell the cases apart.

@@ -117,6 +117,40 @@ pub enum ControlRequest {
         /// The recovered cluster's epoch.
         epoch: u64,
     },
+    /// Change the data-plane layout; a member that does not lead passes it on to the leader.
+    ChangeLayout {
+        /// The change.
+        change: LayoutRequest,
+    },
+}
+
+/// A layout change an operator asks for (`hamster drain`, `undrain`, `remove`, `optimize`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum LayoutRequest {
+    /// Steer writes off a node and move its shards away.
+    Drain {
+        /// The node, 16 hex digits.
+        node_id: String,
+        /// The operator accepted the trade of a drain that crosses a profile boundary.
+        #[serde(default)]
+        shrink: bool,
+        /// Allow a shrink below one-failure tolerance.
+        #[serde(default)]
+        force: bool,
+    },
+    /// Take a draining or drained node back.
+    Undrain {
+        /// The node, 16 hex digits.
+        node_id: String,
+    },
+    /// Evict a drained node for good.
+    Remove {
+        /// The node, 16 hex digits.
+        node_id: String,
+    },
+    /// Re-encode parts up to the profile the current node count gives.
+    Optimize,
 }
 
 /// What a new node sends over [`ALPN_JOIN`], after it checked the cluster's CA against the
@@ -208,6 +242,11 @@ pub enum ControlResponse {
     EpochAdopted {
         /// The epoch the member is in now.
         epoch: u64,
+    },
+    /// The answer to [`ControlRequest::ChangeLayout`]: what the leader did.
+    LayoutChanged {
+        /// One line saying what happens now.
+        message: String,
     },
     /// The request could not be served; the message says why and what to do.
     Error {
@@ -330,6 +369,21 @@ pub struct StatusReport {
     pub admin_addr: String,
     /// Where the node's cluster port listens.
     pub cluster_addr: String,
+    /// The data-plane layout as this node has applied it: nodes and weights, drained and
+    /// removed nodes, and the open transition with its progress. Carried as a JSON value (read
+    /// it with [`StatusReport::layout`]): the answer is an internally tagged enum, which cannot
+    /// carry maps keyed by integers directly.
+    #[serde(default)]
+    pub layout: Option<serde_json::Value>,
+}
+
+impl StatusReport {
+    /// The layout this report carries, if any (and if it reads as one).
+    pub fn layout(&self) -> Option<crate::placement::Layout> {
+        self.layout
+            .clone()
+            .and_then(|v| serde_json::from_value(v).ok())
+    }
 }
 
 /// Reads the payload length from a frame header, refusing lengths over [`FRAME_BYTES_MAX`]
@@ -422,7 +476,38 @@ mod tests {
             s3_addr: None,
             admin_addr: "127.0.0.1:9001".into(),
             cluster_addr: "127.0.0.1:9400".into(),
+            layout: serde_json::to_value(sample_layout()).ok(),
         }
+    }
+
+    /// A layout with integer-keyed maps: nodes, a retired node and an open transition.
+    fn sample_layout() -> crate::placement::Layout {
+        use crate::layout::{LayoutOp, Progress, Retired, Transition};
+        let nodes = crate::placement::layout_nodes([(0xa1, "z1", "h1", 1u64 << 40)]);
+        crate::placement::Layout {
+            version: 4,
+            nodes: nodes.clone(),
+            transition: Some(Transition {
+                id: 4,
+                op: LayoutOp::Drain { node: 0xb2 },
+                asked_by: "test".into(),
+                started_ms: 1,
+                from: nodes,
+                progress: Progress::default(),
+                stale: Vec::new(),
+            }),
+            retired: [(0xc3, Retired::Drained { at_ms: 2 })].into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn a_status_answer_carries_the_layout_through_the_tagged_enum() {
+        let answer = ControlResponse::Status(report());
+        let text = serde_json::to_vec(&answer).unwrap();
+        let ControlResponse::Status(back) = serde_json::from_slice(&text).unwrap() else {
+            panic!("not a status answer");
+        };
+        assert_eq!(back.layout(), Some(sample_layout()));
     }
 
     /// Encode then decode gives back the same payload and consumes exactly the frame.

@@ -26,6 +26,7 @@ fn layout_of(rows: &[(u64, &str, &str, u32)]) -> Layout {
             .iter()
             .map(|&(id, zone, host, weight)| (id, node(zone, host, weight)))
             .collect(),
+        ..Layout::default()
     }
 }
 
@@ -38,6 +39,7 @@ fn flat_layout(weights: &[u32]) -> Layout {
             .zip(1u64..)
             .map(|(&w, id)| (id, node("z", &format!("h{id}"), w)))
             .collect(),
+        ..Layout::default()
     }
 }
 
@@ -62,6 +64,7 @@ fn arb_layout() -> impl Strategy<Value = Layout> {
                 (id, node(&format!("z{z}"), &format!("h{h}"), w))
             })
             .collect(),
+        ..Layout::default()
     })
 }
 

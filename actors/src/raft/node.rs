@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use anyhow::Context as _;
+use hamster_protocol::layout::PartAt;
 use hamster_protocol::listing::{ListParams, Page};
 use hamster_protocol::membership::{MemberView, Situation};
 use hamster_protocol::meta::{
@@ -630,7 +631,24 @@ fn longest_key_bytes(cmd: &Command) -> usize {
         } => bucket.len() + key.len() + upload_id.len() + 2,
         Command::AddJoinToken { secret_sha256, .. }
         | Command::ConsumeJoinToken { secret_sha256, .. } => secret_sha256.len(),
-        Command::ForgetAdmissions | Command::SetLayout(_) => 0,
+        Command::Rehome(r) => match &r.at {
+            PartAt::Object {
+                bucket,
+                key,
+                version_id,
+            } => bucket.len() + key.len() + version_id.len() + 2,
+            PartAt::Upload {
+                bucket,
+                key,
+                upload_id,
+            } => bucket.len() + key.len() + upload_id.len() + 2,
+        },
+        Command::ForgetAdmissions
+        | Command::SetLayout(_)
+        | Command::BeginTransition { .. }
+        | Command::TransitionCheckpoint { .. }
+        | Command::EndTransition { .. }
+        | Command::Tombstone { .. } => 0,
     }
 }
 
