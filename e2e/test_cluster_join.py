@@ -7,6 +7,11 @@ check polls, bounded). A used token is refused with a clear one-line message and
 node exits nonzero. The cluster port refuses a plaintext client and a TLS client without a
 certificate that asks for the control protocol, and keeps serving.
 
+A join that would take a member's cluster address is refused with one line naming the clash,
+and the token stays usable: the joiner cannot listen on an address a running member holds, and
+the cluster refuses the address of a member that is down. A joiner whose advertised address
+accepts no connection is refused too (the member reaches back before it admits).
+
 A write through a follower's S3 is forwarded to the leader and committed, not bounced with
 503; the follower answers once it has applied the write itself, so it reads it back at once.
 Every node serves reads after catching up to the leader's commit index, so a write
@@ -19,6 +24,7 @@ import json
 import socket
 import ssl
 import struct
+import time
 import uuid
 
 import cluster
@@ -105,6 +111,98 @@ def test_used_token_is_refused(node_factory):
     last = [line for line in err.splitlines() if line.startswith("hamster:")]
     assert last and "hamster token" in last[-1], err
     assert not (late.data_dir / "node.json").exists()
+
+
+def refusal_line(node) -> str:
+    """The one `hamster:` line a refused joiner ends with, after it exited nonzero."""
+    code = node.proc.wait(harness.CLI_TIMEOUT)
+    assert code != 0, node.stderr()
+    lines = [line for line in node.stderr().splitlines() if line.startswith("hamster:")]
+    assert len(lines) == 1, node.stderr()
+    return lines[0]
+
+
+def test_join_at_a_members_cluster_address_is_refused(node_factory):
+    """Issue 16: a join reusing a member's cluster address was admitted and left a phantom
+    member that could not be removed. Now the join is refused before its token is used, so
+    the membership stays as it was and the same token admits the node once corrected."""
+    (a, b), reports = cluster.form(node_factory, "dup", n=2)
+    b_id = reports[1]["node_id"]
+    token = cluster.mint(a)
+    c = node_factory("dup-c", no_s3=True, token=token, start=False)
+    own_port = c.cluster_port
+
+    # While b runs, its address is taken on this host: the joiner cannot listen there and
+    # stops before it asks.
+    c.cluster_port = b.cluster_port
+    c.start(wait=False)
+    line = refusal_line(c)
+    assert b.cluster_addr in line and "--cluster-addr" in line, line
+    assert "same token" in line, line
+
+    # With b down, its address is free on this host, but the cluster still knows it as b's.
+    b.stop()
+    c.start(wait=False)
+    line = refusal_line(c)
+    assert b.cluster_addr in line and b_id in line and "--cluster-addr" in line, line
+    assert not (c.data_dir / "node.json").exists()
+
+    # Still exactly a and b, with nobody admitted behind them.
+    b.start()
+    cluster.wait_agreed([a, b])
+    time.sleep(3)
+    cluster.wait_agreed([a, b])
+
+    # The same token admits the node at its own address, from the same data dir.
+    c.cluster_port = own_port
+    c.start()
+    cluster.wait_agreed([a, b, c])
+
+
+def fake_join(port: int, token: str, cluster_addr: str) -> dict:
+    """Sends one join request as a joiner would, without listening anywhere, and returns the
+    answer. The certificate request is a placeholder: the member judges where the joiner
+    stands (its id, its address, whether it can be reached) before it reads the request."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["hamster-join/1"])
+    request = {
+        "token": token,
+        "csr_pem": "placeholder",
+        "node_id": uuid.uuid4().hex[:16].replace("0", "1"),
+        "cluster_addr": cluster_addr,
+        "zone": "default",
+        "host": "e2e",
+        "capacity_bytes": 1 << 30,
+    }
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
+        with ctx.wrap_socket(raw, server_hostname="cluster.hamster") as tls:
+            tls.sendall(frame(request))
+            data = b""
+            while True:
+                chunk = tls.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    (length,) = struct.unpack(">I", data[:4])
+    return json.loads(data[4:4 + length])
+
+
+def test_join_from_an_unreachable_address_is_refused(node_factory):
+    """A joiner advertising an address where nothing listens would be a member nobody can
+    reach: the member tries to connect back first and refuses, naming the address, and the
+    token stays usable."""
+    a = node_factory("reach-a", no_s3=True)
+    token = cluster.mint(a)
+    nowhere = f"127.0.0.1:{harness.free_ports(1)[0]}"
+    answer = fake_join(a.cluster_port, token, nowhere)
+    assert answer["type"] == "refused", answer
+    message = answer["message"]
+    assert nowhere in message and "--cluster-addr" in message and "\n" not in message, message
+
+    b = node_factory("reach-b", no_s3=True, token=token)
+    cluster.wait_agreed([a, b])
 
 
 def frame(obj: dict) -> bytes:

@@ -65,8 +65,11 @@ def test_kill9_during_a_join_always_restarts(node_factory):
         try:
             joiner.start()
         except (harness.NodeExited, TimeoutError):
-            # The cut-short join spent the token: a fresh one must work on the same dir.
+            # The cut-short join spent the token: a fresh one must work on the same dir. Its
+            # admission still holds the old cluster address, so the retry takes another one
+            # (a join at an address the cluster already gave a node is refused).
             joiner.token = cluster.mint(founder)
+            joiner.cluster_port = harness.free_ports(1)[0]
             joiner.start()
         report = cluster.status(joiner)
         assert report is not None, joiner.stderr_tail()

@@ -159,6 +159,9 @@ async fn join_cluster(dir: &DataDir, token_text: &str, opts: &InitOptions) -> an
     if token.addrs.is_empty() {
         bail!("the join token names no member to contact; mint a new one with `hamster token`");
     }
+    // Held until the answer is in: the admitting member reaches back to this address, and an
+    // address this host cannot take ends the join here, with the token unused.
+    let _reach_back = hold_cluster_addr(&opts.cluster_addr).await?;
     let ids = IdSource::from_os();
     let mut node_id = ids.next_u64();
     while node_id == 0 {
@@ -248,6 +251,23 @@ async fn join_cluster(dir: &DataDir, token_text: &str, opts: &InitOptions) -> an
         node.cluster_id
     );
     Ok(())
+}
+
+/// Listens on a joiner's cluster address for the length of the join. Nothing is accepted: the
+/// admitting member's reach-back needs only the connection to open, and the node's real
+/// cluster port binds the address again once the listener is dropped.
+async fn hold_cluster_addr(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let socket = resolve(addr, "cluster")?;
+    tokio::net::TcpListener::bind(socket)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+                "cannot listen on the cluster address {addr}: it is in use (another hamster node?); start this node with its own --cluster-addr and retry with the same token"
+            ),
+            _ => anyhow::anyhow!(
+                "cannot listen on the cluster address {addr} ({e}); start this node with a --cluster-addr of this host and retry with the same token"
+            ),
+        })
 }
 
 /// Prints what `init` made; the secret is shown here once.

@@ -10,22 +10,31 @@
 //! the proposal to the leader), and answers [`JoinResponse::Admitted`] with the CA, its key
 //! and the signed certificate.
 //!
+//! Before the token is consumed, the serving node refuses a joiner whose node id or cluster
+//! address a member or an earlier admission holds already, and one whose advertised cluster
+//! address accepts no TCP connection (the joiner listens there before it asks). The replicated
+//! apply of the token's use judges the id and address again, so two joins admitted at once
+//! through two members cannot both land. A refused join leaves the token unused.
+//!
 //! Every member holds the CA key (docs/adr/0003), so any member can admit and joins outlive
 //! the founder. The consumed token records where the joiner runs; the leader's steward
 //! ([`crate::steward`]) adds it as a learner and promotes it once it has caught up, whoever
 //! leads by then.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::Addr;
 use anyhow::{anyhow, bail};
+use hamster_protocol::cluster_addr;
 use hamster_protocol::meta::{Command, Refusal};
 use hamster_protocol::token::JoinToken;
 use hamster_protocol::wire::{
     decode_message, JoinRequest, JoinResponse, ALPN_JOIN, JOIN_REQUEST_BYTES_MAX,
 };
 use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 use tracing::{debug, info, warn};
@@ -36,7 +45,9 @@ use crate::control::{
     ProtocolHandler,
 };
 use crate::peer::{node_id_hex, parse_node_id};
-use crate::raft::node::{Propose, ProposeError, RaftNode, RaftStatus, RaftStatusReport};
+use crate::raft::node::{
+    GetAdmitted, Propose, ProposeError, RaftNode, RaftStatus, RaftStatusReport,
+};
 use crate::raft::NodeInfo;
 use crate::tls::{ca_sha256_hex, pinned_client_config, sign_node_csr, ClusterCa};
 
@@ -47,6 +58,9 @@ pub const JOIN_HANDLER_MS_MAX: u64 = 30_000;
 /// Time the joiner waits for the answer: longer than the node's own bound, so that the node's
 /// error reaches the joiner rather than a bare timeout.
 pub const JOIN_RESPONSE_MS_MAX: u64 = JOIN_HANDLER_MS_MAX + 5_000;
+/// Time the serving node gives the joiner's cluster address to accept a connection before it
+/// refuses the join; well inside [`JOIN_HANDLER_MS_MAX`].
+pub const REACH_BACK_MS_MAX: u64 = 3_000;
 
 /// The serving side of the join protocol; bound to the local Raft member once it has started.
 #[derive(Clone)]
@@ -151,6 +165,30 @@ impl JoinService {
                 false,
             );
         }
+        let admitted = match node.send(GetAdmitted).await {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
+                return refuse(
+                    format!(
+                        "this node cannot read the cluster's admissions ({e}); retry elsewhere"
+                    ),
+                    true,
+                )
+            }
+            Err(_) => return refuse("this node's metadata member stopped; retry elsewhere", true),
+        };
+        if let Some(message) = clash(&status, &admitted, id, &req.cluster_addr) {
+            return refuse(message, false);
+        }
+        if let Err(why) = reach_back(&req.cluster_addr).await {
+            return refuse(
+                format!(
+                    "this cluster cannot reach the joiner at its cluster address {} ({why}); start it with a --cluster-addr the members can connect to and retry with the same token",
+                    req.cluster_addr
+                ),
+                false,
+            );
+        }
         let Some(ca) = &self.inner.ca else {
             return refuse(
                 "this node holds no CA key and cannot sign certificates; join through another member",
@@ -194,6 +232,15 @@ impl JoinService {
                         false,
                     )
                 }
+                Some(Refusal::DuplicateNode) => {
+                    return refuse(
+                        format!(
+                            "another node was admitted at cluster address {} (or as node {}) meanwhile; start this node with its own --cluster-addr and retry with the same token",
+                            req.cluster_addr, req.node_id
+                        ),
+                        false,
+                    )
+                }
                 Some(_) => {
                     return refuse(
                         "the join token is not valid for this cluster; mint one with `hamster token` on a cluster member",
@@ -227,6 +274,63 @@ fn is_member(status: &RaftStatusReport, id: u64) -> bool {
         .iter()
         .chain(&status.learners)
         .any(|(m, _)| *m == id)
+}
+
+/// Why a joiner with node id `id` at cluster address `addr` would take a place that a member
+/// (in `status`) or an earlier admission (in `admitted`) holds, as the one line it is told.
+/// Admitting it would leave two members behind one address, and peers would reach only one.
+fn clash(
+    status: &RaftStatusReport,
+    admitted: &BTreeMap<u64, NodeInfo>,
+    id: u64,
+    addr: &str,
+) -> Option<String> {
+    let retry = "start this node with its own --cluster-addr and retry with the same token";
+    let members = status.voters.iter().chain(&status.learners);
+    if let Some((m, _)) = members
+        .clone()
+        .find(|(_, info)| cluster_addr::clash(addr, &info.cluster_addr))
+    {
+        return Some(format!(
+            "cluster address {addr} is already member {}'s; {retry}",
+            node_id_hex(*m)
+        ));
+    }
+    let pending = admitted
+        .iter()
+        .filter(|(a, _)| !members.clone().any(|(m, _)| m == *a));
+    for (a, info) in pending {
+        if *a == id {
+            return Some(format!(
+                "node id {} was admitted already; restart the join with an empty data dir",
+                node_id_hex(id)
+            ));
+        }
+        if cluster_addr::clash(addr, &info.cluster_addr) {
+            return Some(format!(
+                "cluster address {addr} is already held by node {}, admitted but not yet a member; {retry}",
+                node_id_hex(*a)
+            ));
+        }
+    }
+    None
+}
+
+/// Whether a TCP connection to the joiner's advertised cluster address opens within
+/// [`REACH_BACK_MS_MAX`]; if not, why not. Members will dial that address for Raft and shards,
+/// so a joiner nobody can reach would be a member nobody can use. The joiner listens there
+/// before it asks to join; nothing is sent on the connection.
+async fn reach_back(addr: &str) -> Result<(), String> {
+    match timeout(
+        Duration::from_millis(REACH_BACK_MS_MAX),
+        TcpStream::connect(addr),
+    )
+    .await
+    {
+        Ok(Ok(_stream)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no connection within {REACH_BACK_MS_MAX} ms")),
+    }
 }
 
 /// The cluster port's handler for [`ALPN_JOIN`]: answers one join request per connection.
@@ -305,4 +409,80 @@ pub async fn request_join(
     let _ = stream.shutdown().await;
     decode_message::<JoinResponse>(&payload)
         .map_err(|e| anyhow!("bad join answer from {addr}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(addr: &str) -> NodeInfo {
+        NodeInfo {
+            cluster_addr: addr.to_string(),
+            ..NodeInfo::default()
+        }
+    }
+
+    fn status(voters: &[(u64, &str)], learners: &[(u64, &str)]) -> RaftStatusReport {
+        RaftStatusReport {
+            node_id: 1,
+            term: 1,
+            leader: Some(1),
+            commit_index: 0,
+            applied_index: 0,
+            last_log_index: 0,
+            voters: voters.iter().map(|(id, a)| (*id, at(a))).collect(),
+            learners: learners.iter().map(|(id, a)| (*id, at(a))).collect(),
+            state: "Leader".to_string(),
+        }
+    }
+
+    /// A joiner is refused when a voter, a learner or a still-pending admission holds its
+    /// cluster address (the phantom-member report of issue 16), or an admission its node id;
+    /// the line names the node in the way.
+    #[test]
+    fn a_joiner_taking_a_held_place_is_told_whose_it_is() {
+        let st = status(&[(1, "127.0.0.1:9401")], &[(2, "127.0.0.1:9402")]);
+        let admitted = BTreeMap::from([(2, at("127.0.0.1:9402")), (3, at("10.0.0.3:9400"))]);
+        let said = |id: u64, addr: &str| clash(&st, &admitted, id, addr);
+
+        let voter = said(9, "localhost:9401").unwrap_or_default();
+        assert!(
+            voter.contains("already member 0000000000000001's"),
+            "{voter}"
+        );
+        assert!(voter.contains("--cluster-addr"), "{voter}");
+        let learner = said(9, "127.0.0.1:9402").unwrap_or_default();
+        assert!(
+            learner.contains("already member 0000000000000002's"),
+            "{learner}"
+        );
+        let pending = said(9, "10.0.0.3:9400").unwrap_or_default();
+        assert!(
+            pending.contains("node 0000000000000003, admitted but not yet a member"),
+            "{pending}"
+        );
+        let id = said(3, "10.0.0.9:9400").unwrap_or_default();
+        assert!(id.contains("node id 0000000000000003 was admitted"), "{id}");
+
+        for line in [&voter, &learner, &pending, &id] {
+            assert!(!line.contains('\n'), "{line}");
+        }
+
+        assert_eq!(said(9, "127.0.0.1:9409"), None);
+        assert_eq!(said(9, "10.0.0.3:9401"), None);
+    }
+
+    #[actix_rt::test]
+    async fn reach_back_needs_a_listener() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let addr = listener.local_addr().expect("its address").to_string();
+        assert_eq!(reach_back(&addr).await, Ok(()));
+        drop(listener);
+        let why = reach_back(&addr)
+            .await
+            .expect_err("nothing listens any more");
+        assert!(why.to_lowercase().contains("refused"), "{why}");
+    }
 }

@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod checksum;
 pub mod chunked;
+pub mod cluster_addr;
 pub mod form;
 pub mod http_head;
 pub mod layout;

@@ -396,7 +396,9 @@ pub enum Command {
         created_ms: u64,
     },
     /// Use a join token for `node_id`: refused unless the hash is known, unused and unexpired
-    /// at `now_ms`. A used token stays remembered, so a second use is told "used".
+    /// at `now_ms`. A used token stays remembered, so a second use is told "used". Refused with
+    /// `DuplicateNode` when another used token already admitted this node id or a node at the
+    /// same cluster address.
     ConsumeJoinToken {
         /// SHA-256 of the presented secret, 64 lowercase hex digits.
         secret_sha256: String,
@@ -514,6 +516,9 @@ pub enum Refusal {
     NotDrained,
     /// The node was removed for good and can never come back under this id.
     NodeTombstoned,
+    /// A join would admit a node id, or a cluster address, that an earlier admission holds
+    /// already: two members in one place. The token stays unused.
+    DuplicateNode,
 }
 
 impl Refusal {
@@ -539,7 +544,7 @@ impl Refusal {
             | Refusal::NotDrained => S3ErrorCode::ServiceUnavailable,
             // A part that moved under a copy: the caller reads it again.
             Refusal::PartMoved => S3ErrorCode::ServiceUnavailable,
-            Refusal::NodeTombstoned => S3ErrorCode::AccessDenied,
+            Refusal::NodeTombstoned | Refusal::DuplicateNode => S3ErrorCode::AccessDenied,
         }
     }
 }
@@ -882,6 +887,17 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
             }
             if crate::layout::is_tombstoned(store.layout()?.as_ref(), *node_id) {
                 return Ok(Applied::refused(Refusal::NodeTombstoned));
+            }
+            // Judged here, not only by the admitting member: two joins admitted through two
+            // members at once both reach this apply, in one order on every node.
+            for other in store.join_tokens()? {
+                let Some(held) = &other.joined else { continue };
+                let same_addr = joined.as_ref().is_some_and(|j| {
+                    crate::cluster_addr::clash(&j.cluster_addr, &held.cluster_addr)
+                });
+                if other.used_by == Some(*node_id) || same_addr {
+                    return Ok(Applied::refused(Refusal::DuplicateNode));
+                }
             }
             t.used_by = Some(*node_id);
             t.used_ms = Some(*now_ms);
@@ -1407,6 +1423,65 @@ mod tests {
         assert_eq!(
             s.tokens.keys().cloned().collect::<Vec<_>>(),
             vec![h2, "5".repeat(64)]
+        );
+    }
+
+    fn consume_token_at(hash: &str, node_id: u64, cluster_addr: &str) -> Command {
+        Command::ConsumeJoinToken {
+            secret_sha256: hash.into(),
+            now_ms: 2_000,
+            node_id,
+            joined: Some(NodeInfo {
+                cluster_addr: cluster_addr.into(),
+                ..NodeInfo::default()
+            }),
+        }
+    }
+
+    /// Two joins admitted at once through two members both reach apply: the second one that
+    /// claims an admitted node's cluster address or node id is refused, and its token stays
+    /// unused so a corrected joiner can still use it.
+    #[test]
+    fn a_join_claiming_an_admitted_address_or_id_is_refused_and_keeps_its_token() {
+        let mut s = MemStore::default();
+        let (h1, h2, h3) = ("1".repeat(64), "2".repeat(64), "3".repeat(64));
+        for h in [&h1, &h2, &h3] {
+            run(&mut s, add_token(h, 1_000, 5_000));
+        }
+        assert_eq!(
+            run(&mut s, consume_token_at(&h1, 7, "127.0.0.1:9407")),
+            Applied::default()
+        );
+        let before = s.clone();
+        for (id, addr) in [
+            (8, "127.0.0.1:9407"),
+            (8, "localhost:9407"),
+            (7, "127.0.0.1:9408"),
+        ] {
+            assert_eq!(
+                run(&mut s, consume_token_at(&h2, id, addr)).refused,
+                Some(Refusal::DuplicateNode),
+                "node {id} at {addr}"
+            );
+        }
+        assert_eq!(s, before);
+        assert_eq!(s.tokens[&h2].used_by, None);
+        // The same token then admits a node with its own id and address.
+        assert_eq!(
+            run(&mut s, consume_token_at(&h2, 8, "127.0.0.1:9408")),
+            Applied::default()
+        );
+        assert_eq!(s.tokens[&h2].used_by, Some(8));
+        // A replay of a used token is still told "used", not "duplicate".
+        assert_eq!(
+            run(&mut s, consume_token_at(&h1, 7, "127.0.0.1:9407")).refused,
+            Some(Refusal::TokenUsed)
+        );
+        // Once admissions are forgotten (`hamster recover`), their addresses are free again.
+        run(&mut s, Command::ForgetAdmissions);
+        assert_eq!(
+            run(&mut s, consume_token_at(&h3, 9, "127.0.0.1:9407")),
+            Applied::default()
         );
     }
 

@@ -496,7 +496,9 @@ mod tests {
                 progress: Progress::default(),
                 stale: Vec::new(),
             }),
-            retired: [(0xc3, Retired::Drained { at_ms: 2 })].into_iter().collect(),
+            retired: [(0xc3, Retired::Drained { at_ms: 2 })]
+                .into_iter()
+                .collect(),
         }
     }
 

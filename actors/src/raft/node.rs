@@ -284,6 +284,12 @@ pub struct ListAccessKeys;
 #[rtype(result = "Result<Option<Layout>, ReadError>")]
 pub struct GetLayout;
 
+/// Nodes a join token admitted, with where they run: pending joiners and, until their tokens
+/// are pruned, nodes that have since become members.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<BTreeMap<u64, NodeInfo>, ReadError>")]
+pub struct GetAdmitted;
+
 /// Every object id any stored version references (orphan-shard recovery at startup).
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<BTreeSet<ObjectId>, ReadError>")]
@@ -1141,6 +1147,14 @@ impl Handler<GetLayout> for RaftNode {
 
     fn handle(&mut self, _msg: GetLayout, _ctx: &mut Self::Context) -> Self::Result {
         self.read(query::layout)
+    }
+}
+
+impl Handler<GetAdmitted> for RaftNode {
+    type Result = Result<BTreeMap<u64, NodeInfo>, ReadError>;
+
+    fn handle(&mut self, _msg: GetAdmitted, _ctx: &mut Self::Context) -> Self::Result {
+        self.read(query::admitted)
     }
 }
 
