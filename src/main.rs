@@ -129,6 +129,10 @@ pub struct ServeArgs {
     /// dir, ignored once the node is a member
     #[arg(long)]
     pub token: Option<String>,
+    /// With --token: join to take the place of this member (16-digit id): the same cluster
+    /// size and profile, its shards moved onto this node; remove the old one afterwards
+    #[arg(long, value_name = "NODE", requires = "token")]
+    pub replaces: Option<String>,
     /// Silence after which the leader replaces a voter by a caught-up learner, e.g. 60s, 5m
     /// [default: 60s]
     #[arg(long)]

@@ -153,7 +153,12 @@ fn root_credentials_from_env() -> anyhow::Result<Option<Credentials>> {
 /// fresh, makes a key and a certificate request, asks the token's members in order until one
 /// admits (a member that is not the leader, or cannot sign, passes the joiner on), checks what
 /// it got against the token's pin, and writes `<data>/tls` and `node.json`.
-async fn join_cluster(dir: &DataDir, token_text: &str, opts: &InitOptions) -> anyhow::Result<()> {
+async fn join_cluster(
+    dir: &DataDir,
+    token_text: &str,
+    opts: &InitOptions,
+    replaces: Option<String>,
+) -> anyhow::Result<()> {
     let token = JoinToken::decode(token_text)?;
     token.check_fresh(SystemClock.now_ms())?;
     if token.addrs.is_empty() {
@@ -177,6 +182,7 @@ async fn join_cluster(dir: &DataDir, token_text: &str, opts: &InitOptions) -> an
         zone: opts.zone.clone(),
         host: opts.host.clone(),
         capacity_bytes: opts.capacity_bytes,
+        replaces,
     };
     let mut last = String::from("no member answered");
     let mut admitted = None;
@@ -346,14 +352,30 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
             );
         }
         match &a.token {
-            Some(token) => join = Some((token.clone(), shape_options(&dir_path, &a.shape, f)?)),
+            Some(token) => {
+                let replaces = match &a.replaces {
+                    None => None,
+                    Some(text) => {
+                        let id = text.trim().to_ascii_lowercase();
+                        if id.len() != 16 || u64::from_str_radix(&id, 16).is_err() {
+                            bail!("--replaces {text:?} is not a node id (16 hex digits, as `hamster status` shows)");
+                        }
+                        Some(id)
+                    }
+                };
+                join = Some((
+                    token.clone(),
+                    shape_options(&dir_path, &a.shape, f)?,
+                    replaces,
+                ));
+            }
             None => {
                 let outcome = init_dir(&dir_path, &a.shape, f)?;
                 print_init(&dir_path, &outcome, s3_addr.as_deref());
             }
         }
     } else if a.token.is_some() {
-        info!("this data dir is already a cluster member; --token ignored");
+        info!("this data dir is already a cluster member; --token and --replaces ignored");
     }
     let voter_down_after = match a
         .voter_down_after
@@ -428,8 +450,8 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     };
     let system = actix_rt::System::new();
     system.block_on(async move {
-        if let Some((token, opts)) = join {
-            join_cluster(&settings.dir, &token, &opts).await?;
+        if let Some((token, opts, replaces)) = join {
+            join_cluster(&settings.dir, &token, &opts, replaces).await?;
         }
         run_node(settings).await
     })
@@ -486,6 +508,7 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
             zone: node.zone.clone(),
             host: node.host.clone(),
             capacity_bytes: node.capacity_bytes,
+            replaces: None,
         },
         seed: ids.next_u64(),
         freed_tx,

@@ -180,6 +180,17 @@ impl JoinService {
         if let Some(message) = clash(&status, &admitted, id, &req.cluster_addr) {
             return refuse(message, false);
         }
+        let replaces = match req.replaces.as_deref().map(parse_node_id) {
+            None => None,
+            Some(Some(old)) if is_member(&status, old) => Some(old),
+            Some(_) => return refuse(
+                format!(
+                    "--replaces {} names no member of this cluster; `hamster status` lists them",
+                    req.replaces.as_deref().unwrap_or_default()
+                ),
+                false,
+            ),
+        };
         if let Err(why) = reach_back(&req.cluster_addr).await {
             return refuse(
                 format!(
@@ -210,6 +221,7 @@ impl JoinService {
             zone: req.zone.clone(),
             host: req.host.clone(),
             capacity_bytes: req.capacity_bytes,
+            replaces,
         };
         let consume = Command::ConsumeJoinToken {
             secret_sha256: token.secret_hash_hex(),

@@ -355,6 +355,17 @@ pub fn automatic_change(
         }
         return Some((LayoutOp::Drain { node: *gone }, nodes));
     }
+    // A member that joined to replace a node of the layout takes its place.
+    let replacing = situation.members.iter().find_map(|(id, m)| {
+        let old = m.info.replaces?;
+        let fresh = !layout.nodes.contains_key(id) && !layout.retired.contains_key(id);
+        (fresh && layout.nodes.contains_key(&old)).then_some((old, *id))
+    });
+    if let Some((old, new)) = replacing {
+        let mut nodes = member_nodes(Some(layout), situation);
+        nodes.retain(|id, _| *id == new || (layout.nodes.contains_key(id) && *id != old));
+        return Some((LayoutOp::Replace { old, new }, nodes));
+    }
     let desired = member_nodes(Some(layout), situation);
     if desired.is_empty() || desired == layout.nodes {
         return None;

@@ -204,6 +204,7 @@ async fn t40_cut_handshake_is_not_blamed_on_the_token() {
         zone: "z1".into(),
         host: "h1".into(),
         capacity_bytes: 1 << 30,
+        replaces: None,
     };
     let err = format!(
         "{:#}",

@@ -83,6 +83,7 @@ impl Member {
             zone: format!("z{id}"),
             host: format!("h{id}"),
             capacity_bytes: 1 << 30,
+            replaces: None,
         };
         Member {
             id,

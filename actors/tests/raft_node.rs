@@ -32,6 +32,7 @@ fn node_info() -> NodeInfo {
         zone: "z1".into(),
         host: "h1".into(),
         capacity_bytes: 1 << 40,
+        replaces: None,
     }
 }
 

@@ -152,6 +152,7 @@ mod tests {
             zone: zone.into(),
             host: host.into(),
             capacity_bytes: 1,
+            replaces: None,
         }
     }
 

@@ -281,6 +281,10 @@ pub struct NodeInfo {
     pub host: String,
     /// Capacity weight for placement, in bytes.
     pub capacity_bytes: u64,
+    /// The member this node joined to take the place of (`serve --replaces`): the layout
+    /// manager swaps it in for that one at the same cluster size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<u64>,
 }
 
 impl std::fmt::Display for NodeInfo {

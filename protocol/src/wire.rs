@@ -172,6 +172,9 @@ pub struct JoinRequest {
     pub host: String,
     /// Capacity weight in bytes.
     pub capacity_bytes: u64,
+    /// The member this node comes to replace, 16 hex digits (`serve --replaces`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
 }
 
 /// The cluster's answer to a [`JoinRequest`].

@@ -208,6 +208,7 @@ impl Sim {
                     zone: format!("z{}", id % 3),
                     host: format!("h{id}"),
                     capacity_bytes: 1 << 40,
+                    replaces: None,
                 },
                 incarnation: 0,
                 data_dir: self.root.path().join(format!("n{id}-i0")),
