@@ -216,8 +216,11 @@ def test_a_dead_disk_is_drained_removed_and_the_cluster_then_survives_two_more_l
 
     # Draining the dead node rebuilds its shards from the survivors, re-encoding 4+2 parts to
     # 3+2 on the five left; the drain follows the move until it is done.
-    r = cli(via, "drain", dead_id, "--yes")
+    with Load(via.client(ak, sk), bucket, seed=12) as load:
+        r = cli(via, "drain", dead_id, "--yes")
     assert r.returncode == 0, r.stderr + r.stdout
+    assert load.errors == [], load.errors[:5]
+    objects.update(load.written)
     layout = layout_of(via)
     assert layout.get("transition") is None
     assert str(int(dead_id, 16)) in layout["retired"], layout
@@ -230,8 +233,63 @@ def test_a_dead_disk_is_drained_removed_and_the_cluster_then_survives_two_more_l
     assert dead_id not in {m["node_id"] for m in report["members"]}
     assert report["layout"]["retired"][str(int(dead_id, 16))]["state"] == "tombstoned"
 
+    # The removed node, started again on its old data dir, is told it was removed and stops
+    # (at the latest when it asks the cluster anything, as a read does).
+    dead.start(wait=False)
+    deadline = time.monotonic() + 60
+    while dead.running() and time.monotonic() < deadline:
+        try:
+            dead.client(ak, sk).list_objects_v2(Bucket=bucket, MaxKeys=1)
+        except Exception:  # noqa: BLE001 - it is expected to fail or not answer
+            pass
+        time.sleep(1)
+    assert not dead.running(), "the removed node kept running"
+    assert "removed from the cluster" in dead.stderr(), dead.stderr_tail()
+    report = cluster.status(via)
+    assert dead_id not in {m["node_id"] for m in report["members"]}
+
     # Two more nodes die: every object still reads (3+2 over five nodes tolerates two).
     others = [n for n in live if n is not leader and n is not via][:2]
     for n in others:
         n.kill9()
     check_all(via.client(ak, sk), bucket, objects)
+
+
+def test_replace_a_dead_node_on_a_tight_cluster(node_factory):
+    # Four nodes code 3+1: every node holds a shard of every coded part.
+    nodes, reports = cluster.form(node_factory, "tight", n=4)
+    ids = cluster.by_id(nodes, reports)
+    leader = ids[reports[0]["leader"]]
+    ak, sk = nodes[0].access_key, nodes[0].secret_key
+    via = nodes[0] if nodes[0] is not leader else nodes[1]
+    s3 = via.client(ak, sk)
+    bucket = f"tight-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    objects = write_objects(s3, bucket, random.Random(5), 21, "t")
+    before = layout_of(via)
+
+    dead = next(n for n in nodes if n is not leader and n is not via)
+    dead_id = next(i for i, n in ids.items() if n is dead)
+    dead.kill9()
+    # An id that is no member is refused at the door, token unused.
+    token = cluster.mint(via)
+    with pytest.raises(harness.NodeExited):
+        node_factory("tight-bad", token=token, extra_args=["--replaces", "00000000000000ff"])
+
+    newcomer = node_factory("tight-new", token=token, extra_args=["--replaces", dead_id])
+    done = wait_transition_done(via, before["version"])
+    new_id = cluster.status(newcomer)["node_id"]
+    assert str(int(new_id, 16)) in done["nodes"], done
+    assert str(int(dead_id, 16)) not in done["nodes"], done
+    assert done["retired"][str(int(dead_id, 16))]["state"] == "drained"
+    assert len(done["nodes"]) == 4
+    # A pure migration: the newcomer holds the dead node's shards, rebuilt from the others.
+    assert shards_on(newcomer) > 0
+    check_all(newcomer.client(ak, sk), bucket, objects)
+
+    r = cli(via, "remove", dead_id)
+    assert r.returncode == 0, r.stderr
+    # Full redundancy again: one more node may die.
+    other = next(n for n in nodes if n not in (leader, via, dead))
+    other.kill9()
+    check_all(s3, bucket, objects)

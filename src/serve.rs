@@ -691,6 +691,7 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
 
     let ready = Arc::new(AtomicBool::new(false));
     stop_when_fenced(epoch.fenced(), s.dir.clone(), ready.clone());
+    stop_when_removed(epoch.removed(), node.node_id_hex(), ready.clone());
     actix_rt::spawn(async {
         let mut every = tokio::time::interval(crate::raft_noise::RAFT_NOISE_EVERY);
         every.tick().await;
@@ -881,6 +882,29 @@ fn stop_when_fenced(
         if let Err(e) = continuity::mark_fenced(&dir, epoch) {
             tracing::error!(error = %format!("{e:#}"), "cannot record that this node was dropped");
         }
+        eprintln!("hamster: {why}");
+        std::process::exit(i32::from(FENCED_EXIT));
+    });
+}
+
+/// Stops the node once a member answers that it was removed from the cluster for good: a
+/// tombstoned node must not serve stale metadata or stand for election.
+fn stop_when_removed(
+    mut removed: tokio::sync::watch::Receiver<bool>,
+    me: String,
+    ready: Arc<AtomicBool>,
+) {
+    actix_rt::spawn(async move {
+        while !*removed.borrow_and_update() {
+            if removed.changed().await.is_err() {
+                return;
+            }
+        }
+        ready.store(false, Ordering::SeqCst);
+        let why = format!(
+            "node {me} was removed from the cluster for good (hamster remove); to use this machine again, wipe its data dir and join with a fresh token"
+        );
+        tracing::error!("{why}; stopping");
         eprintln!("hamster: {why}");
         std::process::exit(i32::from(FENCED_EXIT));
     });

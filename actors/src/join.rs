@@ -183,13 +183,15 @@ impl JoinService {
         let replaces = match req.replaces.as_deref().map(parse_node_id) {
             None => None,
             Some(Some(old)) if is_member(&status, old) => Some(old),
-            Some(_) => return refuse(
-                format!(
+            Some(_) => {
+                return refuse(
+                    format!(
                     "--replaces {} names no member of this cluster; `hamster status` lists them",
                     req.replaces.as_deref().unwrap_or_default()
                 ),
-                false,
-            ),
+                    false,
+                )
+            }
         };
         if let Err(why) = reach_back(&req.cluster_addr).await {
             return refuse(

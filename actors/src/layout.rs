@@ -378,8 +378,9 @@ pub fn automatic_change(
     Some((LayoutOp::Grow { added }, desired))
 }
 
-/// What draining `node` costs, as one line per profile step, and whether it is a shrink (the
-/// widest profile in use no longer fits).
+/// What going from `before` to `after` data-plane nodes costs when it crosses a profile
+/// boundary (a shrink: parts are re-encoded narrower), as one line; `None` when the profile
+/// stays.
 pub fn shrink_trade(before: usize, after: usize) -> Option<String> {
     let (from, to) = (
         placement::profile_for_nodes(before),
@@ -388,10 +389,15 @@ pub fn shrink_trade(before: usize, after: usize) -> Option<String> {
     if from == to {
         return None;
     }
-    let efficiency = |p: placement::Profile| u32::from(p.k) * 100 / u32::from(p.k + p.m);
+    // Rounded to the nearest percent: 4 of 6 is 67%.
+    let efficiency = |p: placement::Profile| {
+        let n = u32::from(p.k) + u32::from(p.m);
+        (u32::from(p.k) * 100 + n / 2) / n
+    };
     let tolerance = |p: placement::Profile| match p.m {
         0 => "no failure tolerance".to_string(),
         1 => "one-failure tolerance".to_string(),
+        2 => "two-failure tolerance".to_string(),
         m => format!("{m}-failure tolerance"),
     };
     let verb = if to.m == from.m { "keeps" } else { "drops to" };
@@ -1213,5 +1219,24 @@ impl Walker {
                 Moved::Failed
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shrink_says_what_it_trades() {
+        assert_eq!(shrink_trade(7, 6), None);
+        assert_eq!(
+            shrink_trade(6, 5).as_deref(),
+            Some("6→5 nodes re-encodes 4+2 parts to 3+2: keeps two-failure tolerance; efficiency 67% → 60%")
+        );
+        assert_eq!(
+            shrink_trade(5, 4).as_deref(),
+            Some("5→4 nodes re-encodes 3+2 parts to 3+1: drops to one-failure tolerance; efficiency 60% → 75%")
+        );
+        assert!(shrink_trade(2, 1).unwrap().contains("no failure tolerance"));
     }
 }

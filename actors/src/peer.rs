@@ -574,7 +574,16 @@ impl RaftService {
             };
         };
         let limit = Duration::from_millis(RAFT_HANDLER_MS_MAX);
-        match timeout(limit, node.send(RaftRpc { request, epoch })).await {
+        match timeout(
+            limit,
+            node.send(RaftRpc {
+                request,
+                epoch,
+                from: peer,
+            }),
+        )
+        .await
+        {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => RaftResponse::Refused {
                 message: format!("the Raft member is not running: {e}"),

@@ -23,6 +23,7 @@ pub struct Epoch {
     value: Arc<AtomicU64>,
     persist: Option<PersistEpoch>,
     fenced: Arc<watch::Sender<Option<u64>>>,
+    removed: Arc<watch::Sender<bool>>,
 }
 
 impl std::fmt::Debug for Epoch {
@@ -50,6 +51,7 @@ impl Epoch {
             value: Arc::new(AtomicU64::new(value)),
             persist,
             fenced: Arc::new(watch::channel(None).0),
+            removed: Arc::new(watch::channel(false).0),
         }
     }
 
@@ -103,6 +105,17 @@ impl Epoch {
                 first
             });
         }
+    }
+
+    /// A peer answered that this node was removed from the cluster for good: it must stop.
+    pub fn removed_by_cluster(&self) {
+        self.removed
+            .send_if_modified(|r| !std::mem::replace(r, true));
+    }
+
+    /// Turns true once a peer said this node was removed for good.
+    pub fn removed(&self) -> watch::Receiver<bool> {
+        self.removed.subscribe()
     }
 
     /// Fires with the newer epoch once a peer fenced this node.

@@ -155,6 +155,9 @@ pub enum RaftResponse {
         /// The serving node's epoch.
         epoch: u64,
     },
+    /// The sender was removed from the cluster for good (`hamster remove`): its id is
+    /// tombstoned. The member never saw the request.
+    Removed,
 }
 
 /// A Raft request as it is sent: the sender's cluster epoch and the request.
@@ -310,6 +313,14 @@ impl PeerConnection {
             let e = AnswerError::Refused {
                 to: self.target,
                 message: format!("this node is of an older cluster epoch than {epoch}"),
+            };
+            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        }
+        if let RaftResponse::Removed = response {
+            self.epoch.removed_by_cluster();
+            let e = AnswerError::Refused {
+                to: self.target,
+                message: "this node was removed from the cluster".into(),
             };
             return Err(RPCError::Unreachable(Unreachable::new(&e)));
         }

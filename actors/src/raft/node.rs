@@ -369,6 +369,8 @@ pub struct RaftRpc {
     pub request: RaftRequest,
     /// The sender's cluster epoch.
     pub epoch: u64,
+    /// The sender, as its certificate names it.
+    pub from: u64,
 }
 
 /// Moves this node into the given cluster epoch (never back): `hamster recover` tells the members it
@@ -1142,6 +1144,27 @@ impl Handler<ListAccessKeys> for RaftNode {
     }
 }
 
+impl RaftNode {
+    /// Whether `peer` was removed from the cluster for good (`hamster remove`). Only a sender
+    /// outside the membership is looked up, so members cost nothing.
+    fn removed_for_good(&self, peer: u64) -> bool {
+        let member = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .any(|(id, _)| *id == peer);
+        !member
+            && self
+                .read(query::layout)
+                .ok()
+                .flatten()
+                .is_some_and(|l| hamster_protocol::layout::is_tombstoned(Some(&l), peer))
+    }
+}
+
 impl Handler<GetLayout> for RaftNode {
     type Result = Result<Option<Layout>, ReadError>;
 
@@ -1499,6 +1522,9 @@ impl Handler<RaftRpc> for RaftNode {
     fn handle(&mut self, msg: RaftRpc, ctx: &mut Self::Context) -> Self::Result {
         if let Admission::Fence { ours } = self.epoch.admit(msg.epoch) {
             return Box::pin(async move { RaftResponse::Fenced { epoch: ours } });
+        }
+        if self.removed_for_good(msg.from) {
+            return Box::pin(async { RaftResponse::Removed });
         }
         let raft = self.raft.clone();
         let msg = msg.request;
