@@ -361,7 +361,7 @@ impl DataPlane {
 
     /// Starts writing part `part` of body `id`; `size_hint` is its length when known (the
     /// declared Content-Length). Refuses at once with `SlowDown` if too few of the part's homes
-    /// can be up to reach the ack floor, before any byte of the body is read.
+    /// are up to reach the ack floor, before any byte of the body is read.
     pub async fn begin_part(
         &self,
         id: ObjectId,
