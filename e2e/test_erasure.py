@@ -8,6 +8,7 @@
   visible, while reads keep serving from exactly k shards.
 - Restarted, `hamster repair` restores full redundancy; a second sweep finds nothing to do.
 - A shard bit-flipped on disk is found by repair and rebuilt, without anyone reading it.
+- `hamster status` counts each node's shards and bytes, and shows capacity in binary units.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -159,3 +162,57 @@ def test_six_nodes_code_4_plus_2_survive_two_losses_and_repair(node_factory):
     check_all(clients[2], ranged=5)
     metrics = nodes[0].metrics_text()
     assert "hamster_repair_shards_rebuilt_total" in metrics
+
+
+def test_status_counts_each_nodes_shards_in_human_units(node_factory):
+    """`hamster status` reports, per member, the shards that member holds and their bytes as
+    the member itself counts them: across three nodes (2+1; small objects 1+1) they add up to
+    exactly the shards the writes made and match the files in each data dir. Capacity reads in
+    binary units on the table (raw bytes stay in `--json`), and `hamster status` whose reader
+    went away ends cleanly."""
+    nodes, reports = cluster.form(node_factory, "st", n=3)
+    ak, sk = nodes[0].access_key, nodes[0].secret_key
+    s3 = nodes[1].client(ak, sk)
+    bucket = f"st-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=bucket)
+    rng = random.Random(16)
+    coded = [SMALL_OBJECT_BYTES, 300_000, MIB + 3, 2 * MIB]
+    small = [0, 1, 4096, SMALL_OBJECT_BYTES - 1]
+    for i, size in enumerate(coded + small):
+        put(s3, bucket, f"obj/{i}", rng.randbytes(size))
+    written = 3 * len(coded) + 2 * len(small)
+
+    report = cluster.status(nodes[2])
+    assert report is not None
+    by_node = cluster.by_id(nodes, reports)
+    members = {m["node_id"]: m for m in report["members"]}
+    assert set(members) == set(by_node), report
+    assert sum(m["shard_count"] for m in members.values()) == written, report
+    for node_id, m in members.items():
+        files = harness.shard_files(by_node[node_id].data_dir)
+        assert m["shard_count"] == len(files), (node_id, m, files)
+        assert m["shard_bytes"] == sum(p.stat().st_size for p in files), (node_id, m)
+        assert m["capacity_bytes"] > 0, m
+
+    text = harness.run_cli(["status", "--data", str(nodes[2].data_dir)])
+    assert text.returncode == 0, text.stderr
+    lines = {line.split()[0]: line for line in text.stdout.splitlines()
+             if line.strip() and line.split()[0] in members}
+    assert set(lines) == set(members), text.stdout
+    for node_id, line in lines.items():
+        m = members[node_id]
+        assert str(m["capacity_bytes"]) not in line, line
+        assert re.search(r"\b\d+(\.\d)? (KiB|MiB|GiB|TiB|PiB|EiB)\b", line), line
+        assert re.search(rf"\s{m['shard_count']}\s", line), line
+
+    # The reader is gone before the first line is written (what `| head -1` leads to).
+    proc = subprocess.Popen([harness.hamster_bin(), "status", "--data", str(nodes[2].data_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, env=harness.child_env())
+    proc.stdout.close()
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        harness.stop_process(proc)
+    assert proc.returncode == 0, err.decode(errors="replace")
+    assert b"panicked" not in err, err.decode(errors="replace")

@@ -604,6 +604,7 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         s.s3.clone(),
         s.admin.clone(),
         material.clone(),
+        shards.clone(),
     ));
     let key_admin = Arc::new(KeyAdmin::new(
         raft.clone(),
@@ -628,10 +629,10 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         Box::pin(async move {
             match req {
                 ControlRequest::Status => {
-                    status_report(&ctx.0, &ctx.1, ctx.2.clone(), &ctx.3, Some(&ctx.4)).await
+                    status_report(&ctx.0, &ctx.1, ctx.2.clone(), &ctx.3, Some(&ctx.4), &ctx.5).await
                 }
                 ControlRequest::NodeStatus => {
-                    status_report(&ctx.0, &ctx.1, ctx.2.clone(), &ctx.3, None).await
+                    status_report(&ctx.0, &ctx.1, ctx.2.clone(), &ctx.3, None, &ctx.5).await
                 }
                 ControlRequest::CreateKey { name } => keys.create(&name).await,
                 ControlRequest::ListKeys => keys.list().await,
@@ -1168,6 +1169,7 @@ async fn status_report(
     s3: Option<String>,
     admin: &str,
     peers: Option<&TlsMaterial>,
+    shards: &ShardStore,
 ) -> ControlResponse {
     let s = match raft.send(RaftStatus).await {
         Ok(s) => s,
@@ -1204,13 +1206,16 @@ async fn status_report(
                 m.state = Some(s.state.clone());
                 m.term = Some(s.term);
                 m.last_log_index = Some(s.last_log_index);
+                // Counted as shards come and go, so asking costs no walk of the store.
+                let tally = shards.tally();
+                m.shard_count = Some(tally.shards);
+                m.shard_bytes = Some(tally.bytes);
             }
             Some(Some(r)) => {
-                m.state = r
-                    .members
-                    .iter()
-                    .find(|x| x.node_id == r.node_id)
-                    .and_then(|x| x.state.clone());
+                let own = r.members.iter().find(|x| x.node_id == r.node_id);
+                m.state = own.and_then(|x| x.state.clone());
+                m.shard_count = own.and_then(|x| x.shard_count);
+                m.shard_bytes = own.and_then(|x| x.shard_bytes);
                 m.term = Some(r.term);
                 m.last_log_index = Some(r.last_log_index);
             }

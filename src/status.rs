@@ -1,6 +1,9 @@
 //! `hamster status`: asks the local running node over the control protocol (mTLS with the
-//! node's own certificate) and prints what it says.
+//! node's own certificate) and prints what it says: sizes in binary units for people, raw
+//! numbers with `--json` for scripts.
 
+use std::fmt::Write as _;
+use std::io::{ErrorKind, Write as _};
 use std::path::Path;
 
 use anyhow::bail;
@@ -15,12 +18,22 @@ pub fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
         ControlResponse::Status(r) => r,
         _ => bail!("the node answered a status request with something else; run the same hamster version as the node"),
     };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let text = if json {
+        serde_json::to_string_pretty(&report)? + "\n"
     } else {
-        print_report(&report);
+        render(&report)
+    };
+    print_out(&text)
+}
+
+/// Writes `text` to stdout. A reader that stopped reading (`hamster status | head -1`) has
+/// what it wanted: that ends the command quietly rather than as a failure.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// A member's place in the data-plane layout: `up`, `down`, `draining`, `drained`,
@@ -54,53 +67,68 @@ pub fn layout_state(
     }
 }
 
-fn print_layout(layout: Option<&Layout>) {
+fn write_layout(o: &mut String, layout: Option<&Layout>) -> std::fmt::Result {
     let Some(layout) = layout else {
-        println!("layout:        (none stored yet)");
-        return;
+        return writeln!(o, "layout:        (none stored yet)");
     };
-    println!(
+    writeln!(
+        o,
         "layout:        version {}, {} nodes",
         layout.version,
         layout.nodes.len()
-    );
+    )?;
     match &layout.transition {
-        Some(t) => println!(
+        Some(t) => writeln!(
+            o,
             "transition:    {} (asked by {})",
             crate::layout_cli::progress_line(t),
             t.asked_by
-        ),
-        None => println!("transition:    (none)"),
+        )?,
+        None => writeln!(o, "transition:    (none)")?,
     }
     for (id, retired) in &layout.retired {
         if let Retired::Tombstoned { cluster_addr, .. } = retired {
-            println!("removed:       {id:016x} (was {cluster_addr})");
+            writeln!(o, "removed:       {id:016x} (was {cluster_addr})")?;
         }
     }
+    Ok(())
 }
 
-fn print_report(r: &StatusReport) {
-    println!("node:          {}", r.node_id);
-    println!("cluster:       {}", r.cluster_id);
-    println!("version:       {}", r.version);
-    println!("leader:        {}", r.leader.as_deref().unwrap_or("(none)"));
-    println!("term:          {}", r.term);
-    println!("commit index:  {}", r.commit_index);
-    println!("applied index: {}", r.applied_index);
-    println!("last log:      {}", r.last_log_index);
-    println!(
+fn render(r: &StatusReport) -> String {
+    let mut o = String::new();
+    // Writing to a String cannot fail.
+    let _ = write_report(&mut o, r);
+    o
+}
+
+fn write_report(o: &mut String, r: &StatusReport) -> std::fmt::Result {
+    writeln!(o, "node:          {}", r.node_id)?;
+    writeln!(o, "cluster:       {}", r.cluster_id)?;
+    writeln!(o, "version:       {}", r.version)?;
+    writeln!(
+        o,
+        "leader:        {}",
+        r.leader.as_deref().unwrap_or("(none)")
+    )?;
+    writeln!(o, "term:          {}", r.term)?;
+    writeln!(o, "commit index:  {}", r.commit_index)?;
+    writeln!(o, "applied index: {}", r.applied_index)?;
+    writeln!(o, "last log:      {}", r.last_log_index)?;
+    writeln!(
+        o,
         "s3:            {}",
         r.s3_addr
             .as_deref()
             .map_or("(off)".to_string(), |a| format!("http://{a}"))
-    );
-    println!("admin:         http://{}", r.admin_addr);
-    println!("cluster port:  {}", r.cluster_addr);
+    )?;
+    writeln!(o, "admin:         http://{}", r.admin_addr)?;
+    writeln!(o, "cluster port:  {}", r.cluster_addr)?;
     let layout = r.layout();
-    print_layout(layout.as_ref());
-    println!("members:");
-    println!(
-        "  {:<18} {:<8} {:<10} {:<11} {:>6} {:>9} {:<22} {:<10} {:<16} {:>11} {:>6}",
+    write_layout(o, layout.as_ref())?;
+    writeln!(o, "members:")?;
+    writeln!(
+        o,
+        "  {:<18} {:<8} {:<10} {:<11} {:>6} {:>9} {:<22} {:<10} {:<16} {:>10} {:>6} {:>8} {:>10}",
         "id",
         "role",
         "STATE",
@@ -111,8 +139,10 @@ fn print_report(r: &StatusReport) {
         "zone",
         "host",
         "capacity",
-        "weight"
-    );
+        "weight",
+        "shards",
+        "shard data"
+    )?;
     let or_dash = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
     for m in &r.members {
         let lead = if r.leader.as_deref() == Some(m.node_id.as_str()) {
@@ -124,8 +154,9 @@ fn print_report(r: &StatusReport) {
             .ok()
             .and_then(|id| layout.as_ref()?.nodes.get(&id).map(|n| n.weight))
             .map_or("-".to_string(), |w| w.to_string());
-        println!(
-            "  {:<18} {:<8} {:<10} {:<11} {:>6} {:>9} {:<22} {:<10} {:<16} {:>11} {:>6}{}",
+        writeln!(
+            o,
+            "  {:<18} {:<8} {:<10} {:<11} {:>6} {:>9} {:<22} {:<10} {:<16} {:>10} {:>6} {:>8} {:>10}{}",
             m.node_id,
             m.role,
             layout_state(layout.as_ref(), &m.node_id, m.state.as_deref()),
@@ -137,7 +168,10 @@ fn print_report(r: &StatusReport) {
             m.host,
             format_bytes(m.capacity_bytes),
             weight,
+            or_dash(m.shard_count),
+            m.shard_bytes.map_or("-".to_string(), format_bytes),
             lead
-        );
+        )?;
     }
+    Ok(())
 }

@@ -8,7 +8,11 @@
 //!   part's metadata (`PartLayout::homes`), so a part stays readable however the cluster changes.
 //! - Writes: each shard has its own sender task fed through a channel of [`WINDOW_BLOCKS`]
 //!   chunks, so memory per request is bounded by `(k + m) × window × block` whatever the size.
-//!   A home known to be down (it failed a request within [`DOWN_FOR`]) is not tried.
+//!   A home known to be down is not tried.
+//! - Down knowledge: a node that fails a request is down until a background probe (a cheap
+//!   shard request every [`PROBE_EVERY`]) or any other request to it succeeds, so client writes
+//!   never serve as the probe. New parts are placed over the nodes not known down whenever
+//!   there are enough of them for all `k + m` shards; the homes used are recorded in the part.
 //! - The ack rule (INV-2): all `k + m` shards durable is the healthy path; fewer is accepted
 //!   down to the profile's floor (`k + 1`, or all shards for 1+0 and 1+1); below it the write is
 //!   refused with `503 SlowDown`, its shards are deleted, and nothing becomes visible.
@@ -18,7 +22,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use actix::Addr;
@@ -32,8 +37,7 @@ use hamster_protocol::transfer::{
 };
 use openraft::RaftMetrics;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::clock::IdSource;
 use crate::peer::{PeerError, PeerLink, PeerRequest};
@@ -46,9 +50,11 @@ use hamster_protocol::s3err::S3Error;
 /// Chunks queued or in flight per shard of one write.
 pub const WINDOW_BLOCKS: usize = 4;
 
-/// How long a node that failed a request is treated as down (not tried for writes, tried last
-/// for reads).
-pub const DOWN_FOR: Duration = Duration::from_secs(5);
+/// How often a node known to be down is asked whether it is back.
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// Time allowed for one probe of a down node: short, since the probe moves no data.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a read waits for a data slice before decoding its stripe from other shards.
 pub const SLOW_SLICE: Duration = Duration::from_secs(2);
@@ -91,8 +97,11 @@ struct Inner {
     ids: Arc<IdSource>,
     offload: Offload,
     config: DataConfig,
-    /// When each node last failed a request.
-    down: Mutex<BTreeMap<NodeId, Instant>>,
+    /// The nodes known to be down, each with the number of the probe task watching it.
+    down: Mutex<BTreeMap<NodeId, u64>>,
+    /// Numbers the probe tasks, so a task that was overtaken (its node came back and went
+    /// down again meanwhile) knows to end.
+    probes: AtomicU64,
 }
 
 /// A cheap clonable handle on this node's data plane.
@@ -154,6 +163,7 @@ impl DataPlane {
                 offload,
                 config,
                 down: Mutex::new(BTreeMap::new()),
+                probes: AtomicU64::new(0),
             }),
         }
     }
@@ -198,23 +208,84 @@ impl DataPlane {
         layout
     }
 
-    /// Whether `node` failed a request recently.
+    /// Whether `node` failed a request and has not answered one since.
     pub fn is_down(&self, node: NodeId) -> bool {
-        if node == self.inner.me {
-            return false;
-        }
-        let down = self.inner.down.lock().expect("down lock");
-        down.get(&node)
-            .is_some_and(|at| Instant::now().duration_since(*at) < DOWN_FOR)
+        node != self.inner.me && self.down().contains_key(&node)
     }
 
-    fn observe(&self, node: NodeId, reachable: bool) {
-        let mut down = self.inner.down.lock().expect("down lock");
-        if reachable {
-            down.remove(&node);
-        } else {
-            down.insert(node, Instant::now());
+    /// The nodes known to be down, at one instant.
+    fn down_nodes(&self) -> BTreeSet<NodeId> {
+        self.down().keys().copied().collect()
+    }
+
+    fn down(&self) -> MutexGuard<'_, BTreeMap<NodeId, u64>> {
+        // The map stays consistent whatever a panicking holder did: every change is one call.
+        self.inner.down.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records the outcome of a request to `node`: an answer marks it up; a failure marks it
+    /// down and starts a probe that marks it up again once it answers.
+    pub fn observe(&self, node: NodeId, reachable: bool) {
+        if node == self.inner.me {
+            return;
         }
+        let mut down = self.down();
+        if reachable {
+            if down.remove(&node).is_some() {
+                info!(node = %format!("{node:016x}"), "node answers again; placing shards on it");
+            }
+            return;
+        }
+        if down.contains_key(&node) {
+            return;
+        }
+        let probe = self.inner.probes.fetch_add(1, Ordering::Relaxed);
+        down.insert(node, probe);
+        drop(down);
+        warn!(node = %format!("{node:016x}"), "node failed a request; placing around it until a probe finds it back");
+        self.spawn_probe(node, probe);
+    }
+
+    /// Probes `node` every [`PROBE_EVERY`] until it answers, another probe task takes over,
+    /// it leaves the membership, or this data plane is gone (the task holds it weakly, so a
+    /// stopped node's probes end with it).
+    fn spawn_probe(&self, node: NodeId, probe: u64) {
+        let inner: Weak<Inner> = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PROBE_EVERY).await;
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
+                let plane = DataPlane { inner };
+                if plane.down().get(&node) != Some(&probe) {
+                    return;
+                }
+                if !plane.is_member(node) {
+                    plane.down().remove(&node);
+                    debug!(node, "a down node left the membership; no longer probed");
+                    return;
+                }
+                // Aborting a transfer nobody has open touches no disk and answers at once;
+                // any answer at all shows the node's shard service is there.
+                let request = ShardRequest::Abort {
+                    transfer: plane.inner.ids.next_u64(),
+                };
+                // The outcome is recorded by the call itself (observe).
+                let _ = plane
+                    .call_remote(node, request, Vec::new(), PROBE_TIMEOUT)
+                    .await;
+            }
+        });
+    }
+
+    fn is_member(&self, node: NodeId) -> bool {
+        self.inner
+            .members
+            .borrow()
+            .membership_config
+            .nodes()
+            .any(|(id, _)| *id == node)
     }
 
     /// Sends one shard request to `node` (this node is served directly) and returns the answer
@@ -228,7 +299,8 @@ impl DataPlane {
         let answer = if node == self.inner.me {
             self.inner.service.handle(node, request, body).await
         } else {
-            self.call_remote(node, request, body).await?
+            self.call_remote(node, request, body, REQUEST_TIMEOUT)
+                .await?
         };
         match answer {
             (ShardResponse::Failed { failure, message }, _) => {
@@ -243,6 +315,7 @@ impl DataPlane {
         node: NodeId,
         request: ShardRequest,
         body: Vec<u8>,
+        timeout: Duration,
     ) -> Result<(ShardResponse, Vec<u8>), CallError> {
         let addr = self
             .inner
@@ -266,7 +339,7 @@ impl DataPlane {
                     to: node,
                     addr: addr.clone(),
                     payload: payload.clone(),
-                    timeout: REQUEST_TIMEOUT,
+                    timeout,
                 })
                 .await;
             match sent {
@@ -299,7 +372,7 @@ impl DataPlane {
         let layout = self.layout().await;
         // The widest profile the part can get: a small part only narrows k.
         let widest = self.profile(&layout, size_hint.unwrap_or(u64::MAX));
-        let homes = self.place(&layout, id, part, widest)?;
+        let homes = self.homes(&layout, id, part, widest)?;
         let up = homes.iter().filter(|h| !self.is_down(**h)).count();
         if up < widest.ack_floor() {
             return Err(below_floor(widest, up));
@@ -350,6 +423,33 @@ impl DataPlane {
         } else {
             ladder
         }
+    }
+
+    /// Where the shards of a new part go. The canonical homes (placement over the whole
+    /// layout) when none of them is known down; otherwise, when the nodes not known down are
+    /// enough for every shard, placement over those alone, so the part gets all `k + m`
+    /// shards on live nodes rather than being acknowledged at the floor (or refused) while
+    /// live nodes stand idle. With fewer live nodes than shards the canonical homes stand and
+    /// the ack floor decides. The profile comes from the whole layout either way.
+    fn homes(
+        &self,
+        layout: &Layout,
+        id: ObjectId,
+        part: u32,
+        profile: Profile,
+    ) -> Result<Vec<NodeId>, S3Error> {
+        let canonical = self.place(layout, id, part, profile)?;
+        let mut down = self.down_nodes();
+        down.remove(&self.inner.me);
+        if canonical.iter().all(|h| !down.contains(h)) {
+            return Ok(canonical);
+        }
+        let mut live = layout.clone();
+        live.nodes.retain(|id, _| !down.contains(id));
+        if live.nodes.len() < profile.shards() {
+            return Ok(canonical);
+        }
+        self.place(&live, id, part, profile)
     }
 
     fn place(
@@ -805,7 +905,7 @@ impl PartWriter {
         let profile = self.plane.profile(&self.layout, size);
         let homes = self
             .plane
-            .place(&self.layout, self.id, self.part, profile)?;
+            .homes(&self.layout, self.id, self.part, profile)?;
         let coder = Arc::new(Coder::new(profile.k, profile.m).map_err(|e| {
             warn!(error = %e, "cannot code a part");
             S3Error::new(S3ErrorCode::InternalError)

@@ -963,10 +963,20 @@ impl Walker {
         if self.op == LayoutOp::Optimize {
             return Moved::InPlace;
         }
-        let Ok(targets) = placement::rehome_targets(&self.layout, &body, part.part, &part.homes)
+        let Ok(mut targets) =
+            placement::rehome_targets(&self.layout, &body, part.part, &part.homes)
         else {
             return Moved::Failed;
         };
+        // A target known down would stall the part until it is back (or forever, if it is
+        // dead too): place over the live nodes instead while there are enough of them.
+        if targets.iter().any(|t| self.data.is_down(*t)) {
+            let mut live = self.layout.clone();
+            live.nodes.retain(|id, _| !self.data.is_down(*id));
+            if let Ok(t) = placement::rehome_targets(&live, &body, part.part, &part.homes) {
+                targets = t;
+            }
+        }
         if targets == part.homes {
             return Moved::InPlace;
         }

@@ -5,6 +5,10 @@
 //! Everything here is blocking file work on a [`Disk`] (the machine's, or the simulation's);
 //! the caller decides which thread runs it. Memory per writer or reader is bounded by one
 //! block, whatever the shard's size.
+//!
+//! The store keeps a running count of its finished shards and their bytes ([`ShardTally`]):
+//! taken from the directory walk that opening the store does anyway, then moved by every
+//! finish and delete, so `hamster status` can report it without walking the store.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -96,6 +100,43 @@ pub struct ShardInfo {
     pub file_bytes: u64,
 }
 
+/// How many finished shards the store holds and their size on disk, as counted by
+/// [`ShardStore::tally`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardTally {
+    /// Finished shard files.
+    pub shards: u64,
+    /// Their size, headers and checksums included.
+    pub bytes: u64,
+}
+
+/// The running counters behind [`ShardTally`], shared by the store and its writers.
+#[derive(Debug, Default)]
+struct Counters {
+    shards: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Counters {
+    fn add(&self, shards: u64, bytes: u64) {
+        self.shards.fetch_add(shards, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Takes away, stopping at zero: a file removed behind the store's back must not make
+    /// the counts wrap.
+    fn sub(&self, shards: u64, bytes: u64) {
+        let down = |by: u64| move |v: u64| Some(v.saturating_sub(by));
+        // The closures always return Some, so the updates cannot fail.
+        let _ = self
+            .shards
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, down(shards));
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, down(bytes));
+    }
+}
+
 /// The shard files of this node, rooted at `<data>/shards`.
 #[derive(Debug)]
 pub struct ShardStore {
@@ -103,6 +144,8 @@ pub struct ShardStore {
     root: PathBuf,
     /// Makes temp names unique among concurrent writers of the same shard.
     tmp_seq: AtomicU64,
+    /// Finished shards and their bytes, kept up to date by finish and delete.
+    counters: Arc<Counters>,
 }
 
 impl ShardStore {
@@ -122,12 +165,15 @@ impl ShardStore {
             disk.remove_dir_all(&legacy)?;
             disk.sync_dir(root)?;
         }
+        let counters = Counters::default();
         for dir in leaf_dirs(&*disk, root)? {
             let mut here = 0usize;
             for entry in disk.read_dir(&dir)? {
                 if !entry.is_dir && entry.name.ends_with(TMP_SUFFIX) {
                     disk.remove_file(&dir.join(&entry.name))?;
                     here += 1;
+                } else if !entry.is_dir && is_shard_in(root, &dir, &entry.name) {
+                    counters.add(1, entry.len);
                 }
             }
             if here > 0 {
@@ -142,7 +188,18 @@ impl ShardStore {
             disk,
             root: root.to_path_buf(),
             tmp_seq: AtomicU64::new(0),
+            counters: Arc::new(counters),
         })
+    }
+
+    /// How many finished shards this store holds and their bytes on disk, without touching
+    /// the disk. Exact for everything that goes through the store; a file changed behind its
+    /// back (by hand) is counted right again at the next start.
+    pub fn tally(&self) -> ShardTally {
+        ShardTally {
+            shards: self.counters.shards.load(Ordering::Relaxed),
+            bytes: self.counters.bytes.load(Ordering::Relaxed),
+        }
     }
 
     /// The directory this store lives in.
@@ -182,6 +239,7 @@ impl ShardStore {
             tmp_path,
             final_dir,
             final_path: self.path(&id, part, index),
+            counters: self.counters.clone(),
             header,
             block: Vec::with_capacity(block_bytes as usize + BLOCK_CRC_BYTES as usize),
             hasher: blake3::Hasher::new(),
@@ -279,7 +337,10 @@ impl ShardStore {
                 continue;
             }
             match self.disk.remove_file(&dir.join(&entry.name)) {
-                Ok(()) => removed += 1,
+                Ok(()) => {
+                    removed += 1;
+                    self.counters.sub(1, entry.len);
+                }
                 // A concurrent delete got there first; the outcome is the same.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
@@ -353,6 +414,11 @@ impl ShardStore {
     }
 }
 
+/// Whether `name` in `dir` is a finished shard in its own fan-out directory under `root`.
+fn is_shard_in(root: &Path, dir: &Path, name: &str) -> bool {
+    parse_shard_file_name(name).is_some_and(|(id, _, _)| root.join(shard_rel_dir(&id)) == dir)
+}
+
 /// The subdirectories of `dir` named by two lowercase hex digits, as the fan-out uses.
 fn fan_out_dirs(disk: &dyn Disk, dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
@@ -413,6 +479,8 @@ pub struct ShardWriter {
     tmp_path: PathBuf,
     final_dir: PathBuf,
     final_path: PathBuf,
+    /// The store's counters, moved once the shard is visible.
+    counters: Arc<Counters>,
     /// Carries the running `data_len`; `blake3` stays zero until finish.
     header: ShardHeader,
     /// The current, not yet full block.
@@ -521,7 +589,21 @@ impl ShardWriter {
             "shard file length is off"
         );
         self.file.sync_all()?;
+        // A shard written again (a rebuild in place) replaces the old file rather than adding
+        // one; a missing file is the usual case and costs one failed open.
+        let replaced = self
+            .disk
+            .open(&self.final_path)
+            .and_then(|f| f.file_len())
+            .ok();
         self.disk.rename(&self.tmp_path, &self.final_path)?;
+        match replaced {
+            Some(old) => {
+                self.counters.add(0, file_bytes);
+                self.counters.sub(0, old);
+            }
+            None => self.counters.add(1, file_bytes),
+        }
         self.disk.sync_dir(&self.final_dir)?;
         Ok(ShardInfo {
             data_len: h.data_len,

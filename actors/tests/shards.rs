@@ -6,7 +6,7 @@ use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::Path;
 
-use hamster_actors::shards::{ShardError, ShardStore, StoredShard, TMP_SUFFIX};
+use hamster_actors::shards::{ShardError, ShardStore, ShardTally, StoredShard, TMP_SUFFIX};
 use hamster_protocol::meta::ObjectId;
 use hamster_protocol::shard::{block_file_offset, file_len, shard_file_name, HEADER_BYTES};
 
@@ -371,4 +371,47 @@ fn t70_paths_and_modes() {
     assert!(store.create(id, 1, 3, 2, 1, BLOCK_BYTES).is_err());
     assert!(store.create(id, 1, 0, 1, 0, 0).is_err());
     assert_eq!(tmp_entries(dir.path()), 0);
+}
+
+/// The store's running tally (what `hamster status` reports per node) counts exactly the
+/// finished shards and their file bytes, through writes, a rewrite in place, unfinished
+/// writes and deletes, and a fresh open counts the same from the disk.
+#[test]
+fn t80_tally_follows_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(0x5eed_0008);
+    let listed = |store: &ShardStore| {
+        let shards = store.list().unwrap();
+        ShardTally {
+            shards: shards.len() as u64,
+            bytes: shards.iter().map(|s| s.file_bytes).sum(),
+        }
+    };
+    let store = ShardStore::open(dir.path()).unwrap();
+    assert_eq!(store.tally(), ShardTally::default());
+    let (a, b) = (oid(21), oid(22));
+    for (id, part, index, size) in [(a, 1, 0, 100), (a, 1, 1, 9000), (b, 1, 0, 0)] {
+        let data = rng.bytes(size);
+        put(&store, id, part, index, &data, &mut rng);
+    }
+    assert_eq!(store.tally().shards, 3);
+    assert_eq!(store.tally(), listed(&store));
+    // A rebuild writes a shard again under the same name: replaced, not added.
+    let data = rng.bytes(20_000);
+    put(&store, a, 1, 0, &data, &mut rng);
+    assert_eq!(store.tally().shards, 3);
+    assert_eq!(store.tally(), listed(&store));
+    // An unfinished write is not a shard.
+    let pending = store.create(oid(23), 1, 0, 1, 0, BLOCK_BYTES).unwrap();
+    assert_eq!(store.tally(), listed(&store));
+    drop(pending);
+    assert_eq!(store.delete_object(&a).unwrap(), 2);
+    assert_eq!(store.tally(), listed(&store));
+    assert_eq!(store.tally().shards, 1);
+    put(&store, oid(24), 2, 1, b"again", &mut rng);
+    let before = store.tally();
+    drop(store);
+    let reopened = ShardStore::open(dir.path()).unwrap();
+    assert_eq!(reopened.tally(), before);
+    assert_eq!(reopened.tally(), listed(&reopened));
 }

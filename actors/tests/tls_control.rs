@@ -57,6 +57,8 @@ fn report() -> StatusReport {
             state: None,
             term: None,
             last_log_index: None,
+            shard_count: None,
+            shard_bytes: None,
         }],
         leader: Some(SERVER_NODE.into()),
         term: 2,

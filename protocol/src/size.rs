@@ -40,20 +40,35 @@ pub fn parse_size(s: &str) -> Result<u64, SizeError> {
         .ok_or_else(|| SizeError::TooLarge(s.to_string()))
 }
 
-/// A byte count in binary units for people: `512 B`, `4.0 KiB`, `252.0 GiB`.
+/// Binary units from KiB up.
+const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+
+/// Below this many of a unit a size keeps one decimal (`12.5 GiB`); from it on whole units
+/// say enough (`252 GiB`).
+const DECIMAL_BELOW_UNITS: u128 = 100;
+
+/// `bytes` for people: `512 B`, `1.5 KiB`, `12.3 GiB`, `252 GiB` (binary units, rounded to
+/// nearest, a trailing `.0` left out). Integer arithmetic, so the same number always prints
+/// the same.
 pub fn format_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let bytes = u128::from(bytes);
     if bytes < 1024 {
         return format!("{bytes} B");
     }
-    // Tenths of the unit, in integers, so the text is the same everywhere.
-    let mut unit = 0;
-    let mut scaled = u128::from(bytes) * 10 / 1024;
-    while scaled >= 10 * 1024 && unit + 1 < UNITS.len() {
-        scaled /= 1024;
+    let mut unit = 0usize;
+    let mut scale: u128 = 1024;
+    while unit + 1 < UNITS.len() && bytes >= scale * 1024 {
+        scale *= 1024;
         unit += 1;
     }
-    format!("{}.{} {}", scaled / 10, scaled % 10, UNITS[unit])
+    let tenths = (bytes * 10 + scale / 2) / scale;
+    if tenths >= DECIMAL_BELOW_UNITS * 10 {
+        return format!("{} {}", (bytes + scale / 2) / scale, UNITS[unit]);
+    }
+    match tenths % 10 {
+        0 => format!("{} {}", tenths / 10, UNITS[unit]),
+        d => format!("{}.{d} {}", tenths / 10, UNITS[unit]),
+    }
 }
 
 #[cfg(test)]
@@ -80,13 +95,23 @@ mod tests {
         ));
     }
 
+    /// Sizes read as people write them, in binary units.
     #[test]
-    fn byte_counts_read_in_binary_units() {
-        assert_eq!(format_bytes(0), "0 B");
-        assert_eq!(format_bytes(1023), "1023 B");
-        assert_eq!(format_bytes(1024), "1.0 KiB");
-        assert_eq!(format_bytes(1536), "1.5 KiB");
-        assert_eq!(format_bytes(270_553_174_016), "251.9 GiB");
-        assert_eq!(format_bytes(u64::MAX), "15.9 EiB");
+    fn human_sizes() {
+        let gib = 1u64 << 30;
+        for (bytes, want) in [
+            (0, "0 B"),
+            (1023, "1023 B"),
+            (1024, "1 KiB"),
+            (1536, "1.5 KiB"),
+            (10 * 1024 * 1024 + 300 * 1024, "10.3 MiB"),
+            (gib, "1 GiB"),
+            (252 * gib + gib / 3, "252 GiB"),
+            (99 * gib + gib * 97 / 100, "100 GiB"),
+            (3 << 40, "3 TiB"),
+            (u64::MAX, "16 EiB"),
+        ] {
+            assert_eq!(format_bytes(bytes), want, "{bytes} bytes");
+        }
     }
 }

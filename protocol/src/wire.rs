@@ -343,6 +343,12 @@ pub struct MemberStatus {
     /// The last index in the member's own log, when it answered.
     #[serde(default)]
     pub last_log_index: Option<u64>,
+    /// Finished shard files on the member's disk, as the member counts them, when it answered.
+    #[serde(default)]
+    pub shard_count: Option<u64>,
+    /// Bytes of those shard files (headers and checksums included), when it answered.
+    #[serde(default)]
+    pub shard_bytes: Option<u64>,
 }
 
 /// A node's status: who it is, who it sees, and how far its Raft log has got.
@@ -470,6 +476,8 @@ mod tests {
                 state: Some("Leader".into()),
                 term: Some(3),
                 last_log_index: Some(11),
+                shard_count: Some(3),
+                shard_bytes: Some(12_288),
             }],
             leader: Some("00000000000000a1".into()),
             term: 3,
@@ -631,6 +639,18 @@ mod tests {
         };
         assert_eq!(status.leader, None);
         assert_eq!(status.term, 3);
+    }
+
+    /// A member answering from an older build sends no shard counts: they decode as unknown.
+    #[test]
+    fn member_without_shard_counts() {
+        let mut json = serde_json::to_value(report().members[0].clone()).unwrap();
+        let object = json.as_object_mut().unwrap();
+        object.remove("shard_count");
+        object.remove("shard_bytes");
+        let member: MemberStatus = serde_json::from_value(json).unwrap();
+        assert_eq!((member.shard_count, member.shard_bytes), (None, None));
+        assert_eq!(member.last_log_index, Some(11));
     }
 
     /// Key requests and answers survive a frame, and the secret travels only in `KeyCreated`.

@@ -429,6 +429,8 @@ impl RaftStatusReport {
             state: None,
             term: None,
             last_log_index: None,
+            shard_count: None,
+            shard_bytes: None,
         };
         let mut out: Vec<MemberStatus> = self.voters.iter().map(|m| one(m, "voter")).collect();
         out.extend(self.learners.iter().map(|m| one(m, "learner")));

@@ -5,6 +5,7 @@
 mod t100_erasure;
 pub mod t10_elections;
 mod t110_lost_metadata;
+mod t130_live_placement;
 mod t20_leader_crash;
 mod t30_partitions;
 mod t40_snapshot_catch_up;
