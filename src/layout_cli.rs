@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 use hamster_actors::layout::shrink_trade;
 use hamster_protocol::layout::{Retired, Transition};
+use hamster_protocol::placement::{self, Layout};
 use hamster_protocol::size::format_bytes;
 use hamster_protocol::wire::{ControlRequest, ControlResponse, LayoutRequest, StatusReport};
 
@@ -84,7 +85,11 @@ pub fn drain(
 ) -> anyhow::Result<()> {
     let report = status(dir)?;
     let node_id = resolve(&report, node)?;
-    let nodes = report.layout().map_or(0, |l| l.nodes.len());
+    let layout = report.layout();
+    let nodes = layout.as_ref().map_or(0, |l| l.nodes.len());
+    if let Some(why) = wont_fit(&report, layout.as_ref(), &node_id) {
+        bail!("{why}");
+    }
     let mut shrink = yes;
     if let Some(trade) = shrink_trade(nodes, nodes.saturating_sub(1)) {
         if !yes {
@@ -107,6 +112,43 @@ pub fn drain(
         },
     )?;
     finish(dir, &message, detach, json)
+}
+
+/// Why the nodes left after draining `node_id` could not hold what is stored, if they could
+/// not: their declared capacities against the shard bytes the members report, scaled by the
+/// profile change a shrink makes. `None` when it fits or a capacity or count is unknown.
+fn wont_fit(report: &StatusReport, layout: Option<&Layout>, node_id: &str) -> Option<String> {
+    let layout = layout?;
+    let id = u64::from_str_radix(node_id, 16).ok()?;
+    let mut stored: u128 = 0;
+    for m in &report.members {
+        stored += u128::from(m.shard_bytes?);
+    }
+    let mut room: u128 = 0;
+    for m in &report.members {
+        let mid = u64::from_str_radix(&m.node_id, 16).ok()?;
+        if mid == id || !layout.nodes.contains_key(&mid) {
+            continue;
+        }
+        if m.capacity_bytes == 0 {
+            return None;
+        }
+        room += u128::from(m.capacity_bytes);
+    }
+    let (before, after) = (
+        placement::profile_for_nodes(layout.nodes.len()),
+        placement::profile_for_nodes(layout.nodes.len().saturating_sub(1)),
+    );
+    // Stored bytes per data byte is (k + m) / k; a shrink changes it.
+    let need = stored * u128::from(after.k + after.m) * u128::from(before.k)
+        / (u128::from(after.k) * u128::from(before.k + before.m)).max(1);
+    (need > room).then(|| {
+        format!(
+            "the nodes left would need about {} for the shards stored but offer {}; add a node first",
+            format_bytes(u64::try_from(need).unwrap_or(u64::MAX)),
+            format_bytes(u64::try_from(room).unwrap_or(u64::MAX))
+        )
+    })
 }
 
 /// Runs `hamster undrain NODE`.
@@ -184,7 +226,7 @@ pub fn progress_line(t: &Transition) -> String {
         p.parts_seen
     );
     if p.parts_total > 0 {
-        line.push_str(&format!(" of {}", p.parts_total));
+        line.push_str(&format!(" of about {}", p.parts_total));
     }
     line.push_str(&format!(
         ", {} moved, {} re-encoded, {} in {} shards, {}/s",
@@ -247,5 +289,79 @@ fn follow(dir: &Path, json: bool) -> anyhow::Result<()> {
         }
         looks = looks.wrapping_add(1);
         std::thread::sleep(FOLLOW_EVERY);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hamster_protocol::wire::MemberStatus;
+
+    fn report(members: &[(u64, u64, u64)]) -> (StatusReport, Layout) {
+        let members: Vec<MemberStatus> = members
+            .iter()
+            .map(|&(id, capacity, stored)| MemberStatus {
+                node_id: format!("{id:016x}"),
+                cluster_addr: String::new(),
+                role: "voter".into(),
+                zone: String::new(),
+                host: String::new(),
+                capacity_bytes: capacity,
+                state: None,
+                term: None,
+                last_log_index: None,
+                shard_count: Some(1),
+                shard_bytes: Some(stored),
+            })
+            .collect();
+        let layout = Layout {
+            version: 1,
+            nodes: placement::layout_nodes(members.iter().map(|m| {
+                let id = u64::from_str_radix(&m.node_id, 16).unwrap();
+                (id, "", "", m.capacity_bytes)
+            })),
+            ..Layout::default()
+        };
+        let report = StatusReport {
+            node_id: String::new(),
+            cluster_id: String::new(),
+            version: String::new(),
+            members,
+            leader: None,
+            term: 0,
+            commit_index: 0,
+            applied_index: 0,
+            last_log_index: 0,
+            s3_addr: None,
+            admin_addr: String::new(),
+            cluster_addr: String::new(),
+            layout: None,
+        };
+        (report, layout)
+    }
+
+    #[test]
+    fn a_drain_the_others_cannot_hold_is_refused() {
+        const GIB: u64 = 1 << 30;
+        // Seven nodes (4+2) of 10 GiB, 6 GiB stored on each: draining one leaves 60 GiB for 42.
+        let seven: Vec<(u64, u64, u64)> = (1..=7).map(|id| (id, 10 * GIB, 6 * GIB)).collect();
+        let (r, l) = report(&seven);
+        assert_eq!(wont_fit(&r, Some(&l), &format!("{:016x}", 3)), None);
+        // Nine GiB on each: 63 GiB stored does not fit in 60.
+        let full: Vec<(u64, u64, u64)> = (1..=7).map(|id| (id, 10 * GIB, 9 * GIB)).collect();
+        let (r, l) = report(&full);
+        let why = wont_fit(&r, Some(&l), &format!("{:016x}", 3)).unwrap();
+        assert!(why.contains("60 GiB"), "{why}");
+        // A shrink 6 → 5 (4+2 → 3+2) stores 5/3 rather than 6/4 bytes per data byte: the 50 GiB
+        // stored becomes about 55.6 GiB, more than the five 10 GiB nodes left can hold.
+        let six: Vec<(u64, u64, u64)> = (1..=6)
+            .map(|id| (id, 10 * GIB, 8 * GIB + GIB / 3))
+            .collect();
+        let (r, l) = report(&six);
+        assert!(wont_fit(&r, Some(&l), &format!("{:016x}", 1)).is_some());
+        // Unknown capacity: no judgement.
+        let unknown: Vec<(u64, u64, u64)> = (1..=6).map(|id| (id, 0, 9 * GIB)).collect();
+        let (r, l) = report(&unknown);
+        assert_eq!(wont_fit(&r, Some(&l), &format!("{:016x}", 1)), None);
     }
 }

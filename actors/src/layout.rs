@@ -42,8 +42,8 @@ use crate::data::{DataPlane, ShardSender};
 use crate::metrics::Metrics;
 use crate::peer::node_id_hex;
 use crate::raft::node::{
-    GetLayout, GetObject, GetUpload, ListBuckets, ListObjects, ListUploads, MembershipView,
-    ProposeError, ProposeHere, RaftNode, RemoveMember,
+    CountStored, GetLayout, GetObject, GetUpload, ListBuckets, ListObjects, ListUploads,
+    MembershipView, ProposeError, ProposeHere, RaftNode, RemoveMember,
 };
 use crate::repair::{rebuild_onto, verifies};
 
@@ -700,6 +700,12 @@ impl Walker {
         let mut stale_passes = 0u32;
         loop {
             self.stopped()?;
+            if walk.cursor.is_none() || walk.parts_total == 0 {
+                // Keys and uploads stand in for parts: most objects have one.
+                if let Ok(Ok(n)) = self.node.send(CountStored).await {
+                    walk.parts_total = n;
+                }
+            }
             let (moved, failed) = self.clone().pass(&mut walk).await?;
             changed |= moved > 0;
             let stale_left = self.delete_stale().await?;

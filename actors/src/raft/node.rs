@@ -290,6 +290,12 @@ pub struct GetLayout;
 #[rtype(result = "Result<BTreeMap<u64, NodeInfo>, ReadError>")]
 pub struct GetAdmitted;
 
+/// How many keys and uploads are stored, from the store's own counts (no walk): the size of
+/// a migration walk, for its progress.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<u64, ReadError>")]
+pub struct CountStored;
+
 /// Every object id any stored version references (orphan-shard recovery at startup).
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<BTreeSet<ObjectId>, ReadError>")]
@@ -1164,6 +1170,14 @@ impl RaftNode {
                 .ok()
                 .flatten()
                 .is_some_and(|l| hamster_protocol::layout::is_tombstoned(Some(&l), peer))
+    }
+}
+
+impl Handler<CountStored> for RaftNode {
+    type Result = Result<u64, ReadError>;
+
+    fn handle(&mut self, _msg: CountStored, _ctx: &mut Self::Context) -> Self::Result {
+        self.read(query::stored_counts)
     }
 }
 

@@ -148,6 +148,11 @@ pub fn layout(db: &MetaDb, txn: &RoTxn) -> Result<Option<Layout>, DbError> {
     get_json(&db.sm_meta, txn, super::state_machine::LAYOUT_KEY)
 }
 
+/// How many keys and multipart uploads are stored (LMDB keeps the counts: no walk).
+pub fn stored_counts(db: &MetaDb, txn: &RoTxn) -> Result<u64, DbError> {
+    Ok(db.objects.len(txn)? + db.uploads.len(txn)?)
+}
+
 /// Every object id any stored version points to: what orphan-shard recovery must keep.
 pub fn referenced_objects(db: &MetaDb, txn: &RoTxn) -> Result<BTreeSet<ObjectId>, DbError> {
     let mut out = BTreeSet::new();
