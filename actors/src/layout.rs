@@ -478,8 +478,13 @@ async fn change_layout(
                     None => format!("node {} is not in the data-plane layout", describe(target)),
                 });
             }
-            if layout.transition.is_some() {
-                return Err(open_transition_refusal(&layout));
+            if let Some(open) = &layout.transition {
+                if !hamster_protocol::layout::may_replace(
+                    &open.op,
+                    &LayoutOp::Drain { node: target },
+                ) {
+                    return Err(open_transition_refusal(&layout));
+                }
             }
             let mut nodes = layout.nodes.clone();
             nodes.remove(&target);

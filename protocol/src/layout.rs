@@ -208,6 +208,18 @@ pub struct Rehome {
     pub bytes: u64,
 }
 
+/// Whether `next` may replace the open transition `open` rather than wait for it: an undrain
+/// ends the drain of the same node (a drain is reversible until done), and an operator's drain
+/// takes over from an automatic grow (so a member that joined and never came up can be drained
+/// without waiting for a grow that cannot finish).
+pub fn may_replace(open: &LayoutOp, next: &LayoutOp) -> bool {
+    match (open, next) {
+        (LayoutOp::Drain { node: d }, LayoutOp::Undrain { node: u }) => d == u,
+        (LayoutOp::Grow { .. }, LayoutOp::Drain { .. }) => true,
+        _ => false,
+    }
+}
+
 /// Opens a transition to `nodes` (layout `version`), or refuses: another transition is open
 /// (unless this undrains the node an open drain is emptying), the version is not the next one,
 /// or it would place on a tombstoned node.
@@ -228,12 +240,10 @@ pub fn begin<S: MetaStore>(
     }
     let mut stale = Vec::new();
     if let Some(open) = &layout.transition {
-        let replaces_drain = matches!((&open.op, op),
-            (LayoutOp::Drain { node: d }, LayoutOp::Undrain { node: u }) if d == u);
-        if !replaces_drain {
+        if !may_replace(&open.op, op) {
             return Ok(Some(Refusal::TransitionOpen));
         }
-        // Undoing a drain keeps what its moves left to delete.
+        // The replaced transition's unlinked shards still have to be deleted.
         stale = open.stale.clone();
     }
     if nodes
@@ -620,6 +630,48 @@ mod tests {
             None
         );
         assert!(s.layout.as_ref().unwrap().retired.is_empty());
+    }
+
+    #[test]
+    fn a_drain_takes_over_from_an_automatic_grow() {
+        let mut s = MemStore::default();
+        refused(
+            &mut s,
+            Command::SetLayout(Layout {
+                version: 1,
+                nodes: nodes(&[1, 2, 3]),
+                ..Layout::default()
+            }),
+        );
+        assert_eq!(
+            refused(
+                &mut s,
+                begin_cmd(2, &[1, 2, 3, 4], LayoutOp::Grow { added: vec![4] })
+            ),
+            None
+        );
+        // An optimize waits for the grow; a drain (of the newcomer that never came up) does not.
+        assert_eq!(
+            refused(&mut s, begin_cmd(3, &[1, 2, 3, 4], LayoutOp::Optimize)),
+            Some(Refusal::TransitionOpen)
+        );
+        assert_eq!(
+            refused(
+                &mut s,
+                begin_cmd(3, &[1, 2, 3], LayoutOp::Drain { node: 4 })
+            ),
+            None
+        );
+        let t = s.layout.as_ref().unwrap().transition.clone().unwrap();
+        assert_eq!((t.id, t.op), (3, LayoutOp::Drain { node: 4 }));
+        // But a grow never takes over from a drain.
+        assert_eq!(
+            refused(
+                &mut s,
+                begin_cmd(4, &[1, 2, 3, 4], LayoutOp::Grow { added: vec![4] })
+            ),
+            Some(Refusal::TransitionOpen)
+        );
     }
 
     #[test]
