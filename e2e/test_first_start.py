@@ -71,9 +71,16 @@ def test_kill9_during_a_join_always_restarts(node_factory):
             joiner.token = cluster.mint(founder)
             joiner.cluster_port = harness.free_ports(1)[0]
             joiner.start()
-        report = cluster.status(joiner)
-        assert report is not None, joiner.stderr_tail()
-        assert report["node_id"] in {m["node_id"] for m in report["members"]}, report
+        # Serving does not wait for the leader's steward to add the node (once a second, one
+        # admission at a time, earlier cut-short joins included): it becomes a member shortly.
+        deadline = time.monotonic() + 60
+        while True:
+            report = cluster.status(joiner)
+            assert report is not None, joiner.stderr_tail()
+            if report["node_id"] in {m["node_id"] for m in report["members"]}:
+                break
+            assert time.monotonic() < deadline, report
+            time.sleep(0.5)
         client = joiner.client(founder.access_key, founder.secret_key)
         bucket = f"join-{i}"
         deadline = time.monotonic() + 30

@@ -239,6 +239,9 @@ pub fn progress_line(t: &Transition) -> String {
     if p.parts_failed > 0 {
         line.push_str(&format!(", {} waiting", p.parts_failed));
     }
+    if p.parts_lost > 0 {
+        line.push_str(&format!(", {} lost", p.parts_lost));
+    }
     if p.parts_total > p.parts_seen && p.parts_seen > 0 && p.pass <= 1 {
         let left =
             (p.parts_total - p.parts_seen) as u128 * elapsed_ms as u128 / p.parts_seen as u128;

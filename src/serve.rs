@@ -585,6 +585,7 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
     if let Some(c) = &credentials {
         ensure_root_key(&raft, c).await?;
     }
+    data.watch_members();
     // The one owner of the data-plane layout; it acts only while this node leads.
     let layout_manager = LayoutManager::new(
         raft.clone(),

@@ -301,12 +301,34 @@ impl Handler<ChangeLayout> for LayoutManager {
     }
 }
 
-/// The nodes the members imply, without retired ones: zone, host and a weight from capacity.
+/// Silence after which a member is not taken into the layout (it may have stopped).
+const HEARD_WITHIN_MS: u64 = 5_000;
+
+/// Whether a member is ready to take shards: the layout lists it already, or it has caught up
+/// with the leader's log and was heard from lately. Raft reaches a member over the same
+/// cluster port as shards, and a node opens that port only once its shard store is ready, so a
+/// caught-up member answers shard requests: new writes never go to a node still starting.
+fn ready_for_shards(layout: Option<&Layout>, situation: &Situation, id: u64) -> bool {
+    if layout.is_some_and(|l| l.nodes.contains_key(&id)) || id == situation.leader {
+        return true;
+    }
+    let Some(m) = situation.members.get(&id) else {
+        return false;
+    };
+    let floor = situation
+        .last_log_index
+        .saturating_sub(hamster_protocol::membership::CATCHUP_LAG_ENTRIES);
+    m.silent_ms < HEARD_WITHIN_MS && m.matched.is_some_and(|i| i >= floor)
+}
+
+/// The nodes the members imply, without retired ones and without members not ready for
+/// shards yet: zone, host and a weight from capacity.
 fn member_nodes(layout: Option<&Layout>, situation: &Situation) -> BTreeMap<u64, LayoutNode> {
     let members = situation
         .members
         .iter()
         .filter(|(id, _)| layout.is_none_or(|l| !l.retired.contains_key(id)))
+        .filter(|(id, _)| ready_for_shards(layout, situation, **id))
         .map(|(id, m)| {
             (
                 *id,
@@ -343,22 +365,26 @@ pub fn automatic_change(
     layout: &Layout,
     situation: &Situation,
 ) -> Option<(LayoutOp, BTreeMap<u64, LayoutNode>)> {
-    if let Some(gone) = layout
+    let gone: Vec<u64> = layout
         .nodes
         .keys()
-        .find(|id| !situation.members.contains_key(id))
-    {
+        .filter(|id| !situation.members.contains_key(id))
+        .copied()
+        .collect();
+    if !gone.is_empty() {
         let mut nodes = layout.nodes.clone();
-        nodes.remove(gone);
+        nodes.retain(|id, _| !gone.contains(id));
         if nodes.is_empty() {
             return None;
         }
-        return Some((LayoutOp::Drain { node: *gone }, nodes));
+        return Some((LayoutOp::Forget { nodes: gone }, nodes));
     }
     // A member that joined to replace a node of the layout takes its place.
     let replacing = situation.members.iter().find_map(|(id, m)| {
         let old = m.info.replaces?;
-        let fresh = !layout.nodes.contains_key(id) && !layout.retired.contains_key(id);
+        let fresh = !layout.nodes.contains_key(id)
+            && !layout.retired.contains_key(id)
+            && ready_for_shards(Some(layout), situation, *id);
         (fresh && layout.nodes.contains_key(&old)).then_some((old, *id))
     });
     if let Some((old, new)) = replacing {
@@ -535,7 +561,13 @@ async fn change_layout(
             retired.retired.remove(&target);
             let mut nodes = member_nodes(Some(&retired), &situation);
             nodes.retain(|id, _| layout.nodes.contains_key(id) || *id == target);
-            let _ = member;
+            if !nodes.contains_key(&target) {
+                return Err(format!(
+                    "node {} ({}) is not answering the leader or is behind; start it (or wait for it to catch up) and undrain again",
+                    describe(target),
+                    member.info.cluster_addr
+                ));
+            }
             (
                 begin(LayoutOp::Undrain { node: target }, nodes),
                 format!("node {} takes shards again", describe(target)),
@@ -665,6 +697,8 @@ enum Moved {
     Done,
     /// Could not be moved now (retried next pass).
     Failed,
+    /// Beyond saving: too few shards verify and the rest were on nodes leaving and down.
+    Lost,
     /// Changed under the move (overwrite, delete); nothing to do.
     Gone,
 }
@@ -723,6 +757,9 @@ impl Walker {
                     };
                     return match propose_here(&self.node, end).await? {
                         None => {
+                            if walk.parts_lost > 0 {
+                                warn!(op = %self.op.describe(), lost = walk.parts_lost, "layout transition finished with parts beyond saving");
+                            }
                             info!(op = %self.op.describe(), id = self.id, passes = walk.pass, stale_left, "layout transition finished");
                             Ok(())
                         }
@@ -739,6 +776,7 @@ impl Walker {
             walk.cursor = None;
             walk.parts_seen = 0;
             walk.parts_failed = 0;
+            walk.parts_lost = 0;
             changed = false;
             self.checkpoint(&walk).await?;
         }
@@ -944,6 +982,7 @@ impl Walker {
                     walk.parts_failed += 1;
                     self.metrics.migration_parts_failed.inc();
                 }
+                Moved::Lost => walk.parts_lost += 1,
                 Moved::InPlace | Moved::Gone => {}
             }
         }
@@ -1022,6 +1061,7 @@ impl Walker {
                 }
             } else {
                 warn!(object = %body, part = part.part, good = good.len(), k = part.k, "too few verified shards to move this part");
+                return self.unreadable(&part, &found);
             }
         }
         if landed.is_empty() {
@@ -1090,6 +1130,30 @@ impl Walker {
                 debug!(error = %e, "committing a move failed");
                 Moved::Failed
             }
+        }
+    }
+
+    /// A part too few of whose shards verify (`found`, by index): lost when every shard that
+    /// does not verify is on a node leaving the layout that is down or no longer a member
+    /// (nothing will bring it back), else only failed for now.
+    fn unreadable(&self, part: &PartLayout, found: &[bool]) -> Moved {
+        let leaving_and_down = |home: u64| {
+            !self.layout.nodes.contains_key(&home)
+                && (self.data.is_down(home) || !self.data.is_member(home))
+        };
+        let hopeless = part
+            .homes
+            .iter()
+            .zip(found)
+            .all(|(home, ok)| *ok || leaving_and_down(*home));
+        if hopeless {
+            warn!(
+                part = part.part,
+                "part lost: its surviving shards are too few to rebuild it"
+            );
+            Moved::Lost
+        } else {
+            Moved::Failed
         }
     }
 
@@ -1195,7 +1259,11 @@ impl Walker {
                 Ok(b) => b,
                 Err(e) => {
                     warn!(object = %body, part = part.part, error = %e, "cannot read a part to re-encode it");
-                    return Moved::Failed;
+                    self.data.discard(vec![fresh]);
+                    let checks =
+                        (0..part.homes.len()).map(|i| verifies(&self.data, body, &part, i));
+                    let found = futures_util::future::join_all(checks).await;
+                    return self.unreadable(&part, &found);
                 }
             };
             self.pacer.take(bytes.len() as u64).await;

@@ -50,6 +50,13 @@ pub enum LayoutOp {
     },
     /// Parts are re-encoded up to the profile the current node count gives.
     Optimize,
+    /// Nodes that left the metadata group without a drain (`hamster recover` dropped them):
+    /// new writes stop going to them at once, and what they held is rebuilt from the others
+    /// where enough survives.
+    Forget {
+        /// The nodes gone.
+        nodes: Vec<u64>,
+    },
 }
 
 impl LayoutOp {
@@ -74,6 +81,10 @@ impl LayoutOp {
             LayoutOp::Undrain { node } => format!("undrain {node:016x}"),
             LayoutOp::Replace { old, new } => format!("replace {old:016x} by {new:016x}"),
             LayoutOp::Optimize => "optimize".to_string(),
+            LayoutOp::Forget { nodes } => {
+                let ids: Vec<String> = nodes.iter().map(|n| format!("{n:016x}")).collect();
+                format!("forget {}", ids.join(", "))
+            }
         }
     }
 }
@@ -100,6 +111,10 @@ pub struct Progress {
     pub parts_seen: u64,
     /// Parts this pass could not move yet (too few readable shards, a target down).
     pub parts_failed: u64,
+    /// Parts this pass found beyond saving: fewer than `k` shards verify and every other one
+    /// was on a node that is leaving and down. They do not hold the transition open.
+    #[serde(default)]
+    pub parts_lost: u64,
     /// Parts in the store when the transition opened (the objects' part count, estimated).
     pub parts_total: u64,
     /// Parts whose homes were moved (all passes).
@@ -292,6 +307,7 @@ pub fn checkpoint<S: MetaStore>(
     p.cursor = walk.cursor.clone();
     p.parts_seen = walk.parts_seen;
     p.parts_failed = walk.parts_failed;
+    p.parts_lost = walk.parts_lost;
     p.parts_total = walk.parts_total;
     p.updated_ms = walk.updated_ms;
     t.stale.retain(|s| !dropped.contains(s));
