@@ -624,6 +624,13 @@ async fn remove(
                 "node {who} is still draining; remove it once `hamster status` shows it drained"
             ));
         }
+        // A member that joined but never entered the layout (it never caught up: a join cut
+        // short, a node that died while starting) holds no shards.
+        None if !layout.nodes.contains_key(&target)
+            && !layout
+                .transition
+                .as_ref()
+                .is_some_and(|t| t.from.contains_key(&target)) => {}
         None => {
             return Err(format!(
                 "node {who} still holds shards; drain it first (hamster drain {who})"

@@ -334,8 +334,8 @@ pub fn end<S: MetaStore>(store: &mut S, id: u64, now_ms: u64) -> Result<Option<R
     Ok(None)
 }
 
-/// Removes a drained `node` for good. Refused unless it is drained and no open transition
-/// still empties it.
+/// Removes `node` for good. Refused unless it is drained, or never took shards (a member that
+/// joined and never entered the layout), and no open transition still empties it.
 pub fn tombstone<S: MetaStore>(
     store: &mut S,
     node: u64,
@@ -350,8 +350,9 @@ pub fn tombstone<S: MetaStore>(
     let emptying = layout
         .transition
         .as_ref()
-        .is_some_and(|t| t.op.emptied() == Some(node));
-    if !drained || emptying || layout.nodes.contains_key(&node) {
+        .is_some_and(|t| t.op.emptied() == Some(node) || t.from.contains_key(&node));
+    let never_placed = !layout.retired.contains_key(&node);
+    if !(drained || never_placed) || emptying || layout.nodes.contains_key(&node) {
         return Ok(Some(Refusal::NotDrained));
     }
     layout.retired.insert(
@@ -708,6 +709,8 @@ mod tests {
         };
         // Not drained: refused.
         assert_eq!(refused(&mut s, tomb(3)), Some(Refusal::NotDrained));
+        // A member that never entered the layout held no shards: it may go at once.
+        assert_eq!(refused(&mut s, tomb(9)), None);
         refused(&mut s, begin_cmd(2, &[1, 2], LayoutOp::Drain { node: 3 }));
         // Still draining: refused.
         assert_eq!(refused(&mut s, tomb(3)), Some(Refusal::NotDrained));
