@@ -214,6 +214,26 @@ fn finish(dir: &Path, message: &str, detach: bool, json: bool) -> anyhow::Result
     follow(dir, json)
 }
 
+/// One line for a transition that closed: what it did and what it moved, in how long.
+pub fn summary_line(t: &Transition) -> String {
+    let p = &t.progress;
+    let secs = p.updated_ms.saturating_sub(t.started_ms) / 1000;
+    let mut line = format!(
+        "{} (layout version {}): {} parts moved, {} re-encoded, {} in {} shards, in {}s",
+        t.op.describe(),
+        t.id,
+        p.parts_moved,
+        p.parts_reencoded,
+        format_bytes(p.bytes_moved),
+        p.shards_moved,
+        secs
+    );
+    if p.parts_lost > 0 {
+        line.push_str(&format!(", {} parts lost", p.parts_lost));
+    }
+    line
+}
+
 /// One line of progress for an open transition.
 pub fn progress_line(t: &Transition) -> String {
     let p = &t.progress;
@@ -275,7 +295,10 @@ fn follow(dir: &Path, json: bool) -> anyhow::Result<()> {
                     serde_json::json!({ "finished": true, "layout_version": layout.version, "drained": drained })
                 );
             } else {
-                println!("done: layout version {} holds every part", layout.version);
+                match &layout.last {
+                    Some(t) => println!("done: {}", summary_line(t)),
+                    None => println!("done: layout version {} holds every part", layout.version),
+                }
             }
             return Ok(());
         };

@@ -86,6 +86,9 @@ fn write_layout(o: &mut String, layout: Option<&Layout>) -> std::fmt::Result {
         )?,
         None => writeln!(o, "transition:    (none)")?,
     }
+    if let Some(t) = &layout.last {
+        writeln!(o, "last change:   {}", crate::layout_cli::summary_line(t))?;
+    }
     for (id, retired) in &layout.retired {
         if let Retired::Tombstoned { cluster_addr, .. } = retired {
             writeln!(o, "removed:       {id:016x} (was {cluster_addr})")?;

@@ -350,7 +350,10 @@ async fn propose_first_layout(node: &Addr<RaftNode>, situation: &Situation) {
         nodes,
         ..Layout::default()
     };
-    match node.send(ProposeHere(Command::SetLayout(first))).await {
+    match node
+        .send(ProposeHere(Command::SetLayout(Box::new(first))))
+        .await
+    {
         Ok(Ok(a)) if a.refused.is_none() => info!("first data-plane layout stored"),
         Ok(Ok(a)) => debug!(refused = ?a.refused, "first layout refused; will retry"),
         Ok(Err(e)) => debug!(error = %e, "first layout failed; will retry"),
@@ -1273,7 +1276,11 @@ impl Walker {
                     return self.unreadable(&part, &found);
                 }
             };
-            self.pacer.take(bytes.len() as u64).await;
+            // Paced by the shard bytes this writes: (k + m) / k of the data read.
+            let profile = self.data.profile(&self.layout, part.size);
+            let written =
+                bytes.len() as u64 * profile.shards() as u64 / u64::from(profile.k.max(1));
+            self.pacer.take(written).await;
             if writer.write(&bytes).await.is_err() {
                 return Moved::Failed;
             }

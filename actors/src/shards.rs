@@ -355,8 +355,14 @@ impl ShardStore {
     /// Removes one shard file; `false` if it was not there.
     pub fn delete_shard(&self, id: &ObjectId, part: u32, index: u16) -> io::Result<bool> {
         let path = self.path(id, part, index);
+        // Its size, for the tally; a file that cannot be opened is not there to remove.
+        let len = match self.disk.open(&path).and_then(|f| f.file_len()) {
+            Ok(len) => len,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
         match self.disk.remove_file(&path) {
-            Ok(()) => {}
+            Ok(()) => self.counters.sub(1, len),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e),
         }

@@ -322,7 +322,11 @@ pub fn end<S: MetaStore>(store: &mut S, id: u64, now_ms: u64) -> Result<Option<R
     let Some(mut layout) = store.layout()? else {
         return Ok(Some(Refusal::NoTransition));
     };
-    let Some(t) = layout.transition.take().filter(|t| t.id == id) else {
+    let Some(mut t) = layout.transition.take().filter(|t| t.id == id) else {
+        if let Some(open) = layout.transition {
+            // Not the open one: put it back untouched.
+            layout.transition = Some(open);
+        }
         return Ok(Some(Refusal::NoTransition));
     };
     if let Some(node) = t.op.emptied() {
@@ -330,6 +334,9 @@ pub fn end<S: MetaStore>(store: &mut S, id: u64, now_ms: u64) -> Result<Option<R
             .retired
             .insert(node, Retired::Drained { at_ms: now_ms });
     }
+    t.progress.updated_ms = now_ms;
+    t.stale.clear();
+    layout.last = Some(t);
     store.put_layout(&layout)?;
     Ok(None)
 }
@@ -583,11 +590,11 @@ mod tests {
         assert_eq!(
             refused(
                 &mut s,
-                Command::SetLayout(Layout {
+                Command::SetLayout(Box::new(Layout {
                     version: 1,
                     nodes: nodes(&[1, 2, 3]),
                     ..Layout::default()
-                })
+                }))
             ),
             None
         );
@@ -609,11 +616,11 @@ mod tests {
         assert_eq!(
             refused(
                 &mut s,
-                Command::SetLayout(Layout {
+                Command::SetLayout(Box::new(Layout {
                     version: 3,
                     nodes: nodes(&[1]),
                     ..Layout::default()
-                })
+                }))
             ),
             Some(Refusal::TransitionOpen)
         );
@@ -647,6 +654,10 @@ mod tests {
             None
         );
         assert!(s.layout.as_ref().unwrap().retired.is_empty());
+        // The closed transition stays readable, with when it closed.
+        let last = s.layout.as_ref().unwrap().last.clone().unwrap();
+        assert_eq!((last.id, last.progress.updated_ms), (3, 9));
+        assert!(s.layout.as_ref().unwrap().transition.is_none());
     }
 
     #[test]
@@ -654,11 +665,11 @@ mod tests {
         let mut s = MemStore::default();
         refused(
             &mut s,
-            Command::SetLayout(Layout {
+            Command::SetLayout(Box::new(Layout {
                 version: 1,
                 nodes: nodes(&[1, 2, 3]),
                 ..Layout::default()
-            }),
+            })),
         );
         assert_eq!(
             refused(
@@ -696,11 +707,11 @@ mod tests {
         let mut s = MemStore::default();
         refused(
             &mut s,
-            Command::SetLayout(Layout {
+            Command::SetLayout(Box::new(Layout {
                 version: 1,
                 nodes: nodes(&[1, 2, 3]),
                 ..Layout::default()
-            }),
+            })),
         );
         let tomb = |node| Command::Tombstone {
             node,
@@ -773,11 +784,11 @@ mod tests {
         let mut s = MemStore::default();
         refused(
             &mut s,
-            Command::SetLayout(Layout {
+            Command::SetLayout(Box::new(Layout {
                 version: 1,
                 nodes: nodes(&[1, 2, 3]),
                 ..Layout::default()
-            }),
+            })),
         );
         refused(&mut s, begin_cmd(2, &[1, 2], LayoutOp::Drain { node: 3 }));
         object(&mut s, 9, vec![1, 3]);
@@ -846,11 +857,11 @@ mod tests {
         let mut s = MemStore::default();
         refused(
             &mut s,
-            Command::SetLayout(Layout {
+            Command::SetLayout(Box::new(Layout {
                 version: 1,
                 nodes: nodes(&[1, 2, 3]),
                 ..Layout::default()
-            }),
+            })),
         );
         refused(&mut s, begin_cmd(2, &[1, 2, 3], LayoutOp::Optimize));
         object(&mut s, 9, vec![1, 3]);

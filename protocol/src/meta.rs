@@ -418,7 +418,7 @@ pub enum Command {
     /// its version and nodes; drained and removed nodes are kept. Refused with `LayoutStale`
     /// unless its version is the stored one's plus one, and with `TransitionOpen` while a
     /// transition is open (one layout change at a time, INV-7).
-    SetLayout(Layout),
+    SetLayout(Box<Layout>),
     /// Forget every pending admission (the `joined` of used tokens), so the leader adds no
     /// node from them. `hamster recover` writes it with the new membership: nodes it drops must
     /// not come back as learners from their old admissions.
@@ -1177,16 +1177,22 @@ mod tests {
             ..crate::placement::Layout::default()
         };
         assert_eq!(
-            run(&mut s, Command::SetLayout(layout(2))).refused,
+            run(&mut s, Command::SetLayout(Box::new(layout(2)))).refused,
             Some(Refusal::LayoutStale)
         );
         assert_eq!(s.layout, None);
-        assert_eq!(run(&mut s, Command::SetLayout(layout(1))).refused, None);
         assert_eq!(
-            run(&mut s, Command::SetLayout(layout(1))).refused,
+            run(&mut s, Command::SetLayout(Box::new(layout(1)))).refused,
+            None
+        );
+        assert_eq!(
+            run(&mut s, Command::SetLayout(Box::new(layout(1)))).refused,
             Some(Refusal::LayoutStale)
         );
-        assert_eq!(run(&mut s, Command::SetLayout(layout(2))).refused, None);
+        assert_eq!(
+            run(&mut s, Command::SetLayout(Box::new(layout(2)))).refused,
+            None
+        );
         assert_eq!(s.layout, Some(layout(2)));
     }
 

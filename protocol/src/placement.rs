@@ -101,6 +101,9 @@ pub struct Layout {
     /// Members that no longer take shards: drained, or removed for good.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub retired: BTreeMap<u64, Retired>,
+    /// The last transition that closed, with its final counts (`updated_ms` is when it closed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<Transition>,
 }
 
 /// An erasure-coding profile: `k` data shards and `m` parity shards.
@@ -366,6 +369,7 @@ mod tests {
             version: 1,
             transition: None,
             retired: BTreeMap::new(),
+            last: None,
             nodes: nodes
                 .iter()
                 .map(|&(id, zone, host, weight)| {

@@ -510,6 +510,7 @@ mod tests {
             retired: [(0xc3, Retired::Drained { at_ms: 2 })]
                 .into_iter()
                 .collect(),
+            last: None,
         }
     }
 
