@@ -19,7 +19,12 @@ operation runs, against the same bench on the idle cluster just before. A bench 
 the operation is diluted by idle time; the `overlap` column says how much of it ran while the
 transition was open.
 
-    .venv-e2e/bin/python e2e/bench/layout_ops.py --bin target/release/hamster [--migrate-rate 1GiB]
+    .venv-e2e/bin/python e2e/bench/layout_ops.py --bin target/release/hamster \
+        [--migrate-rate 1GiB] [--no-load]
+
+`--no-load` runs the operations with no bench, for their own pace. After every step it prints
+each member's shards as `hamster status` reports them beside what its data dir holds. The data
+dirs (several GiB) are removed at the end unless `--keep-data`.
 """
 
 from __future__ import annotations
@@ -275,12 +280,14 @@ def measure(name: str, nodes, founder, via, args, act, done=lambda layout: True)
         "during_err": during.err,
         "bench_s": bench_secs,
         "overlap": overlap,
+        # Others' work on the same cores shows here (the machine may be shared).
+        "loadavg_1m": os.getloadavg()[0],
     }
     print(f"   wall {wall:.1f} s (open seen after {out['open_after_s'] or 0:.1f} s), "
           f"{out['parts_moved']} parts moved, {out['parts_reencoded']} re-encoded, "
           f"{out['shards_moved']} shards, {fmt_bytes(out['bytes_moved'])} "
           f"(metrics: {fmt_bytes(out['metric_bytes'])} in {out['metric_shards']} shards); "
-          f"bench overlap {overlap:.0%}", flush=True)
+          f"bench overlap {overlap:.0%}; load average {out['loadavg_1m']:.1f}", flush=True)
     for fig_idle, fig_during in zip(idle, during.figures):
         print(f"   {fig_idle['label']:16} idle {fig_line(fig_idle)}  |  during "
               f"{fig_line(fig_during)}", flush=True)
