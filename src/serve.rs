@@ -587,6 +587,8 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
     }
     data.watch_members();
     // The one owner of the data-plane layout; it acts only while this node leads.
+    let removed = layout::Removed::default();
+    shard_service.set_removed(removed.clone());
     let layout_manager = LayoutManager::new(
         raft.clone(),
         data.clone(),
@@ -597,6 +599,7 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
             ..LayoutConfig::default()
         },
     )
+    .with_removed(removed)
     .start();
 
     let status_ctx = Arc::new((

@@ -118,6 +118,31 @@ pub struct ChangeLayout {
     pub asked_by: String,
 }
 
+/// The nodes removed from the cluster for good, as this node last read its layout: a cheap
+/// shared view for the places that refuse their certificates (the shard port).
+#[derive(Debug, Clone, Default)]
+pub struct Removed(Arc<Mutex<std::collections::BTreeSet<u64>>>);
+
+impl Removed {
+    /// Whether `node` was removed for good.
+    pub fn contains(&self, node: u64) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&node)
+    }
+
+    fn set_from(&self, layout: &Layout) {
+        let removed = layout
+            .retired
+            .iter()
+            .filter(|(_, r)| matches!(r, Retired::Tombstoned { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = removed;
+    }
+}
+
 /// The manager; see the module docs.
 pub struct LayoutManager {
     node: Addr<RaftNode>,
@@ -127,6 +152,7 @@ pub struct LayoutManager {
     config: LayoutConfig,
     busy: bool,
     walker: Option<WalkerHandle>,
+    removed: Removed,
 }
 
 struct WalkerHandle {
@@ -152,7 +178,14 @@ impl LayoutManager {
             config,
             busy: false,
             walker: None,
+            removed: Removed::default(),
         }
+    }
+
+    /// Keeps `removed` in step with the layout this node applies (every tick, on every node).
+    pub fn with_removed(mut self, removed: Removed) -> Self {
+        self.removed = removed;
+        self
     }
 
     fn stop_walker(&mut self) {
@@ -207,6 +240,7 @@ impl LayoutManager {
         ctx.spawn(work.into_actor(self).map(|(leads, layout), act, _| {
             act.busy = false;
             if let Some(l) = &layout {
+                act.removed.set_from(l);
                 act.metrics
                     .layout_version
                     .set(i64::try_from(l.version).unwrap_or(i64::MAX));

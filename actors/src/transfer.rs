@@ -62,6 +62,8 @@ struct Inner {
     ready: AtomicBool,
     /// This node's free-space view: new shard writes are refused while it is low.
     space: std::sync::OnceLock<crate::space::Space>,
+    /// Nodes removed from the cluster for good, whose connections are refused.
+    removed: std::sync::OnceLock<crate::layout::Removed>,
     sessions: Mutex<BTreeMap<SessionKey, Session>>,
     /// Answers of recently finished transfers, oldest first.
     finished: Mutex<VecDeque<(SessionKey, ShardResponse)>>,
@@ -117,6 +119,7 @@ impl ShardService {
                 offload,
                 ready: AtomicBool::new(false),
                 space: std::sync::OnceLock::new(),
+                removed: std::sync::OnceLock::new(),
                 sessions: Mutex::new(BTreeMap::new()),
                 finished: Mutex::new(VecDeque::new()),
             }),
@@ -126,6 +129,16 @@ impl ShardService {
     /// Refuses new shard writes while `space` is below its reserve (set once, at start).
     pub fn set_space(&self, space: crate::space::Space) {
         let _ = self.inner.space.set(space);
+    }
+
+    /// Refuses connections from the nodes `removed` lists (kept current by the layout manager).
+    pub fn set_removed(&self, removed: crate::layout::Removed) {
+        let _ = self.inner.removed.set(removed);
+    }
+
+    /// Whether `peer` was removed from the cluster for good.
+    fn refuses(&self, peer: u64) -> bool {
+        self.inner.removed.get().is_some_and(|r| r.contains(peer))
     }
 
     /// Starts taking writes.
@@ -450,6 +463,10 @@ async fn serve_shards(mut stream: ClusterStream, peer: String, service: ShardSer
         debug!(%peer, "shard: certificate node id is not a number; closing");
         return;
     };
+    if service.refuses(peer_id) {
+        debug!(%peer, "shard: refusing a node removed from the cluster");
+        return;
+    }
     loop {
         let payload = match read_frame(&mut stream, SHARD_IDLE_MS_MAX).await {
             Ok(Some(payload)) => payload,
