@@ -72,7 +72,7 @@ async fn six_nodes(sim: &Rc<Sim>) -> Result<(), String> {
 }
 
 /// A seeded body of `len` bytes.
-fn body(rng: &mut ChaCha8Rng, len: usize) -> Vec<u8> {
+pub(crate) fn body(rng: &mut ChaCha8Rng, len: usize) -> Vec<u8> {
     let mut b = vec![0u8; len];
     rng.fill(&mut b[..]);
     b
@@ -80,7 +80,13 @@ fn body(rng: &mut ChaCha8Rng, len: usize) -> Vec<u8> {
 
 /// PUTs `data` as `key` through `node`; the status (None: no answer). An acknowledged write is
 /// recorded in the model, so the end checks find it on the disks.
-async fn put(sim: &Sim, model: &Model, node: u64, key: &str, data: &[u8]) -> Option<u16> {
+pub(crate) async fn put(
+    sim: &Sim,
+    model: &Model,
+    node: u64,
+    key: &str,
+    data: &[u8],
+) -> Option<u16> {
     let etag = md5_hex(&[data]);
     model.bodies.borrow_mut().insert(etag.clone(), etag.clone());
     let answer = send(
@@ -108,7 +114,7 @@ async fn put(sim: &Sim, model: &Model, node: u64, key: &str, data: &[u8]) -> Opt
 }
 
 /// GETs `key` through `node` and checks it is exactly `data`.
-async fn get_exact(sim: &Sim, node: u64, key: &str, data: &[u8]) -> Result<(), String> {
+pub(crate) async fn get_exact(sim: &Sim, node: u64, key: &str, data: &[u8]) -> Result<(), String> {
     let a = send(
         sim,
         node,
