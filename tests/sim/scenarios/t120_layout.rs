@@ -65,6 +65,8 @@ const MIGRATE_SLOW: LayoutConfig = LayoutConfig {
 const TRANSITION_WAIT_MAX: Duration = Duration::from_secs(1200);
 /// How often a wait for the layout looks again (simulated time).
 const LAYOUT_POLL_MS: u64 = 250;
+/// Time a drained node that came back is given to lose its moved shards (simulated).
+const RETURN_SETTLE_MS: u64 = 30_000;
 /// Largest object body the scenarios store (several 16 KiB stripes, so most are coded).
 const BODY_BYTES_MAX: usize = 300 * 1024;
 
@@ -361,7 +363,9 @@ async fn grow_under_load(sim: Rc<Sim>) -> Result<(), String> {
     finish(&sim, &model, BTreeSet::new(), Strictness::Everything).await
 }
 
-async fn drain_with_crash(sim: Rc<Sim>) -> Result<(), String> {
+/// A live node is drained and crashes mid-transition; `comes_back`: it is restarted once the
+/// drain is over.
+async fn drain_with_crash(sim: Rc<Sim>, comes_back: bool) -> Result<(), String> {
     cluster(&sim, 5, 2, MIGRATE_SLOW).await?;
     let mut rng = ChaCha8Rng::seed_from_u64(fork(sim.seed, "t121", 0, 0));
     let model = Model::default();
@@ -397,6 +401,12 @@ async fn drain_with_crash(sim: Rc<Sim>) -> Result<(), String> {
     }
     none_on(&sim, &stored, victim).await?;
     read_all(&sim, &stored, &[]).await?;
+    if comes_back {
+        // Back up, the drained node must lose the shards that moved away while it was down.
+        sim.restart(victim).await?;
+        sim.sleep_ms(RETURN_SETTLE_MS).await;
+        return finish(&sim, &model, BTreeSet::new(), Strictness::Everything).await;
+    }
     // The crashed node's disk keeps what it had (nobody could delete there); it is down.
     finish(
         &sim,
@@ -792,11 +802,20 @@ fn t120_grow_under_load() {
 
 #[test]
 fn t121_drain_with_crash() {
-    check(
-        "t121_drain_with_crash",
-        CI_SEEDS_DRAIN_CRASH,
-        drain_with_crash,
-    );
+    check("t121_drain_with_crash", CI_SEEDS_DRAIN_CRASH, |sim| {
+        drain_with_crash(sim, false)
+    });
+}
+
+/// Known gap: a transition ends forgetting the stale shards it could not delete (their node was
+/// down), so a drained node that comes back keeps them for ever, listed by no part. Seed 1
+/// fails with an orphan shard on the returned node.
+#[test]
+#[ignore = "a drained node that was down when its drain ended keeps its moved shards"]
+fn t121_drained_node_returns() {
+    check("t121_drained_node_returns", CI_SEEDS_DRAIN_CRASH, |sim| {
+        drain_with_crash(sim, true)
+    });
 }
 
 #[test]
