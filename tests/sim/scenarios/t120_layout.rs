@@ -49,6 +49,7 @@ const CI_SEEDS_SHRINK: u64 = 3;
 const CI_SEEDS_OPTIMIZE: u64 = 3;
 const CI_SEEDS_LEADER_LOST: u64 = 3;
 const CI_SEEDS_OVERWRITE: u64 = 3;
+const CI_SEEDS_DEAF: u64 = 4;
 const CI_SEEDS_ONE_AT_A_TIME: u64 = 2;
 
 /// Migration pace where a scenario does not need a slow one: simulated time is cheap.
@@ -646,6 +647,51 @@ async fn leader_lost(sim: Rc<Sim>, cut: bool) -> Result<(), String> {
     .await
 }
 
+/// A shrink re-encodes parts while the leader goes deaf to Raft: its appends still reach the
+/// others but no answer comes back, so nothing it proposes commits from its point of view
+/// (shard traffic still flows, so its re-encodes get as far as proposing); then it is
+/// cut off altogether, the others elect a leader among themselves (which commits what the deaf
+/// one had appended), and the network heals. The deaf leader's proposals fail although some
+/// of them committed: what it re-encoded must not be thrown away on that failure.
+async fn reencode_leader_deaf(sim: Rc<Sim>) -> Result<(), String> {
+    cluster(&sim, 5, 1, MIGRATE_SLOW).await?;
+    let mut rng = ChaCha8Rng::seed_from_u64(fork(sim.seed, "t128", 0, 0));
+    let model = Model::default();
+    let stored = store(&sim, &model, &mut rng, "obj", 12, &[]).await?;
+    let victim = bystander(&sim, &[]).await?;
+    sim.change_layout(LayoutChange::Drain {
+        node: victim,
+        shrink: true,
+        force: false,
+    })
+    .await?;
+    sim.sleep_ms(sim.pick(200..2000)).await;
+    let leader = sim.wait_leader().await?;
+    let rest: Vec<u64> = sim.ids().into_iter().filter(|id| *id != leader).collect();
+    for id in &rest {
+        sim.net.cut_raft_one_way(*id, leader);
+    }
+    sim.sleep_ms(sim.pick(500..2000)).await;
+    sim.net.partition(&[vec![leader], rest]);
+    sim.sleep_ms(sim.pick(3000..6000)).await;
+    sim.net.heal();
+    settled(&sim, "the shrink finished", |l| {
+        matches!(l.retired.get(&victim), Some(Retired::Drained { .. }))
+    })
+    .await?;
+    sim.converge().await?;
+    read_all(&sim, &stored, &[]).await?;
+    profiles_are(&sim, &stored, (3, 2)).await?;
+    // A re-encode whose commit really failed leaves a whole body for the start-up sweep.
+    finish(
+        &sim,
+        &model,
+        BTreeSet::new(),
+        Strictness::ShardsOfLiveBodies,
+    )
+    .await
+}
+
 async fn overwrite_during_drain(sim: Rc<Sim>) -> Result<(), String> {
     cluster(&sim, 5, 2, MIGRATE_SLOW).await?;
     let mut rng = ChaCha8Rng::seed_from_u64(fork(sim.seed, "t126", 0, 0));
@@ -863,4 +909,13 @@ fn t126_overwrite_during_drain() {
 #[test]
 fn t127_one_at_a_time() {
     check("t127_one_at_a_time", CI_SEEDS_ONE_AT_A_TIME, one_at_a_time);
+}
+
+#[test]
+fn t128_reencode_leader_deaf() {
+    check(
+        "t128_reencode_leader_deaf",
+        CI_SEEDS_DEAF,
+        reencode_leader_deaf,
+    );
 }
