@@ -68,6 +68,12 @@ const TRANSITION_WAIT_MAX: Duration = Duration::from_secs(1200);
 const LAYOUT_POLL_MS: u64 = 250;
 /// Time a drained node that came back is given to lose its moved shards (simulated).
 const RETURN_SETTLE_MS: u64 = 30_000;
+/// Overwrites and deletes made while a drain runs.
+const OVERWRITES: usize = 40;
+/// Longest pause between two of them (simulated).
+const OVERWRITE_PAUSE_MS_MAX: u64 = 150;
+/// Network delay while clients overwrite keys a drain is moving.
+const OVERWRITE_DELAY_MS_MAX: u64 = 30;
 /// Largest object body the scenarios store (several 16 KiB stripes, so most are coded).
 const BODY_BYTES_MAX: usize = 300 * 1024;
 
@@ -696,7 +702,12 @@ async fn overwrite_during_drain(sim: Rc<Sim>) -> Result<(), String> {
     cluster(&sim, 5, 2, MIGRATE_SLOW).await?;
     let mut rng = ChaCha8Rng::seed_from_u64(fork(sim.seed, "t126", 0, 0));
     let model = Model::default();
-    let stored = store(&sim, &model, &mut rng, "obj", 16, &[]).await?;
+    let stored = store(&sim, &model, &mut rng, "obj", 24, &[]).await?;
+    // Slow links widen the window between a move's copy and its commit.
+    sim.net.set_faults(Faults {
+        delay_ms_max: OVERWRITE_DELAY_MS_MAX,
+        ..Faults::CALM
+    });
     let mut want: BTreeMap<String, Option<Vec<u8>>> = stored
         .iter()
         .map(|(k, d)| (k.clone(), Some(d.clone())))
@@ -708,8 +719,8 @@ async fn overwrite_during_drain(sim: Rc<Sim>) -> Result<(), String> {
         force: false,
     })
     .await?;
-    for _ in 0..24 {
-        sim.sleep_ms(rng.gen_range(0..400)).await;
+    for _ in 0..OVERWRITES {
+        sim.sleep_ms(rng.gen_range(0..OVERWRITE_PAUSE_MS_MAX)).await;
         let key = stored[rng.gen_range(0..stored.len())].0.clone();
         let up = sim.up();
         let via = up[rng.gen_range(0..up.len())];
