@@ -66,6 +66,19 @@ const MIGRATE_SLOW: LayoutConfig = LayoutConfig {
 const TRANSITION_WAIT_MAX: Duration = Duration::from_secs(1200);
 /// How often a wait for the layout looks again (simulated time).
 const LAYOUT_POLL_MS: u64 = 250;
+/// Tries of a membership change before a scenario gives up.
+const MEMBERSHIP_TRIES_MAX: u32 = 20;
+/// Pause between two tries (simulated).
+const MEMBERSHIP_RETRY_MS: u64 = 200;
+/// Longest wait for a transition to open (simulated).
+const OPEN_WAIT_MAX_MS: u64 = 10_000;
+/// How often a wait for a transition to open looks (simulated): often, as a fast one may be
+/// over soon.
+const OPEN_POLL_MS: u64 = 50;
+/// Pause between two rounds of reads while a drain runs (simulated).
+const READ_ROUND_PAUSE_MS: u64 = 500;
+/// Time a removed node that came back is given to (wrongly) rejoin (simulated).
+const REJOIN_GRACE_MS: u64 = 5_000;
 /// Time a drained node that came back is given to lose its moved shards (simulated).
 const RETURN_SETTLE_MS: u64 = 30_000;
 /// Overwrites and deletes made while a drain runs.
@@ -105,7 +118,7 @@ async fn cluster(
 async fn join(sim: &Sim, id: u64) -> Result<(), String> {
     sim.start(id, false, None).await?;
     let mut last = String::new();
-    for _ in 0..20 {
+    for _ in 0..MEMBERSHIP_TRIES_MAX {
         let leader = sim.wait_leader().await?;
         let add = AddLearner {
             id,
@@ -121,7 +134,7 @@ async fn join(sim: &Sim, id: u64) -> Result<(), String> {
             Ok(Err(e)) => last = e.to_string(),
             Err(e) => last = e.to_string(),
         }
-        sim.sleep_ms(200).await;
+        sim.sleep_ms(MEMBERSHIP_RETRY_MS).await;
     }
     Err(format!("adding learner {id}: {last}"))
 }
@@ -129,7 +142,7 @@ async fn join(sim: &Sim, id: u64) -> Result<(), String> {
 /// Makes `voters` the voters (the others stay learners).
 async fn set_voters(sim: &Sim, voters: BTreeSet<u64>) -> Result<(), String> {
     let mut last = String::new();
-    for _ in 0..20 {
+    for _ in 0..MEMBERSHIP_TRIES_MAX {
         let leader = sim.wait_leader().await?;
         let change = ChangeMembership {
             voters: voters.clone(),
@@ -144,7 +157,7 @@ async fn set_voters(sim: &Sim, voters: BTreeSet<u64>) -> Result<(), String> {
             Ok(Err(e)) => last = e.to_string(),
             Err(e) => last = e.to_string(),
         }
-        sim.sleep_ms(200).await;
+        sim.sleep_ms(MEMBERSHIP_RETRY_MS).await;
     }
     Err(format!("making {voters:?} the voters: {last}"))
 }
@@ -182,7 +195,7 @@ async fn settled(sim: &Sim, what: &str, done: impl Fn(&Layout) -> bool) -> Resul
 
 /// Waits (bounded) until the leader's layout has a transition open.
 async fn opened(sim: &Sim) -> Result<Layout, String> {
-    for _ in 0..200 {
+    for _ in 0..OPEN_WAIT_MAX_MS / OPEN_POLL_MS {
         if let Some(leader) = sim.leader() {
             if let Some(l) = sim.layout(leader).await {
                 if l.transition.is_some() {
@@ -190,7 +203,7 @@ async fn opened(sim: &Sim) -> Result<Layout, String> {
                 }
             }
         }
-        sim.sleep_ms(50).await;
+        sim.sleep_ms(OPEN_POLL_MS).await;
     }
     Err("no layout transition opened".into())
 }
@@ -388,15 +401,19 @@ async fn drain_with_crash(sim: Rc<Sim>, comes_back: bool) -> Result<(), String> 
     sim.sleep_ms(sim.pick(10..1500)).await;
     sim.crash(victim).await?;
     // Everything stays readable while the drain goes on without the node it empties.
-    let mut rounds = 0;
+    let mut waited = 0;
     loop {
         read_all(&sim, &stored, &[]).await?;
-        rounds += 1;
         let leader = sim.wait_leader().await?;
         match sim.layout(leader).await {
             Some(l) if l.transition.is_none() => break,
-            _ if rounds > 200 => return Err("the drain did not finish".into()),
-            _ => sim.sleep_ms(500).await,
+            _ if waited > TRANSITION_WAIT_MAX.as_millis() as u64 => {
+                return Err("the drain did not finish".into())
+            }
+            _ => {
+                sim.sleep_ms(READ_ROUND_PAUSE_MS).await;
+                waited += READ_ROUND_PAUSE_MS;
+            }
         }
     }
     let layout = settled(&sim, "the crashed node drained", |l| {
@@ -501,9 +518,9 @@ async fn dead_drain_remove(sim: Rc<Sim>) -> Result<(), String> {
         .and_then(|s| s.list().ok())
         .unwrap_or_default();
     sim.restart(victim).await?;
-    sim.sleep_ms(5_000).await;
+    sim.sleep_ms(REJOIN_GRACE_MS).await;
     stored.extend(store(&sim, &model, &mut rng, "after", 6, &[victim]).await?);
-    sim.sleep_ms(3_000).await;
+    sim.sleep_ms(REJOIN_GRACE_MS).await;
     read_all(&sim, &stored, &[victim]).await?;
     none_on(&sim, &stored, victim).await?;
     let after = sim
