@@ -1,5 +1,5 @@
 //! The simulated cluster: real `RaftNode` actors (and, where a scenario asks, their membership
-//! `Steward`s) on the [`SimNet`], each with its own LMDB directory.
+//! `Steward`s and `LayoutManager`s) on the [`SimNet`], each with its own LMDB directory.
 //!
 //! A crash is modelled on the disk as well as the network: the node's committed LMDB state is
 //! copied at the instant of the crash into the directory its next incarnation starts from, so
@@ -16,12 +16,13 @@ use std::time::Duration;
 use actix::{Actor, Addr};
 use hamster_actors::clock::{Clock, IdSource};
 use hamster_actors::data::{DataConfig, DataPlane};
+use hamster_actors::layout::{ChangeLayout, LayoutChange, LayoutConfig, LayoutManager};
 use hamster_actors::metrics::Metrics;
 use hamster_actors::peer::RaftService;
 use hamster_actors::raft::db::MetaDb;
 use hamster_actors::raft::epoch::Epoch;
 use hamster_actors::raft::node::{
-    AddLearner, ChangeMembership, CompactLog, Network, StartOptions, WatchMetrics,
+    AddLearner, ChangeMembership, CompactLog, GetLayout, Network, StartOptions, WatchMetrics,
 };
 use hamster_actors::raft::{NodeInfo, Propose, RaftNode, RaftNodeConfig, Shutdown};
 use hamster_actors::reclaim;
@@ -31,6 +32,7 @@ use hamster_actors::shards::ShardStore;
 use hamster_actors::steward::Steward;
 use hamster_actors::transfer::ShardService;
 use hamster_protocol::meta::{Applied, Command, ObjectId};
+use hamster_protocol::placement::Layout;
 use hamster_protocol::shard::{parse_shard_file_name, shard_file_name};
 use openraft::ServerState;
 use rand::{Rng, SeedableRng};
@@ -108,6 +110,8 @@ struct SimNode {
     /// The node's shard disk, across incarnations.
     disk: SimDisk,
     steward: Option<Addr<Steward>>,
+    /// The node's layout manager, while running (if the scenario runs them).
+    layout: Option<Addr<LayoutManager>>,
     /// Replace voters silent this long, if this node runs a steward.
     steward_down_after: Option<Duration>,
     /// The node's recorded cluster epoch, across incarnations (as `<data>/epoch` is).
@@ -134,6 +138,8 @@ pub struct Sim {
     /// Nodes a recover dropped and that were fenced: their stale stores are left out of the
     /// final checks (an operator wipes them).
     retired: RefCell<BTreeSet<u64>>,
+    /// How every node started from now on runs its layout manager, if the scenario asked.
+    layout_config: RefCell<Option<LayoutConfig>>,
 }
 
 /// A temporary directory on a memory file system when there is one (fsync is free there).
@@ -158,6 +164,7 @@ impl Sim {
             rng: RefCell::new(ChaCha8Rng::seed_from_u64(fork(seed, "scenario", 0, 0))),
             root: temp_root(),
             retired: RefCell::new(BTreeSet::new()),
+            layout_config: RefCell::new(None),
         })
     }
 
@@ -217,6 +224,7 @@ impl Sim {
                 s3: None,
                 disk: SimDisk::new(fork(self.seed, "disk", id, 0)),
                 steward: None,
+                layout: None,
                 steward_down_after: steward,
                 epoch: Arc::default(),
                 fenced: None,
@@ -329,19 +337,32 @@ impl Sim {
             uploads: UploadGate::new(UploadLimits::default()),
             space: hamster_actors::space::Space::unlimited(),
         });
+        let layout_config = *self.layout_config.borrow();
+        let layout = layout_config.map(|config| {
+            let clock: Arc<dyn Clock> = self.clock.clone();
+            LayoutManager::new(
+                addr.clone(),
+                s3.data.clone(),
+                clock,
+                s3.metrics.clone(),
+                config,
+            )
+            .start()
+        });
         let mut nodes = self.nodes.borrow_mut();
         let node = nodes.get_mut(&id).expect("node just registered");
         node.incarnation = incarnation;
         node.addr = Some(addr);
         node.s3 = Some(s3);
         node.steward = steward;
+        node.layout = layout;
         Ok(())
     }
 
     /// Crashes node `id`: it drops off the network at once, and its next incarnation starts
     /// from what its store had committed at this instant.
     pub async fn crash(&self, id: u64) -> Result<(), String> {
-        let (addr, steward, old_dir, new_dir, disk) = {
+        let (addr, steward, layout, old_dir, new_dir, disk) = {
             let mut nodes = self.nodes.borrow_mut();
             let node = nodes.get_mut(&id).ok_or(format!("no node {id}"))?;
             let Some(addr) = node.addr.take() else {
@@ -354,7 +375,14 @@ impl Sim {
             let old = std::mem::replace(&mut node.data_dir, next.clone());
             node.s3 = None;
             node.service.unbind();
-            (addr, node.steward.take(), old, next, node.disk.clone())
+            (
+                addr,
+                node.steward.take(),
+                node.layout.take(),
+                old,
+                next,
+                node.disk.clone(),
+            )
         };
         self.net.crash(id);
         copy_store(&old_dir, &new_dir).map_err(|e| format!("copying node {id}'s store: {e}"))?;
@@ -366,6 +394,9 @@ impl Sim {
         if let Some(s) = steward {
             s.do_send(StopSteward);
         }
+        if let Some(l) = layout {
+            l.do_send(StopLayoutManager);
+        }
         // The dying incarnation is stopped so that it releases its store; nothing it does
         // from here on reaches the copy its successor starts from.
         let _ = tokio::time::timeout(STOP_WAIT_MAX, addr.send(Shutdown)).await;
@@ -374,16 +405,19 @@ impl Sim {
 
     /// Stops node `id` cleanly (its store closed, everything committed kept).
     pub async fn stop(&self, id: u64) -> Result<(), String> {
-        let (addr, steward) = {
+        let (addr, steward, layout) = {
             let mut nodes = self.nodes.borrow_mut();
             let node = nodes.get_mut(&id).ok_or(format!("no node {id}"))?;
             node.service.unbind();
             node.s3 = None;
-            (node.addr.take(), node.steward.take())
+            (node.addr.take(), node.steward.take(), node.layout.take())
         };
         self.net.crash(id);
         if let Some(s) = steward {
             s.do_send(StopSteward);
+        }
+        if let Some(l) = layout {
+            l.do_send(StopLayoutManager);
         }
         if let Some(addr) = addr {
             event!(self.trace, "node {id} stop");
@@ -677,12 +711,62 @@ impl Sim {
         Ok(purged)
     }
 
+    /// Has every node started from now on run a layout manager migrating at `config`'s pace
+    /// (set before the first start so the first layout is the manager's).
+    pub fn run_layout_managers(&self, config: LayoutConfig) {
+        *self.layout_config.borrow_mut() = Some(config);
+    }
+
+    /// The data-plane layout node `id` has applied (`None` if it is down or has none).
+    pub async fn layout(&self, id: u64) -> Option<Layout> {
+        let addr = self.addr(id)?;
+        addr.send(GetLayout).await.ok()?.ok()?
+    }
+
+    /// Asks the layout manager of the current leader for `change`; what it answered (`Err`
+    /// also when no leader's manager answers in time).
+    pub async fn change_layout(&self, change: LayoutChange) -> Result<String, String> {
+        let leader = self.wait_leader().await?;
+        let manager = self
+            .nodes
+            .borrow()
+            .get(&leader)
+            .and_then(|n| n.layout.clone())
+            .ok_or(format!("node {leader} runs no layout manager"))?;
+        let ask = ChangeLayout {
+            change: change.clone(),
+            asked_by: "simulation".into(),
+        };
+        let answer = match tokio::time::timeout(STEP_WAIT_MAX, manager.send(ask)).await {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => Err(format!("node {leader}'s layout manager: {e}")),
+            Err(_) => Err(format!("node {leader}'s layout manager did not answer")),
+        };
+        event!(
+            self.trace,
+            "layout change {change:?} via {leader}: {answer:?}"
+        );
+        answer
+    }
+
     /// Opens a stopped node's store (for the final checks).
     pub async fn open_store(&self, id: u64) -> Result<MetaDb, String> {
         let dir = self.meta_dir(id).ok_or(format!("no node {id}"))?;
         MetaDb::open(&dir, MAP_SIZE_BYTES)
             .await
             .map_err(|e| format!("opening node {id}'s store: {e:#}"))
+    }
+}
+
+/// Stops a layout manager (its migration walk stops with it).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct StopLayoutManager;
+
+impl actix::Handler<StopLayoutManager> for LayoutManager {
+    type Result = ();
+    fn handle(&mut self, _msg: StopLayoutManager, ctx: &mut Self::Context) {
+        actix::ActorContext::stop(ctx);
     }
 }
 
@@ -716,6 +800,16 @@ impl Sim {
     /// started; acknowledged writes and shard files on every node that was running) and the
     /// online ones.
     pub async fn finish(&self, model: &crate::client::Model) -> Result<(), String> {
+        self.finish_with(model, |_, _, _| Ok(())).await
+    }
+
+    /// [`Sim::finish`] with one more check, run on the store of every node that was running
+    /// (its id, its store, every node's shard files).
+    pub async fn finish_with(
+        &self,
+        model: &crate::client::Model,
+        extra: impl Fn(u64, &MetaDb, &BTreeMap<u64, ShardStore>) -> Result<(), String>,
+    ) -> Result<(), String> {
         use crate::invariants::{acked_writes, log_matching, shards_agree};
         self.obs.verdict()?;
         self.net.heal();
@@ -736,6 +830,7 @@ impl Sim {
             if running.contains(&id) {
                 acked_writes::check(model, id, &db)?;
                 shards_agree::check(model, id, &db, &disks)?;
+                extra(id, &db, &disks)?;
             }
         }
         for (i, (ia, a)) in logs.iter().enumerate() {

@@ -91,7 +91,17 @@ struct NetState {
     endpoints: BTreeMap<u64, Endpoint>,
     /// Directed links that drop everything: (from, to).
     cut: BTreeSet<(u64, u64)>,
+    /// Directed links cut for Raft messages only (shard traffic still flows).
+    raft_cut: BTreeSet<(u64, u64)>,
     next_message: u64,
+}
+
+impl NetState {
+    /// Whether messages on `channel` from `from` to `to` are cut.
+    fn is_cut(&self, from: u64, to: u64, channel: Channel) -> bool {
+        self.cut.contains(&(from, to))
+            || (channel == Channel::Raft && self.raft_cut.contains(&(from, to)))
+    }
 }
 
 /// The network all simulated nodes share.
@@ -128,6 +138,7 @@ impl SimNet {
                 faults: Faults::CALM,
                 endpoints: BTreeMap::new(),
                 cut: BTreeSet::new(),
+                raft_cut: BTreeSet::new(),
                 next_message: 0,
             })),
             trace,
@@ -214,9 +225,19 @@ impl SimNet {
         event!(self.trace, "net cut {from}->{to}");
     }
 
+    /// Cuts Raft messages from `from` to `to` (answers included) while shard traffic between
+    /// them still flows: a member whose consensus traffic is lost one way.
+    pub fn cut_raft_one_way(&self, from: u64, to: u64) {
+        self.lock().raft_cut.insert((from, to));
+        event!(self.trace, "net cut raft {from}->{to}");
+    }
+
     /// Restores every cut link.
     pub fn heal(&self) {
-        self.lock().cut.clear();
+        let mut s = self.lock();
+        s.cut.clear();
+        s.raft_cut.clear();
+        drop(s);
         event!(self.trace, "net heal");
     }
 
@@ -227,7 +248,7 @@ impl SimNet {
             .is_some_and(|e| e.up && e.incarnation == incarnation)
     }
 
-    fn decide(&self, from: u64, from_incarnation: u64, to: u64) -> (u64, Fate) {
+    fn decide(&self, from: u64, from_incarnation: u64, to: u64, channel: Channel) -> (u64, Fate) {
         let mut s = self.lock();
         let n = s.next_message;
         s.next_message += 1;
@@ -245,7 +266,7 @@ impl SimNet {
         if !to_up {
             return (n, Fate::Unreachable("peer is down"));
         }
-        if s.cut.contains(&(from, to)) {
+        if s.is_cut(from, to, channel) {
             return (n, Fate::Unreachable("partitioned"));
         }
         let f = s.faults;
@@ -269,12 +290,22 @@ impl SimNet {
         )
     }
 
+    /// Whether an answer on `channel` from `from` gets back to incarnation `incarnation` of
+    /// `to` (up, and the link back not cut).
+    fn answer_reaches(&self, from: u64, to: u64, incarnation: u64, channel: Channel) -> bool {
+        let s = self.lock();
+        let Some(e) = s.endpoints.get(&to) else {
+            return false;
+        };
+        e.up && e.incarnation == incarnation && !s.is_cut(from, to, channel)
+    }
+
     /// The service of `to` if it is still the incarnation the request was sent to, up, and
     /// reachable from `from`.
     fn receiver(&self, from: u64, to: u64, incarnation: u64, channel: Channel) -> Option<Receiver> {
         let s = self.lock();
         let e = s.endpoints.get(&to)?;
-        let reachable = !s.cut.contains(&(from, to));
+        let reachable = !s.is_cut(from, to, channel);
         if !(e.up && e.incarnation == incarnation && reachable) {
             return None;
         }
@@ -325,7 +356,7 @@ impl PeerTransport for SimTransport {
     fn send(&self, req: PeerRequest) -> BoxFuture<'static, Result<Vec<u8>, PeerError>> {
         let net = self.net.clone();
         let (from, from_incarnation, to) = (self.from, self.incarnation, req.to);
-        let (n, fate) = net.decide(from, from_incarnation, to);
+        let (n, fate) = net.decide(from, from_incarnation, to, self.channel);
         let what = kind(self.channel, &req.payload);
         let channel = self.channel;
         let unreachable = move |reason: &str| PeerError::Unreachable {
@@ -408,9 +439,7 @@ async fn deliver(
     let frame = service.answer_frame(from, &payload).await?;
     tokio::time::sleep(back).await;
     if !net.is_up(from, from_incarnation)
-        || net
-            .receiver(to, from, from_incarnation, Channel::Raft)
-            .is_none()
+        || !net.answer_reaches(to, from, from_incarnation, channel)
     {
         return None;
     }

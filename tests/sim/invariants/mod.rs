@@ -9,10 +9,13 @@
 //! - [`acked_writes`]: every acknowledged write is in every replica at the end.
 //! - [`read_your_writes`]: a read sees the latest acknowledged write (or a later one).
 //! - [`shards_agree`]: current versions' shard files exist and decode to the bytes sent.
+//! - [`placed_shards`]: after a layout transition, every part's shards sit on distinct homes
+//!   and no disk keeps a shard that no part lists there.
 
 pub mod acked_writes;
 pub mod election_safety;
 pub mod log_matching;
+pub mod placed_shards;
 pub mod read_your_writes;
 pub mod shards_agree;
 pub mod state_machine_safety;

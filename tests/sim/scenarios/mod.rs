@@ -2,9 +2,10 @@
 //! what it does to the cluster; every one ends with [`crate::cluster::Sim::finish`], so all
 //! invariants are checked on every seed.
 
-mod t100_erasure;
+pub mod t100_erasure;
 pub mod t10_elections;
 mod t110_lost_metadata;
+mod t120_layout;
 mod t130_live_placement;
 mod t20_leader_crash;
 mod t30_partitions;

@@ -72,7 +72,7 @@ async fn six_nodes(sim: &Rc<Sim>) -> Result<(), String> {
 }
 
 /// A seeded body of `len` bytes.
-pub(super) fn body(rng: &mut ChaCha8Rng, len: usize) -> Vec<u8> {
+pub(crate) fn body(rng: &mut ChaCha8Rng, len: usize) -> Vec<u8> {
     let mut b = vec![0u8; len];
     rng.fill(&mut b[..]);
     b
@@ -80,7 +80,7 @@ pub(super) fn body(rng: &mut ChaCha8Rng, len: usize) -> Vec<u8> {
 
 /// PUTs `data` as `key` through `node`; the status (None: no answer). An acknowledged write is
 /// recorded in the model, so the end checks find it on the disks.
-pub(super) async fn put(
+pub(crate) async fn put(
     sim: &Sim,
     model: &Model,
     node: u64,
@@ -114,7 +114,7 @@ pub(super) async fn put(
 }
 
 /// GETs `key` through `node` and checks it is exactly `data`.
-pub(super) async fn get_exact(sim: &Sim, node: u64, key: &str, data: &[u8]) -> Result<(), String> {
+pub(crate) async fn get_exact(sim: &Sim, node: u64, key: &str, data: &[u8]) -> Result<(), String> {
     let a = send(
         sim,
         node,

@@ -1,7 +1,8 @@
 //! Membership growth under the steward: one node founds the group, six more are admitted one
 //! after another (as a join admits them: a consumed token recording where the node runs), the
 //! steward adds each as a learner and promotes caught-up learners up to five voters — never
-//! more — and when a voter crashes it is replaced by a learner.
+//! more — and when a voter crashes it is replaced by a learner. The layout managers follow the
+//! membership: the stored data-plane layout grows to every member.
 
 use std::rc::Rc;
 
@@ -9,6 +10,9 @@ use hamster_actors::clock::Clock;
 use std::time::Duration;
 
 use hamster_protocol::meta::Command;
+
+use hamster_actors::layout::LayoutConfig;
+use hamster_actors::raft::node::GetLayout;
 
 use crate::client::{self, Model};
 use crate::cluster::Sim;
@@ -43,6 +47,7 @@ async fn admit(sim: &Sim, id: u64) -> Result<(), String> {
 }
 
 pub async fn scenario(sim: Rc<Sim>) -> Result<(), String> {
+    sim.run_layout_managers(LayoutConfig::default());
     sim.start(1, true, Some(DOWN_AFTER)).await?;
     client::create_bucket(&sim).await?;
     sim.net.set_faults(Faults {
@@ -77,6 +82,32 @@ pub async fn scenario(sim: Rc<Sim>) -> Result<(), String> {
     })
     .await?;
     let _ = load.await;
+    // The layout managers keep the stored data-plane layout in step: all seven members, the
+    // crashed one included (it is still a member, as a learner).
+    let mut waited = 0;
+    loop {
+        let leader = sim.wait_leader().await?;
+        let addr = sim.addr(leader).ok_or("the leader stopped")?;
+        let stored = addr
+            .send(GetLayout)
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let nodes: Vec<u64> = stored
+            .iter()
+            .flat_map(|l| l.nodes.keys().copied())
+            .collect();
+        if nodes == (1..=7).collect::<Vec<u64>>() {
+            break;
+        }
+        waited += 1;
+        if waited > 100 {
+            return Err(format!(
+                "the stored layout lists {nodes:?}, not nodes 1 to 7"
+            ));
+        }
+        sim.sleep_ms(100).await;
+    }
     sim.finish(&model).await
 }
 
