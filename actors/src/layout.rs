@@ -200,6 +200,7 @@ impl LayoutManager {
         }
         self.busy = true;
         let node = self.node.clone();
+        let data = self.data.clone();
         let now_ms = self.clock.now_ms();
         let work = async move {
             let situation = node.send(MembershipView).await.ok().flatten();
@@ -214,6 +215,9 @@ impl LayoutManager {
                 propose_first_layout(&node, &situation).await;
                 return (true, None);
             };
+            if layout.transition.is_none() && !layout.leftover.is_empty() {
+                clean_leftover(&node, &data, &layout.leftover).await;
+            }
             if layout.transition.is_none() {
                 if let Some((op, nodes)) = automatic_change(&layout, &situation) {
                     let cmd = Command::BeginTransition {
@@ -372,6 +376,46 @@ fn member_nodes(layout: Option<&Layout>, situation: &Situation) -> BTreeMap<u64,
             )
         });
     placement::layout_nodes(members)
+}
+
+/// Most leftover shards one tick deletes.
+const LEFTOVER_PER_TICK_MAX: usize = 256;
+
+/// Deletes leftover shards of closed transitions on the nodes that answer now, and forgets
+/// those deleted.
+async fn clean_leftover(node: &Addr<RaftNode>, data: &DataPlane, leftover: &[StaleShard]) {
+    let mut dropped = Vec::new();
+    for s in leftover
+        .iter()
+        .filter(|s| data.is_member(s.node) && !data.is_down(s.node))
+        .take(LEFTOVER_PER_TICK_MAX)
+    {
+        let request = ShardRequest::DeleteShard {
+            name: ShardName {
+                id: s.body,
+                part: s.part,
+                index: s.index,
+            },
+        };
+        if data.call(s.node, request, Vec::new()).await.is_ok() {
+            dropped.push(*s);
+        }
+    }
+    if dropped.is_empty() {
+        return;
+    }
+    let count = dropped.len();
+    match node
+        .send(ProposeHere(Command::DropLeftover { dropped }))
+        .await
+    {
+        Ok(Ok(_)) => info!(
+            count,
+            "moved shards left on a node that was down are deleted"
+        ),
+        Ok(Err(e)) => debug!(error = %e, "forgetting deleted leftovers failed; will retry"),
+        Err(_) => {}
+    }
 }
 
 async fn propose_first_layout(node: &Addr<RaftNode>, situation: &Situation) {

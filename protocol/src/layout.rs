@@ -316,8 +316,8 @@ pub fn checkpoint<S: MetaStore>(
 }
 
 /// Closes transition `id`: a drain's node becomes drained (a replace's old node likewise).
-/// Stale shards still listed are on nodes that could not be reached; they are forgotten (a
-/// node that is removed must be wiped before it is used again).
+/// Stale shards still listed are on nodes that could not be reached; they move to the layout's
+/// leftovers, deleted when their node answers again (or forgotten when it is removed).
 pub fn end<S: MetaStore>(store: &mut S, id: u64, now_ms: u64) -> Result<Option<Refusal>, S::Error> {
     let Some(mut layout) = store.layout()? else {
         return Ok(Some(Refusal::NoTransition));
@@ -335,7 +335,12 @@ pub fn end<S: MetaStore>(store: &mut S, id: u64, now_ms: u64) -> Result<Option<R
             .insert(node, Retired::Drained { at_ms: now_ms });
     }
     t.progress.updated_ms = now_ms;
-    t.stale.clear();
+    // What could not be deleted yet is deleted when its node answers again.
+    for s in std::mem::take(&mut t.stale) {
+        if !layout.leftover.contains(&s) {
+            layout.leftover.push(s);
+        }
+    }
     layout.last = Some(t);
     store.put_layout(&layout)?;
     Ok(None)
@@ -362,6 +367,8 @@ pub fn tombstone<S: MetaStore>(
     if !(drained || never_placed) || emptying || layout.nodes.contains_key(&node) {
         return Ok(Some(Refusal::NotDrained));
     }
+    // Its disk is wiped before any reuse: nothing left there to delete.
+    layout.leftover.retain(|s| s.node != node);
     layout.retired.insert(
         node,
         Retired::Tombstoned {
@@ -377,6 +384,19 @@ pub fn tombstone<S: MetaStore>(
         }
     }
     Ok(None)
+}
+
+/// Forgets leftover shards now deleted on their nodes.
+pub fn drop_leftover<S: MetaStore>(store: &mut S, dropped: &[StaleShard]) -> Result<(), S::Error> {
+    let Some(mut layout) = store.layout()? else {
+        return Ok(());
+    };
+    let before = layout.leftover.len();
+    layout.leftover.retain(|s| !dropped.contains(s));
+    if layout.leftover.len() != before {
+        store.put_layout(&layout)?;
+    }
+    Ok(())
 }
 
 /// Whether `node` was removed for good.
@@ -443,6 +463,7 @@ pub fn rehome<S: MetaStore>(store: &mut S, r: &Rehome) -> Result<Rehomed, S::Err
         PartAt::Upload { .. } => r.layout.body.unwrap_or(ObjectId([0; 16])),
     };
     let reencoded = new_body != old_body;
+    let mut revived = Vec::new();
     let mut layout = store.layout()?.unwrap_or_default();
     if let Some(t) = layout.transition.as_mut().filter(|t| t.id == r.transition) {
         let p = &mut t.progress;
@@ -457,12 +478,14 @@ pub fn rehome<S: MetaStore>(store: &mut S, r: &Rehome) -> Result<Rehomed, S::Err
                     let index = u16::try_from(index).unwrap_or(u16::MAX);
                     // A copy moved back onto a node that still lists its old copy as stale is
                     // live again there: it must not be deleted.
-                    t.stale.retain(|s| {
-                        !(s.node == *now
-                            && s.body == old_body
-                            && s.part == old.part
-                            && s.index == index)
-                    });
+                    let live_again = StaleShard {
+                        node: *now,
+                        body: old_body,
+                        part: old.part,
+                        index,
+                    };
+                    t.stale.retain(|s| *s != live_again);
+                    revived.push(live_again);
                     t.stale.push(StaleShard {
                         node: *was,
                         body: old_body,
@@ -472,6 +495,7 @@ pub fn rehome<S: MetaStore>(store: &mut S, r: &Rehome) -> Result<Rehomed, S::Err
                 }
             }
         }
+        layout.leftover.retain(|s| !revived.contains(s));
         store.put_layout(&layout)?;
     }
     Ok(Rehomed {
@@ -850,6 +874,57 @@ mod tests {
         let t = s.layout.as_ref().unwrap().transition.clone().unwrap();
         assert!(t.stale.is_empty());
         assert_eq!((t.progress.parts_seen, t.progress.parts_moved), (4, 1));
+    }
+
+    #[test]
+    fn moved_shards_left_on_a_down_node_outlive_their_transition() {
+        let mut s = MemStore::default();
+        refused(
+            &mut s,
+            Command::SetLayout(Box::new(Layout {
+                version: 1,
+                nodes: nodes(&[1, 2, 3]),
+                ..Layout::default()
+            })),
+        );
+        refused(&mut s, begin_cmd(2, &[1, 2], LayoutOp::Drain { node: 3 }));
+        object(&mut s, 9, vec![1, 3]);
+        assert_eq!(
+            refused(&mut s, rehome_cmd(9, vec![1, 3], vec![1, 2], 2)),
+            None
+        );
+        // Node 3 was down: the stale copy could not be deleted before the drain closed.
+        assert_eq!(
+            refused(&mut s, Command::EndTransition { id: 2, now_ms: 9 }),
+            None
+        );
+        let stale = StaleShard {
+            node: 3,
+            body: ObjectId([9; 16]),
+            part: 1,
+            index: 1,
+        };
+        assert_eq!(s.layout.as_ref().unwrap().leftover, vec![stale]);
+        // Deleted once node 3 answers again.
+        assert_eq!(
+            refused(
+                &mut s,
+                Command::DropLeftover {
+                    dropped: vec![stale]
+                }
+            ),
+            None
+        );
+        assert!(s.layout.as_ref().unwrap().leftover.is_empty());
+        // Or forgotten when the node is removed for good (its disk is wiped).
+        s.layout.as_mut().unwrap().leftover.push(stale);
+        let tomb = Command::Tombstone {
+            node: 3,
+            cluster_addr: "x:1".into(),
+            now_ms: 10,
+        };
+        assert_eq!(refused(&mut s, tomb), None);
+        assert!(s.layout.as_ref().unwrap().leftover.is_empty());
     }
 
     #[test]

@@ -456,6 +456,11 @@ pub enum Command {
         /// The proposer's clock, Unix milliseconds.
         now_ms: u64,
     },
+    /// Forget leftover shards of closed transitions now deleted on their nodes.
+    DropLeftover {
+        /// The shards deleted.
+        dropped: Vec<StaleShard>,
+    },
     /// Remove drained node `node` for good (refused with `NotDrained` unless it is drained).
     Tombstone {
         /// The node.
@@ -949,6 +954,10 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
         Command::TransitionCheckpoint { id, walk, dropped } => Ok(answer(
             crate::layout::checkpoint(store, *id, walk, dropped)?,
         )),
+        Command::DropLeftover { dropped } => {
+            crate::layout::drop_leftover(store, dropped)?;
+            Ok(Applied::default())
+        }
         Command::EndTransition { id, now_ms } => {
             Ok(answer(crate::layout::end(store, *id, *now_ms)?))
         }

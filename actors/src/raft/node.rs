@@ -664,6 +664,7 @@ fn longest_key_bytes(cmd: &Command) -> usize {
         | Command::BeginTransition { .. }
         | Command::TransitionCheckpoint { .. }
         | Command::EndTransition { .. }
+        | Command::DropLeftover { .. }
         | Command::Tombstone { .. } => 0,
     }
 }

@@ -881,11 +881,10 @@ fn t121_drain_with_crash() {
     });
 }
 
-/// Known gap: a transition ends forgetting the stale shards it could not delete (their node was
-/// down), so a drained node that comes back keeps them for ever, listed by no part. Seed 1
-/// fails with an orphan shard on the returned node.
+/// A drained node that was down when its drain ended comes back: the shards that moved away
+/// from it (kept as the layout's leftovers) are deleted there once it answers, so no orphan
+/// shard stays on it.
 #[test]
-#[ignore = "a drained node that was down when its drain ended keeps its moved shards"]
 fn t121_drained_node_returns() {
     check("t121_drained_node_returns", CI_SEEDS_DRAIN_CRASH, |sim| {
         drain_with_crash(sim, true)
