@@ -178,9 +178,10 @@ impl DataPlane {
         &self.inner.service
     }
 
-    /// The layout new writes are placed by: the one stored in the metadata (the leader's
-    /// steward keeps it in step with the membership), or, before one is stored, every member of
-    /// the metadata group with its failure domain and a weight from its capacity.
+    /// The layout new writes are placed by: the one stored in the metadata (only the layout
+    /// manager changes it, [`crate::layout`]), or, in a new cluster's first moments before the
+    /// first one is committed, every member of the metadata group with its failure domain and
+    /// a weight from its capacity.
     pub async fn layout(&self) -> Layout {
         match self.inner.raft.send(GetLayout).await {
             Ok(Ok(Some(stored))) if !stored.nodes.is_empty() => stored,

@@ -321,6 +321,8 @@ impl Actor for LayoutManager {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // At once, so a new cluster stores its first layout without waiting a tick.
+        self.tick(ctx);
         ctx.run_interval(LAYOUT_TICK, |act, ctx| act.tick(ctx));
     }
 
