@@ -267,17 +267,21 @@ impl DataPlane {
                     debug!(node, "a down node left the membership; no longer probed");
                     return;
                 }
-                // Aborting a transfer nobody has open touches no disk and answers at once;
-                // any answer at all shows the node's shard service is there.
-                let request = ShardRequest::Abort {
-                    transfer: plane.inner.ids.next_u64(),
-                };
-                // The outcome is recorded by the call itself (observe).
-                let _ = plane
-                    .call_remote(node, request, Vec::new(), PROBE_TIMEOUT)
-                    .await;
+                plane.probe(node).await;
             }
         });
+    }
+
+    /// Asks `node` whether its shard service is there; the outcome is recorded by the call
+    /// itself (observe). Aborting a transfer nobody has open touches no disk and answers at
+    /// once, and any answer at all will do.
+    async fn probe(&self, node: NodeId) {
+        let request = ShardRequest::Abort {
+            transfer: self.inner.ids.next_u64(),
+        };
+        let _ = self
+            .call_remote(node, request, Vec::new(), PROBE_TIMEOUT)
+            .await;
     }
 
     /// Probes every member not known down every [`PROBE_EVERY`], so a node that dies is
@@ -307,16 +311,8 @@ impl DataPlane {
                     .into_iter()
                     .filter(|id| !plane.is_down(*id))
                     .map(|node| {
-                        let request = ShardRequest::Abort {
-                            transfer: plane.inner.ids.next_u64(),
-                        };
                         let plane = plane.clone();
-                        async move {
-                            // The outcome is recorded by the call itself (observe).
-                            let _ = plane
-                                .call_remote(node, request, Vec::new(), PROBE_TIMEOUT)
-                                .await;
-                        }
+                        async move { plane.probe(node).await }
                     });
                 join_all(probes).await;
             }

@@ -28,7 +28,6 @@ use futures_util::stream::{self, StreamExt};
 use hamster_protocol::layout::{
     Cursor, LayoutOp, PartAt, Progress, Rehome, Retired, StaleShard, Transition,
 };
-use hamster_protocol::listing::ListParams;
 use hamster_protocol::membership::Situation;
 use hamster_protocol::meta::{Command, ObjectId, PartLayout, Refusal};
 use hamster_protocol::placement::{self, Layout, LayoutNode};
@@ -42,10 +41,10 @@ use crate::data::{DataPlane, ShardSender};
 use crate::metrics::Metrics;
 use crate::peer::node_id_hex;
 use crate::raft::node::{
-    CountStored, GetLayout, GetObject, GetUpload, ListBuckets, ListObjects, ListUploads,
-    MembershipView, ProposeError, ProposeHere, RaftNode, RemoveMember,
+    CountStored, GetLayout, GetObject, GetUpload, ListBuckets, ListUploads, MembershipView,
+    ProposeError, ProposeHere, RaftNode, RemoveMember,
 };
-use crate::repair::{rebuild_onto, verifies};
+use crate::repair::{list_page, rebuild_onto, verifies};
 
 /// How often the manager looks at the membership and the layout.
 pub const LAYOUT_TICK: Duration = Duration::from_secs(1);
@@ -60,6 +59,11 @@ const FAILED_PASS_PAUSE: Duration = Duration::from_secs(5);
 /// Passes that end with only stale shards on unreachable nodes left before the transition
 /// closes anyway (those nodes are drained or gone; a removed node is wiped before reuse).
 const STALE_PASSES_MAX: u32 = 3;
+/// Passes a part must be found beyond saving, its missing shards on leaving nodes that are
+/// down, before it counts as lost (with [`FAILED_PASS_PAUSE`] between passes).
+const HOPELESS_PASSES: u32 = 3;
+/// Pause between the first clean pass and the confirming one (see [`Walker::run`]).
+const WRITES_IN_FLIGHT_GRACE: Duration = Duration::from_secs(10);
 /// Bytes read per step when a part is re-encoded (whole stripes are read whatever this is).
 const REENCODE_STEP_BYTES: u64 = 4 << 20;
 
@@ -188,6 +192,13 @@ impl LayoutManager {
         self
     }
 
+    /// Whether a walk started here has not ended yet (it may be stopping).
+    fn walking(&self) -> bool {
+        self.walker
+            .as_ref()
+            .is_some_and(|w| !w.done.load(Ordering::SeqCst))
+    }
+
     fn stop_walker(&mut self) {
         if let Some(w) = self.walker.take() {
             w.stop.store(true, Ordering::SeqCst);
@@ -202,20 +213,24 @@ impl LayoutManager {
         let node = self.node.clone();
         let data = self.data.clone();
         let now_ms = self.clock.now_ms();
+        // Leftovers are deleted only while no walk runs here: a walk may be moving a copy back
+        // onto the node a leftover names.
+        let walking = self.walking();
         let work = async move {
             let situation = node.send(MembershipView).await.ok().flatten();
             let stored = match node.send(GetLayout).await {
                 Ok(Ok(l)) => l,
-                _ => return (situation.is_some(), None),
+                // Not known: leave any walk as it is.
+                _ => return (Look::Unknown, None),
             };
             let Some(situation) = situation else {
-                return (false, stored);
+                return (Look::Follows, stored);
             };
             let Some(layout) = stored else {
                 propose_first_layout(&node, &situation).await;
-                return (true, None);
+                return (Look::Leads, None);
             };
-            if layout.transition.is_none() && !layout.leftover.is_empty() {
+            if layout.transition.is_none() && !layout.leftover.is_empty() && !walking {
                 clean_leftover(&node, &data, &layout.leftover).await;
             }
             if layout.transition.is_none() {
@@ -239,9 +254,9 @@ impl LayoutManager {
                     }
                 }
             }
-            (true, Some(layout))
+            (Look::Leads, Some(layout))
         };
-        ctx.spawn(work.into_actor(self).map(|(leads, layout), act, _| {
+        ctx.spawn(work.into_actor(self).map(|(look, layout), act, _| {
             act.busy = false;
             if let Some(l) = &layout {
                 act.removed.set_from(l);
@@ -252,9 +267,13 @@ impl LayoutManager {
                     .layout_transition_open
                     .set(i64::from(l.transition.is_some()));
             }
-            if !leads {
-                act.stop_walker();
-                return;
+            match look {
+                Look::Unknown => return,
+                Look::Follows => {
+                    act.stop_walker();
+                    return;
+                }
+                Look::Leads => {}
             }
             let open = layout.and_then(|l| l.transition.map(|t| (t, l.nodes)));
             act.keep_walker(open);
@@ -274,7 +293,16 @@ impl LayoutManager {
             (None, None) => return,
             _ => {}
         }
-        self.stop_walker();
+        // A walk of another transition (or of none) must end before a new one starts: two
+        // walks could delete a copy the other has just made live. It is told to stop now and
+        // replaced at a later tick, once it has.
+        if running.is_some() {
+            if let Some(w) = &self.walker {
+                w.stop.store(true, Ordering::SeqCst);
+            }
+            return;
+        }
+        self.walker = None;
         let Some((transition, nodes)) = open else {
             return;
         };
@@ -301,6 +329,7 @@ impl LayoutManager {
             pacer: Pacer::new(self.config.bytes_per_s),
             parallel: self.config.parallel.max(1),
             dropped: Mutex::new(Vec::new()),
+            hopeless: Mutex::new(BTreeMap::new()),
         };
         info!(op = %transition.op.describe(), id = transition.id, "migration walk starting");
         actix_rt::spawn(async move {
@@ -380,8 +409,19 @@ fn member_nodes(layout: Option<&Layout>, situation: &Situation) -> BTreeMap<u64,
     placement::layout_nodes(members)
 }
 
+/// What a tick learnt about this node's part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Look {
+    /// It leads the metadata group.
+    Leads,
+    /// It does not lead.
+    Follows,
+    /// The layout could not be read: change nothing.
+    Unknown,
+}
+
 /// Most leftover shards one tick deletes.
-const LEFTOVER_PER_TICK_MAX: usize = 256;
+const LEFTOVER_PER_TICK_MAX: usize = 32;
 
 /// Deletes leftover shards of closed transitions on the nodes that answer now, and forgets
 /// those deleted.
@@ -392,6 +432,10 @@ async fn clean_leftover(node: &Addr<RaftNode>, data: &DataPlane, leftover: &[Sta
         .filter(|s| data.is_member(s.node) && !data.is_down(s.node))
         .take(LEFTOVER_PER_TICK_MAX)
     {
+        // A leader that was deposed meanwhile stops: the next one may be moving shards.
+        if node.send(MembershipView).await.ok().flatten().is_none() {
+            break;
+        }
         let request = ShardRequest::DeleteShard {
             name: ShardName {
                 id: s.body,
@@ -808,6 +852,8 @@ struct Walker {
     parallel: usize,
     /// Stale shards deleted since the last checkpoint.
     dropped: Mutex<Vec<StaleShard>>,
+    /// Passes in which each part was found unreadable with only leaving, down nodes missing.
+    hopeless: Mutex<BTreeMap<(ObjectId, u32), u32>>,
 }
 
 impl Walker {
@@ -827,6 +873,8 @@ impl Walker {
             walk.pass = 1;
         }
         let mut stale_passes = 0u32;
+        // Whether a clean pass was seen and the confirming pass after the grace is running.
+        let mut confirmed = false;
         loop {
             self.stopped()?;
             if walk.cursor.is_none() || walk.parts_total == 0 {
@@ -839,7 +887,15 @@ impl Walker {
             changed |= moved > 0;
             let stale_left = self.delete_stale().await?;
             self.checkpoint(&walk).await?;
-            if !changed && failed == 0 {
+            let clean = !changed && failed == 0;
+            if clean && !confirmed {
+                // A write placed by the old layout (it began before the transition opened, or
+                // went through a member that applied the new layout late) can commit after the
+                // walk passed its key: one more pass after a pause finds it.
+                confirmed = true;
+                tokio::time::sleep(WRITES_IN_FLIGHT_GRACE).await;
+            } else if clean {
+                self.stopped()?;
                 if stale_left == 0 || stale_passes >= STALE_PASSES_MAX {
                     let end = Command::EndTransition {
                         id: self.id,
@@ -867,6 +923,9 @@ impl Walker {
             walk.parts_seen = 0;
             walk.parts_failed = 0;
             walk.parts_lost = 0;
+            if !clean {
+                confirmed = false;
+            }
             changed = false;
             self.checkpoint(&walk).await?;
         }
@@ -895,6 +954,7 @@ impl Walker {
         };
         let mut left = 0;
         for s in t.stale {
+            self.stopped()?;
             if self.delete_old(s).await {
                 self.dropped
                     .lock()
@@ -941,23 +1001,7 @@ impl Walker {
             let mut after = after;
             loop {
                 self.stopped()?;
-                let page = match self
-                    .node
-                    .send(ListObjects {
-                        bucket: b.name.clone(),
-                        params: ListParams {
-                            prefix: String::new(),
-                            delimiter: None,
-                            after: after.clone(),
-                            max_keys: PAGE_KEYS,
-                        },
-                    })
-                    .await
-                {
-                    Ok(Ok(p)) => p,
-                    Ok(Err(e)) => return Err(e.to_string()),
-                    Err(_) => return Err("the Raft node is not running".into()),
-                };
+                let page = list_page(&self.node, &b.name, after.clone(), PAGE_KEYS).await?;
                 let mut jobs = Vec::new();
                 for (key, v) in &page.objects {
                     for p in &v.parts {
@@ -1094,7 +1138,11 @@ impl Walker {
     }
 
     async fn move_part(&self, at: PartAt, body: ObjectId, part: PartLayout) -> Moved {
-        if self.stop.load(Ordering::SeqCst) || part.homes.is_empty() {
+        if self.stop.load(Ordering::SeqCst) {
+            // Not looked at: the pass must not count as clean.
+            return Moved::Failed;
+        }
+        if part.homes.is_empty() {
             return Moved::InPlace;
         }
         if self.needs_reencode(&part) {
@@ -1151,7 +1199,7 @@ impl Walker {
                 }
             } else {
                 warn!(object = %body, part = part.part, good = good.len(), k = part.k, "too few verified shards to move this part");
-                return self.unreadable(&part, &found);
+                return self.unreadable(body, &part, &found);
             }
         }
         if landed.is_empty() {
@@ -1199,6 +1247,9 @@ impl Walker {
                     Moved::Done
                 }
             }
+            // The transition was replaced or ended: this walk is over; the copies stay (the
+            // part still names its body) until the next walk moves it or the body goes.
+            Ok(Some(Refusal::NoTransition)) => Moved::Failed,
             Ok(Some(_)) => {
                 // Overwritten, deleted or moved meanwhile. A body no longer recorded can have
                 // no reader, so the copies are removed; otherwise they are left alone (another
@@ -1223,20 +1274,27 @@ impl Walker {
         }
     }
 
-    /// A part too few of whose shards verify (`found`, by index): lost when every shard that
-    /// does not verify is on a node leaving the layout that is down or no longer a member
-    /// (nothing will bring it back), else only failed for now.
-    fn unreadable(&self, part: &PartLayout, found: &[bool]) -> Moved {
-        let leaving_and_down = |home: u64| {
-            !self.layout.nodes.contains_key(&home)
-                && (self.data.is_down(home) || !self.data.is_member(home))
+    /// A part of `body` too few of whose shards verify (`found`, by index): lost when every
+    /// shard that does not verify is on a node leaving the layout that is no longer a member,
+    /// or that has been down through [`HOPELESS_PASSES`] passes (a node that is only
+    /// restarting is back long before); else only failed for now.
+    fn unreadable(&self, body: ObjectId, part: &PartLayout, found: &[bool]) -> Moved {
+        let leaving = |home: u64| !self.layout.nodes.contains_key(&home);
+        let gone = |home: u64| leaving(home) && !self.data.is_member(home);
+        let down = |home: u64| leaving(home) && self.data.is_down(home);
+        let missing = part.homes.iter().zip(found).filter(|(_, ok)| !**ok);
+        let (mut all_gone, mut all_down) = (true, true);
+        for (home, _) in missing {
+            all_gone &= gone(*home);
+            all_down &= gone(*home) || down(*home);
+        }
+        let seen = {
+            let mut hopeless = self.hopeless.lock().unwrap_or_else(|e| e.into_inner());
+            let n = hopeless.entry((body, part.part)).or_insert(0);
+            *n += 1;
+            *n
         };
-        let hopeless = part
-            .homes
-            .iter()
-            .zip(found)
-            .all(|(home, ok)| *ok || leaving_and_down(*home));
-        if hopeless {
+        if all_gone || (all_down && seen >= HOPELESS_PASSES) {
             warn!(
                 part = part.part,
                 "part lost: its surviving shards are too few to rebuild it"
@@ -1283,7 +1341,22 @@ impl Walker {
                 .await
             {
                 Ok(Ok(Some(u))) => u.parts.values().any(|p| p.layout.body == Some(body)),
-                Ok(Ok(None)) => false,
+                // Completed meanwhile: the object's version may name the part now.
+                Ok(Ok(None)) => match self
+                    .node
+                    .send(GetObject {
+                        bucket: bucket.clone(),
+                        key: key.clone(),
+                    })
+                    .await
+                {
+                    Ok(Ok(Some(list))) => list
+                        .versions
+                        .iter()
+                        .any(|v| v.parts.iter().any(|p| v.part_body(p) == body)),
+                    Ok(Ok(None)) => false,
+                    _ => true,
+                },
                 _ => true,
             },
         }
@@ -1353,7 +1426,7 @@ impl Walker {
                     let checks =
                         (0..part.homes.len()).map(|i| verifies(&self.data, body, &part, i));
                     let found = futures_util::future::join_all(checks).await;
-                    return self.unreadable(&part, &found);
+                    return self.unreadable(body, &part, &found);
                 }
             };
             // Paced by the shard bytes this writes: (k + m) / k of the data read.
@@ -1393,14 +1466,17 @@ impl Walker {
                 self.metrics.migration_bytes_moved.inc_by(bytes);
                 Moved::Done
             }
+            Ok(Some(Refusal::NoTransition)) => {
+                self.data.discard(vec![fresh]);
+                Moved::Failed
+            }
             Ok(Some(_)) => {
                 self.data.discard(vec![fresh]);
                 Moved::Gone
             }
-            Err(_) => {
-                self.data.discard(vec![fresh]);
-                Moved::Failed
-            }
+            // The outcome is unknown (the entry may still commit): the fresh body stays. If it
+            // never commits, nothing names it and the orphan sweep removes it.
+            Err(_) => Moved::Failed,
         }
     }
 }

@@ -65,19 +65,7 @@ pub async fn repair(
     for b in buckets {
         let mut after: Option<String> = None;
         loop {
-            let page = raft
-                .send(ListObjects {
-                    bucket: b.clone(),
-                    params: ListParams {
-                        prefix: String::new(),
-                        delimiter: None,
-                        after: after.clone(),
-                        max_keys: PAGE_KEYS,
-                    },
-                })
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+            let page = list_page(raft, &b, after.clone(), PAGE_KEYS).await?;
             for (key, v) in &page.objects {
                 report.objects += 1;
                 for p in &v.parts {
@@ -130,6 +118,28 @@ pub async fn repair(
         "repair sweep done"
     );
     Ok(report)
+}
+
+/// One page of up to `max` keys of `bucket` after `after`, each with its current version: how
+/// the sweeps (repair, the layout walk) go through a bucket.
+pub async fn list_page(
+    raft: &Addr<RaftNode>,
+    bucket: &str,
+    after: Option<String>,
+    max: usize,
+) -> Result<hamster_protocol::listing::Page<hamster_protocol::meta::ObjectVersion>, String> {
+    raft.send(ListObjects {
+        bucket: bucket.to_string(),
+        params: ListParams {
+            prefix: String::new(),
+            delimiter: None,
+            after,
+            max_keys: max,
+        },
+    })
+    .await
+    .map_err(|_| "the Raft node is not running".to_string())?
+    .map_err(|e| e.to_string())
 }
 
 /// Waits until this node has applied every write the leader had committed when the sweep was

@@ -422,6 +422,15 @@ pub fn rehome<S: MetaStore>(store: &mut S, r: &Rehome) -> Result<Rehomed, S::Err
         refused: Some(Refusal::PartMoved),
         freed: None,
     };
+    // A move made for a transition that was replaced or has ended must not land: its stale
+    // copy would go unlisted, and the part would follow a layout no longer wanted.
+    let open = store.layout()?.and_then(|l| l.transition.map(|t| t.id));
+    if open != Some(r.transition) {
+        return Ok(Rehomed {
+            refused: Some(Refusal::NoTransition),
+            freed: None,
+        });
+    }
     let old = match &r.at {
         PartAt::Object {
             bucket,
@@ -816,6 +825,11 @@ mod tests {
         );
         refused(&mut s, begin_cmd(2, &[1, 2], LayoutOp::Drain { node: 3 }));
         object(&mut s, 9, vec![1, 3]);
+        // A move for a transition that is not the open one never lands.
+        assert_eq!(
+            refused(&mut s, rehome_cmd(9, vec![1, 3], vec![1, 2], 7)),
+            Some(Refusal::NoTransition)
+        );
         // Homes read before a concurrent change: refused, nothing changes.
         assert_eq!(
             refused(&mut s, rehome_cmd(9, vec![3, 1], vec![2, 1], 2)),
