@@ -66,7 +66,23 @@ def form(node_factory, prefix: str, n: int = 3, extra_args: list[str] | None = N
     for i in range(1, n):
         nodes.append(node_factory(f"{prefix}-{i}", token=mint(founder), extra_args=extra_args))
     reports = wait_agreed(nodes, voters)
+    wait_layout(nodes[0], n)
     return nodes, reports
+
+
+def wait_layout(node, n: int, timeout: float = CONVERGE_TIMEOUT) -> dict:
+    """Waits until the data-plane layout lists `n` nodes with no transition open: a member
+    takes shards once it has caught up and the leader's layout manager has grown onto it."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        r = status(node)
+        if r is not None and r.get("layout"):
+            last = r["layout"]
+            if len(last["nodes"]) == n and last.get("transition") is None:
+                return last
+        time.sleep(0.5)
+    raise AssertionError(f"the layout did not list {n} nodes within {timeout}s: {last}")
 
 
 def by_id(nodes, reports) -> dict:

@@ -888,10 +888,12 @@ impl Walker {
             let stale_left = self.delete_stale().await?;
             self.checkpoint(&walk).await?;
             let clean = !changed && failed == 0;
-            if clean && !confirmed {
+            if clean && !confirmed && self.layout_shrank() {
                 // A write placed by the old layout (it began before the transition opened, or
                 // went through a member that applied the new layout late) can commit after the
-                // walk passed its key: one more pass after a pause finds it.
+                // walk passed its key, with a shard on a node that is leaving: one more pass
+                // after a pause finds it. (When no node leaves, such a write is only placed
+                // less evenly, and the pause would only slow growth down.)
                 confirmed = true;
                 tokio::time::sleep(WRITES_IN_FLIGHT_GRACE).await;
             } else if clean {
@@ -929,6 +931,14 @@ impl Walker {
             changed = false;
             self.checkpoint(&walk).await?;
         }
+    }
+
+    /// Whether this transition takes nodes out of the layout (drain, replace, forget).
+    fn layout_shrank(&self) -> bool {
+        matches!(
+            self.op,
+            LayoutOp::Drain { .. } | LayoutOp::Replace { .. } | LayoutOp::Forget { .. }
+        )
     }
 
     async fn checkpoint(&self, walk: &Progress) -> Result<(), String> {
