@@ -676,6 +676,89 @@ async fn leader_lost(sim: Rc<Sim>, cut: bool) -> Result<(), String> {
 /// cut off altogether, the others elect a leader among themselves (which commits what the deaf
 /// one had appended), and the network heals. The deaf leader's proposals fail although some
 /// of them committed: what it re-encoded must not be thrown away on that failure.
+/// Replace on a tight cluster: six nodes under 4+2, so every node holds a shard of every coded
+/// part. One dies; a fresh node joins to replace it. The replace is a pure migration onto the
+/// newcomer (rebuilt from the survivors), parts keep 4+2, and the dead node ends drained and is
+/// then removed.
+async fn replace_tight(sim: Rc<Sim>) -> Result<(), String> {
+    cluster(&sim, 5, 1, MIGRATE_FAST).await?;
+    let mut rng = ChaCha8Rng::seed_from_u64(fork(sim.seed, "t129", 0, 0));
+    let model = Model::default();
+    let mut stored = store(&sim, &model, &mut rng, "obj", 10, &[]).await?;
+    let victim = bystander(&sim, &[]).await?;
+    sim.crash(victim).await?;
+    sim.sleep_ms(sim.pick(0..3000)).await;
+    // The newcomer joins naming the node it replaces, as `serve --replaces` records it.
+    let newcomer = 7;
+    sim.start(newcomer, false, None).await?;
+    let mut info = sim.info(newcomer).ok_or("the newcomer is not known")?;
+    info.replaces = Some(victim);
+    let mut added = false;
+    for _ in 0..MEMBERSHIP_TRIES_MAX {
+        let leader = sim.wait_leader().await?;
+        let add = AddLearner {
+            id: newcomer,
+            node: info.clone(),
+        };
+        if let Ok(Ok(())) = sim
+            .addr(leader)
+            .ok_or("the leader stopped")?
+            .send(add)
+            .await
+        {
+            added = true;
+            break;
+        }
+        sim.sleep_ms(MEMBERSHIP_RETRY_MS).await;
+    }
+    if !added {
+        return Err("the newcomer was not added".into());
+    }
+    let layout = settled(&sim, "the dead node replaced", |l| {
+        matches!(l.retired.get(&victim), Some(Retired::Drained { .. }))
+    })
+    .await?;
+    let want: BTreeSet<u64> = (1..=6)
+        .filter(|id| *id != victim)
+        .chain([newcomer])
+        .collect();
+    if layout.nodes.keys().copied().collect::<BTreeSet<u64>>() != want {
+        return Err(format!(
+            "after the replace the layout lists {:?}",
+            layout.nodes.keys()
+        ));
+    }
+    if !matches!(layout.last.as_ref().map(|t| &t.op), Some(LayoutOp::Replace { old, new }) if *old == victim && *new == newcomer)
+    {
+        return Err(format!(
+            "the last transition was {:?}, not the replace",
+            layout.last.map(|t| t.op)
+        ));
+    }
+    profiles_are(&sim, &stored, (4, 2)).await?;
+    none_on(&sim, &stored, victim).await?;
+    read_all(&sim, &stored, &[victim]).await?;
+    let held = sim
+        .shard_store(newcomer)
+        .and_then(|s| s.list().ok())
+        .map_or(0, |l| l.len());
+    if held == 0 {
+        return Err("the newcomer holds no shards after the replace".into());
+    }
+    sim.change_layout(LayoutChange::Remove { node: victim })
+        .await?;
+    stored.extend(store(&sim, &model, &mut rng, "after", 4, &[victim]).await?);
+    read_all(&sim, &stored, &[victim]).await?;
+    sim.retire(victim);
+    finish(
+        &sim,
+        &model,
+        BTreeSet::from([victim]),
+        Strictness::Everything,
+    )
+    .await
+}
+
 async fn reencode_leader_deaf(sim: Rc<Sim>) -> Result<(), String> {
     cluster(&sim, 5, 1, MIGRATE_SLOW).await?;
     let mut rng = ChaCha8Rng::seed_from_u64(fork(sim.seed, "t128", 0, 0));
@@ -945,4 +1028,9 @@ fn t128_reencode_leader_deaf() {
         CI_SEEDS_DEAF,
         reencode_leader_deaf,
     );
+}
+
+#[test]
+fn t129_replace_tight() {
+    check("t129_replace_tight", CI_SEEDS_DEAD_REMOVE, replace_tight);
 }
