@@ -237,7 +237,7 @@ struct RemoveArgs {
     #[arg(long)]
     force: bool,
     /// With --force: accept the trade if the drain shrinks the profile
-    #[arg(long)]
+    #[arg(long, requires = "force")]
     yes: bool,
     /// Print JSON
     #[arg(long)]

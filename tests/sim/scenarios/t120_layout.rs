@@ -116,13 +116,20 @@ async fn cluster(
 
 /// Starts node `id` and adds it to the group as a learner (what a join with a token ends in).
 async fn join(sim: &Sim, id: u64) -> Result<(), String> {
+    join_replacing(sim, id, None).await
+}
+
+/// [`join`], recording that the node comes to replace `replaces` (`serve --replaces`).
+async fn join_replacing(sim: &Sim, id: u64, replaces: Option<u64>) -> Result<(), String> {
     sim.start(id, false, None).await?;
+    let mut info = sim.info(id).ok_or(format!("node {id} is not known"))?;
+    info.replaces = replaces;
     let mut last = String::new();
     for _ in 0..MEMBERSHIP_TRIES_MAX {
         let leader = sim.wait_leader().await?;
         let add = AddLearner {
             id,
-            node: sim.info(id).ok_or(format!("node {id} is not known"))?,
+            node: info.clone(),
         };
         match sim
             .addr(leader)
@@ -690,30 +697,7 @@ async fn replace_tight(sim: Rc<Sim>) -> Result<(), String> {
     sim.sleep_ms(sim.pick(0..3000)).await;
     // The newcomer joins naming the node it replaces, as `serve --replaces` records it.
     let newcomer = 7;
-    sim.start(newcomer, false, None).await?;
-    let mut info = sim.info(newcomer).ok_or("the newcomer is not known")?;
-    info.replaces = Some(victim);
-    let mut added = false;
-    for _ in 0..MEMBERSHIP_TRIES_MAX {
-        let leader = sim.wait_leader().await?;
-        let add = AddLearner {
-            id: newcomer,
-            node: info.clone(),
-        };
-        if let Ok(Ok(())) = sim
-            .addr(leader)
-            .ok_or("the leader stopped")?
-            .send(add)
-            .await
-        {
-            added = true;
-            break;
-        }
-        sim.sleep_ms(MEMBERSHIP_RETRY_MS).await;
-    }
-    if !added {
-        return Err("the newcomer was not added".into());
-    }
+    join_replacing(&sim, newcomer, Some(victim)).await?;
     let layout = settled(&sim, "the dead node replaced", |l| {
         matches!(l.retired.get(&victim), Some(Retired::Drained { .. }))
     })
