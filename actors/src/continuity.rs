@@ -47,11 +47,13 @@ pub const WATERMARK_TICK: Duration = Duration::from_secs(5);
 const META_DATA_FILE: &str = "data.mdb";
 /// What an interrupted first start may have left, besides its marker. Anything else in the
 /// directory is not ours, and the directory is left alone.
-const FIRST_START_LEFTOVERS: [&str; 9] = [
+const FIRST_START_LEFTOVERS: [&str; 10] = [
     "first-start.tmp",
     "tls",
     "credentials",
     "credentials.tmp",
+    // `write_atomic` names its temp file after the final one with the extension swapped.
+    "node.tmp",
     "node.json.tmp",
     "meta",
     "shards",
@@ -493,6 +495,9 @@ mod tests {
         fs::write(dir.tls().join("ca.pem"), b"x").unwrap();
         fs::write(dir.credentials(), b"x").unwrap();
         fs::create_dir_all(dir.shards().join("ab")).unwrap();
+        // Killed while node.json was written: its temp file, as `write_atomic` names it.
+        let node_tmp = dir.node_file().with_extension("tmp");
+        fs::write(&node_tmp, b"{").unwrap();
         assert!(clear_interrupted_first_start(&dir).unwrap());
         assert!(dir.is_empty());
 
