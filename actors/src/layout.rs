@@ -12,9 +12,12 @@
 //!   not, checked against the recorded BLAKE3 — and the new homes are committed with one
 //!   compare-and-set command per part. Parts wider than the new layout (a shrink) or narrower
 //!   than its profile (`optimize`) are re-encoded under a fresh body instead. The shards a
-//!   commit unlinks are deleted on their old homes afterwards and listed in the transition until
-//!   then, so a crash anywhere leaves nothing behind. The walk is paced by a byte rate and
-//!   checkpointed in the replicated state, so a new leader resumes where the old one stopped.
+//!   commit unlinks are deleted on their old homes afterwards and listed as stale in the
+//!   replicated state until then, so a crash anywhere leaves nothing behind; a node that is down
+//!   keeps its list until it answers again. Parts committed during the transition by the old
+//!   layout are listed for a revisit, and the transition closes only once they have moved too.
+//!   The walk is paced by a byte rate and checkpointed in the replicated state, so a new leader
+//!   resumes where the old one stopped.
 //!
 //! Nothing else proposes a layout change.
 
@@ -26,7 +29,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use futures_util::stream::{self, StreamExt};
 use hamster_protocol::layout::{
-    Cursor, LayoutOp, PartAt, Progress, Rehome, Retired, StaleShard, Transition,
+    Cursor, LayoutOp, PartAt, Progress, Rehome, Retired, Revisit, StaleShard, Transition,
 };
 use hamster_protocol::membership::Situation;
 use hamster_protocol::meta::{Command, ObjectId, PartLayout, Refusal};
@@ -42,7 +45,8 @@ use crate::metrics::Metrics;
 use crate::peer::node_id_hex;
 use crate::raft::node::{
     CountStored, GetLayout, GetObject, GetUpload, ListBuckets, ListUploads, MembershipView,
-    ProposeError, ProposeHere, RaftNode, RemoveMember,
+    ProposeError, ProposeHere, RaftNode, RemoveMember, RevisitPage, StaleCount, StaleNodes,
+    StalePage,
 };
 use crate::repair::{list_page, rebuild_onto, verifies};
 
@@ -62,8 +66,13 @@ const STALE_PASSES_MAX: u32 = 3;
 /// Passes a part must be found beyond saving, its missing shards on leaving nodes that are
 /// down, before it counts as lost (with [`FAILED_PASS_PAUSE`] between passes).
 const HOPELESS_PASSES: u32 = 3;
-/// Pause between the first clean pass and the confirming one (see [`Walker::run`]).
-const WRITES_IN_FLIGHT_GRACE: Duration = Duration::from_secs(10);
+/// Stale shards deleted between two commits that forget them.
+const STALE_BATCH_MAX: usize = 256;
+/// Stale shards deleted at once.
+const STALE_PARALLEL: usize = 8;
+/// Most stale shards one manager tick deletes while no transition is open (the rest wait for
+/// the next tick, so a long list never holds the manager up for long).
+const STALE_PER_TICK_MAX: usize = 4 * STALE_BATCH_MAX;
 /// Bytes read per step when a part is re-encoded (whole stripes are read whatever this is).
 const REENCODE_STEP_BYTES: u64 = 4 << 20;
 
@@ -213,8 +222,8 @@ impl LayoutManager {
         let node = self.node.clone();
         let data = self.data.clone();
         let now_ms = self.clock.now_ms();
-        // Leftovers are deleted only while no walk runs here: a walk may be moving a copy back
-        // onto the node a leftover names.
+        // Stale shards are deleted here only while no walk runs: a walk may be moving a copy
+        // back onto the node one names (the walk deletes them itself, between passes).
         let walking = self.walking();
         let work = async move {
             let situation = node.send(MembershipView).await.ok().flatten();
@@ -230,8 +239,18 @@ impl LayoutManager {
                 propose_first_layout(&node, &situation).await;
                 return (Look::Leads, None);
             };
-            if layout.transition.is_none() && !layout.leftover.is_empty() && !walking {
-                clean_leftover(&node, &data, &layout.leftover).await;
+            if layout.transition.is_none() && !walking {
+                let deposed = || false;
+                match sweep_stale(&node, &data, STALE_PER_TICK_MAX, &deposed).await {
+                    Ok(s) if s.deleted > 0 => {
+                        info!(
+                            count = s.deleted,
+                            "moved shards left on a node that was down are deleted"
+                        )
+                    }
+                    Ok(_) => {}
+                    Err(e) => debug!(error = %e, "deleting stale shards failed; will retry"),
+                }
             }
             if layout.transition.is_none() {
                 if let Some((op, nodes)) = automatic_change(&layout, &situation) {
@@ -420,47 +439,105 @@ enum Look {
     Unknown,
 }
 
-/// Most leftover shards one tick deletes.
-const LEFTOVER_PER_TICK_MAX: usize = 32;
+/// What one [`sweep_stale`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Swept {
+    /// Stale shards deleted (and forgotten).
+    deleted: usize,
+    /// Whether stale shards remain: on nodes that do not answer, or beyond the budget.
+    left: bool,
+}
 
-/// Deletes leftover shards of closed transitions on the nodes that answer now, and forgets
-/// those deleted.
-async fn clean_leftover(node: &Addr<RaftNode>, data: &DataPlane, leftover: &[StaleShard]) {
-    let mut dropped = Vec::new();
-    for s in leftover
-        .iter()
-        .filter(|s| data.is_member(s.node) && !data.is_down(s.node))
-        .take(LEFTOVER_PER_TICK_MAX)
-    {
-        // A leader that was deposed meanwhile stops: the next one may be moving shards.
-        if node.send(MembershipView).await.ok().flatten().is_none() {
-            break;
+/// Deletes the stale shards listed on the nodes that answer now, at most `budget` of them,
+/// and forgets those deleted, a batch per commit. Stops early when `stopped` says so (the
+/// leader was deposed, or the walk was told to stop).
+async fn sweep_stale(
+    node: &Addr<RaftNode>,
+    data: &DataPlane,
+    budget: usize,
+    stopped: &dyn Fn() -> bool,
+) -> Result<Swept, String> {
+    let nodes = read(node.send(StaleNodes).await)?;
+    let mut swept = Swept::default();
+    for holder in nodes {
+        if !data.is_member(holder) || data.is_down(holder) {
+            swept.left = true;
+            continue;
         }
-        let request = ShardRequest::DeleteShard {
-            name: ShardName {
-                id: s.body,
-                part: s.part,
-                index: s.index,
-            },
-        };
-        if data.call(s.node, request, Vec::new()).await.is_ok() {
-            dropped.push(*s);
+        let mut after = None;
+        loop {
+            if stopped() || node.send(MembershipView).await.ok().flatten().is_none() {
+                // A leader deposed meanwhile stops: the next one may be moving shards.
+                swept.left = true;
+                return Ok(swept);
+            }
+            let limit = STALE_BATCH_MAX.min(budget - swept.deleted);
+            if limit == 0 {
+                swept.left = true;
+                return Ok(swept);
+            }
+            let page = read(
+                node.send(StalePage {
+                    node: holder,
+                    after,
+                    limit,
+                })
+                .await,
+            )?;
+            let Some(last) = page.last().copied() else {
+                break;
+            };
+            let full = page.len() == limit;
+            let results: Vec<(StaleShard, bool)> = stream::iter(page)
+                .map(|s| async move { (s, delete_shard(data, s).await) })
+                .buffer_unordered(STALE_PARALLEL)
+                .collect()
+                .await;
+            let dropped: Vec<StaleShard> = results
+                .iter()
+                .filter(|(_, ok)| *ok)
+                .map(|(s, _)| *s)
+                .collect();
+            swept.left |= dropped.len() < results.len();
+            if !dropped.is_empty() {
+                swept.deleted += dropped.len();
+                if let Some(r) = propose_here(node, Command::DropStale { dropped }).await? {
+                    return Err(format!("forgetting deleted shards was refused: {r:?}"));
+                }
+            }
+            if !full {
+                break;
+            }
+            after = Some(last);
         }
     }
-    if dropped.is_empty() {
-        return;
+    Ok(swept)
+}
+
+/// Deletes one shard copy on its node; answers whether the node confirmed.
+async fn delete_shard(data: &DataPlane, s: StaleShard) -> bool {
+    let request = ShardRequest::DeleteShard {
+        name: ShardName {
+            id: s.body,
+            part: s.part,
+            index: s.index,
+        },
+    };
+    match data.call(s.node, request, Vec::new()).await {
+        Ok(_) => true,
+        Err(e) => {
+            debug!(node = %node_id_hex(s.node), error = %e, "cannot delete a moved shard there yet");
+            false
+        }
     }
-    let count = dropped.len();
-    match node
-        .send(ProposeHere(Command::DropLeftover { dropped }))
-        .await
-    {
-        Ok(Ok(_)) => info!(
-            count,
-            "moved shards left on a node that was down are deleted"
-        ),
-        Ok(Err(e)) => debug!(error = %e, "forgetting deleted leftovers failed; will retry"),
-        Err(_) => {}
+}
+
+/// A local read's answer, or why it failed in one line.
+fn read<T, E: std::fmt::Display>(answer: Result<Result<T, E>, MailboxError>) -> Result<T, String> {
+    match answer {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the Raft node is not running".into()),
     }
 }
 
@@ -873,8 +950,6 @@ impl Walker {
             walk.pass = 1;
         }
         let mut stale_passes = 0u32;
-        // Whether a clean pass was seen and the confirming pass after the grace is running.
-        let mut confirmed = false;
         loop {
             self.stopped()?;
             if walk.cursor.is_none() || walk.parts_total == 0 {
@@ -883,41 +958,24 @@ impl Walker {
                     walk.parts_total = n;
                 }
             }
-            let (moved, failed) = self.clone().pass(&mut walk).await?;
+            let (moved, mut failed) = self.clone().pass(&mut walk).await?;
             changed |= moved > 0;
-            let stale_left = self.delete_stale().await?;
+            // Parts committed by the old layout after the walk passed their keys.
+            failed += self.clone().revisits(&mut walk).await?;
+            let stale = self.delete_stale().await?;
             self.checkpoint(&walk).await?;
             let clean = !changed && failed == 0;
-            if clean && !confirmed && self.layout_shrank() {
-                // A write placed by the old layout (it began before the transition opened, or
-                // went through a member that applied the new layout late) can commit after the
-                // walk passed its key, with a shard on a node that is leaving: one more pass
-                // after a pause finds it. (When no node leaves, such a write is only placed
-                // less evenly, and the pause would only slow growth down.)
-                confirmed = true;
-                tokio::time::sleep(WRITES_IN_FLIGHT_GRACE).await;
-            } else if clean {
-                self.stopped()?;
-                if stale_left == 0 || stale_passes >= STALE_PASSES_MAX {
-                    let end = Command::EndTransition {
-                        id: self.id,
-                        now_ms: self.clock.now_ms(),
-                    };
-                    return match propose_here(&self.node, end).await? {
-                        None => {
-                            if walk.parts_lost > 0 {
-                                warn!(op = %self.op.describe(), lost = walk.parts_lost, "layout transition finished with parts beyond saving");
-                            }
-                            info!(op = %self.op.describe(), id = self.id, passes = walk.pass, stale_left, "layout transition finished");
-                            Ok(())
-                        }
-                        Some(r) => Err(format!("closing the transition was refused: {r:?}")),
-                    };
+            if clean && (!stale.left || stale_passes >= STALE_PASSES_MAX) {
+                if self.close(&mut walk).await? {
+                    return Ok(());
                 }
+            } else if clean {
                 stale_passes += 1;
             }
-            if failed > 0 {
-                warn!(op = %self.op.describe(), failed, pass = walk.pass, "parts could not be moved yet; another pass follows");
+            if failed > 0 || (clean && stale.left) {
+                if failed > 0 {
+                    warn!(op = %self.op.describe(), failed, pass = walk.pass, "parts could not be moved yet; another pass follows");
+                }
                 tokio::time::sleep(FAILED_PASS_PAUSE).await;
             }
             walk.pass += 1;
@@ -925,20 +983,136 @@ impl Walker {
             walk.parts_seen = 0;
             walk.parts_failed = 0;
             walk.parts_lost = 0;
-            if !clean {
-                confirmed = false;
-            }
             changed = false;
             self.checkpoint(&walk).await?;
         }
     }
 
-    /// Whether this transition takes nodes out of the layout (drain, replace, forget).
-    fn layout_shrank(&self) -> bool {
-        matches!(
-            self.op,
-            LayoutOp::Drain { .. } | LayoutOp::Replace { .. } | LayoutOp::Forget { .. }
-        )
+    /// Closes the transition; answers `false` when revisits listed meanwhile could not all be
+    /// moved (another pass follows).
+    async fn close(self: &Arc<Self>, walk: &mut Progress) -> Result<bool, String> {
+        loop {
+            self.stopped()?;
+            let end = Command::EndTransition {
+                id: self.id,
+                now_ms: self.clock.now_ms(),
+            };
+            match propose_here(&self.node, end).await? {
+                None => {
+                    if walk.parts_lost > 0 {
+                        warn!(op = %self.op.describe(), lost = walk.parts_lost, "layout transition finished with parts beyond saving");
+                    }
+                    let stale_left = read(self.node.send(StaleCount).await).unwrap_or(0);
+                    info!(op = %self.op.describe(), id = self.id, passes = walk.pass, stale_left, "layout transition finished");
+                    return Ok(true);
+                }
+                // A write placed by the old layout committed since the last look.
+                Some(Refusal::RevisitPending) => {
+                    if self.clone().revisits(walk).await? > 0 {
+                        return Ok(false);
+                    }
+                }
+                Some(r) => return Err(format!("closing the transition was refused: {r:?}")),
+            }
+        }
+    }
+
+    /// Moves the parts listed for a revisit and forgets those dealt with; answers how many
+    /// could not be moved yet (they stay listed).
+    async fn revisits(self: Arc<Self>, walk: &mut Progress) -> Result<u64, String> {
+        let mut after = 0;
+        let mut failed = 0;
+        loop {
+            self.stopped()?;
+            let page = read(
+                self.node
+                    .send(RevisitPage {
+                        after,
+                        limit: PAGE_KEYS,
+                    })
+                    .await,
+            )?;
+            let Some((last, _)) = page.last() else {
+                return Ok(failed);
+            };
+            after = *last;
+            let mut done = Vec::new();
+            let mut jobs = Vec::new();
+            let mut seqs = Vec::new();
+            for (seq, r) in page {
+                match self.recorded_part(&r).await? {
+                    Some((body, part)) => {
+                        jobs.push((r.at, body, part));
+                        seqs.push(seq);
+                    }
+                    // Overwritten, deleted or completed since: nothing to move.
+                    None => done.push(seq),
+                }
+            }
+            let results = self.clone().move_all(jobs).await;
+            for (seq, r) in seqs.into_iter().zip(&results) {
+                if *r == Moved::Failed {
+                    failed += 1;
+                } else {
+                    done.push(seq);
+                }
+            }
+            self.tally(&results, walk);
+            if !done.is_empty() {
+                if let Some(r) =
+                    propose_here(&self.node, Command::DropRevisits { seqs: done }).await?
+                {
+                    return Err(format!("forgetting revisits was refused: {r:?}"));
+                }
+            }
+        }
+    }
+
+    /// The part a revisit names, with its body, as recorded now (`None` once it is gone).
+    async fn recorded_part(&self, r: &Revisit) -> Result<Option<(ObjectId, PartLayout)>, String> {
+        match &r.at {
+            PartAt::Object {
+                bucket,
+                key,
+                version_id,
+            } => {
+                let list = read(
+                    self.node
+                        .send(GetObject {
+                            bucket: bucket.clone(),
+                            key: key.clone(),
+                        })
+                        .await,
+                )?;
+                Ok(list.and_then(|l| {
+                    let v = l
+                        .versions
+                        .into_iter()
+                        .find(|v| &v.version_id == version_id)?;
+                    let p = v.parts.iter().find(|p| p.part == r.part)?;
+                    Some((v.part_body(p), p.clone()))
+                }))
+            }
+            PartAt::Upload {
+                bucket,
+                key,
+                upload_id,
+            } => {
+                let upload = read(
+                    self.node
+                        .send(GetUpload {
+                            bucket: bucket.clone(),
+                            key: key.clone(),
+                            upload_id: upload_id.clone(),
+                        })
+                        .await,
+                )?;
+                Ok(upload.and_then(|u| {
+                    let p = u.parts.get(&r.part)?;
+                    Some((p.layout.body?, p.layout.clone()))
+                }))
+            }
+        }
     }
 
     async fn checkpoint(&self, walk: &Progress) -> Result<(), String> {
@@ -956,42 +1130,18 @@ impl Walker {
         }
     }
 
-    /// Deletes the stale shards the transition lists; answers how many are left.
-    async fn delete_stale(&self) -> Result<usize, String> {
-        let layout = stored_layout(&self.node).await?;
-        let Some(t) = layout.transition.filter(|t| t.id == self.id) else {
-            return Err("the transition ended elsewhere".into());
-        };
-        let mut left = 0;
-        for s in t.stale {
-            self.stopped()?;
-            if self.delete_old(s).await {
-                self.dropped
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(s);
-            } else {
-                left += 1;
-            }
-        }
-        Ok(left)
+    /// Deletes the stale shards listed on the nodes that answer (this transition's and any
+    /// left by earlier ones).
+    async fn delete_stale(&self) -> Result<Swept, String> {
+        let stop = self.stop.clone();
+        let stopped = move || stop.load(Ordering::SeqCst);
+        let swept = sweep_stale(&self.node, &self.data, usize::MAX, &stopped).await?;
+        self.stopped()?;
+        Ok(swept)
     }
 
     async fn delete_old(&self, s: StaleShard) -> bool {
-        let request = ShardRequest::DeleteShard {
-            name: ShardName {
-                id: s.body,
-                part: s.part,
-                index: s.index,
-            },
-        };
-        match self.data.call(s.node, request, Vec::new()).await {
-            Ok(_) => true,
-            Err(e) => {
-                debug!(node = %node_id_hex(s.node), error = %e, "cannot delete a moved shard there yet");
-                false
-            }
-        }
+        delete_shard(&self.data, s).await
     }
 
     /// One walk over every bucket from the cursor; answers (parts moved, parts failed).
@@ -1107,15 +1257,24 @@ impl Walker {
         jobs: Vec<(PartAt, ObjectId, PartLayout)>,
         walk: &mut Progress,
     ) -> (u64, u64) {
-        let this = self.clone();
-        let results: Vec<Moved> = stream::iter(jobs)
+        let results = self.clone().move_all(jobs).await;
+        self.tally(&results, walk)
+    }
+
+    /// Moves each part, a few at once; answers what happened to each, in order.
+    async fn move_all(self: Arc<Self>, jobs: Vec<(PartAt, ObjectId, PartLayout)>) -> Vec<Moved> {
+        stream::iter(jobs)
             .map(|(at, body, part)| {
-                let w = this.clone();
+                let w = self.clone();
                 async move { w.move_part(at, body, part).await }
             })
-            .buffer_unordered(self.parallel)
+            .buffered(self.parallel)
             .collect()
-            .await;
+            .await
+    }
+
+    /// Counts what happened to parts into the walk; answers (parts moved, parts failed).
+    fn tally(&self, results: &[Moved], walk: &mut Progress) -> (u64, u64) {
         let (mut moved, mut failed) = (0, 0);
         for r in results {
             walk.parts_seen += 1;

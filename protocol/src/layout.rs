@@ -8,8 +8,16 @@
 //! the transition for status. Existing parts keep their recorded homes (ADR-0005), so they stay
 //! readable; the manager moves each part whose homes differ from what the new layout gives and
 //! commits the new homes with a compare-and-set ([`rehome`]). The shards a commit unlinked stay
-//! listed in the transition ([`Transition::stale`]) until their old homes confirm the delete, so
-//! a coordinator that crashes between the commit and the delete leaves no orphan behind.
+//! listed as stale (a table of their own, [`StaleShard`]) until their old homes confirm the
+//! delete, so a coordinator that crashes between the commit and the delete leaves no orphan
+//! behind, and a node that is down keeps its list until it answers again.
+//!
+//! A write placed by the old layout can commit after the walk passed its key (it began before
+//! the transition opened, or went through a member that applied the new layout late). While a
+//! transition is open such a commit is listed for a revisit ([`Revisit`]) and the transition
+//! cannot close until the walker has moved it; once no transition is open, a commit naming a
+//! node outside the layout is refused ([`placement_check`]) and the client retries onto the
+//! current layout.
 //!
 //! Only one transition is open at a time; the guard lives here, in the replicated state, so it
 //! holds across leader changes. The one exception is `undrain`, which replaces the drain of the
@@ -157,9 +165,6 @@ pub struct Transition {
     pub from: BTreeMap<u64, LayoutNode>,
     /// How far it has got.
     pub progress: Progress,
-    /// Shards unlinked by committed moves and not yet confirmed deleted on their old homes.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub stale: Vec<StaleShard>,
 }
 
 /// A member that no longer takes shards.
@@ -253,13 +258,12 @@ pub fn begin<S: MetaStore>(
     if nodes.is_empty() {
         return Ok(Some(Refusal::LayoutStale));
     }
-    let mut stale = Vec::new();
+    // The replaced transition's stale shards and revisits stay listed: the next walk deletes
+    // and moves them.
     if let Some(open) = &layout.transition {
         if !may_replace(&open.op, op) {
             return Ok(Some(Refusal::TransitionOpen));
         }
-        // The replaced transition's unlinked shards still have to be deleted.
-        stale = open.stale.clone();
     }
     if nodes
         .keys()
@@ -282,7 +286,6 @@ pub fn begin<S: MetaStore>(
             updated_ms: now_ms,
             ..Progress::default()
         },
-        stale,
     });
     store.put_layout(&layout)?;
     Ok(None)
@@ -310,18 +313,24 @@ pub fn checkpoint<S: MetaStore>(
     p.parts_lost = walk.parts_lost;
     p.parts_total = walk.parts_total;
     p.updated_ms = walk.updated_ms;
-    t.stale.retain(|s| !dropped.contains(s));
     store.put_layout(&layout)?;
+    for s in dropped {
+        store.drop_stale(s)?;
+    }
     Ok(None)
 }
 
 /// Closes transition `id`: a drain's node becomes drained (a replace's old node likewise).
-/// Stale shards still listed are on nodes that could not be reached; they move to the layout's
-/// leftovers, deleted when their node answers again (or forgotten when it is removed).
+/// Refused with `RevisitPending` while parts committed during the transition still wait to be
+/// moved. Stale shards still listed are on nodes that could not be reached; they stay listed,
+/// deleted when their node answers again (or forgotten when it is removed).
 pub fn end<S: MetaStore>(store: &mut S, id: u64, now_ms: u64) -> Result<Option<Refusal>, S::Error> {
     let Some(mut layout) = store.layout()? else {
         return Ok(Some(Refusal::NoTransition));
     };
+    if layout.transition.as_ref().is_some_and(|t| t.id == id) && store.has_revisit()? {
+        return Ok(Some(Refusal::RevisitPending));
+    }
     let Some(mut t) = layout.transition.take().filter(|t| t.id == id) else {
         if let Some(open) = layout.transition {
             // Not the open one: put it back untouched.
@@ -335,12 +344,6 @@ pub fn end<S: MetaStore>(store: &mut S, id: u64, now_ms: u64) -> Result<Option<R
             .insert(node, Retired::Drained { at_ms: now_ms });
     }
     t.progress.updated_ms = now_ms;
-    // What could not be deleted yet is deleted when its node answers again.
-    for s in std::mem::take(&mut t.stale) {
-        if !layout.leftover.contains(&s) {
-            layout.leftover.push(s);
-        }
-    }
     layout.last = Some(t);
     store.put_layout(&layout)?;
     Ok(None)
@@ -368,7 +371,7 @@ pub fn tombstone<S: MetaStore>(
         return Ok(Some(Refusal::NotDrained));
     }
     // Its disk is wiped before any reuse: nothing left there to delete.
-    layout.leftover.retain(|s| s.node != node);
+    store.drop_stale_of(node)?;
     layout.retired.insert(
         node,
         Retired::Tombstoned {
@@ -386,17 +389,57 @@ pub fn tombstone<S: MetaStore>(
     Ok(None)
 }
 
-/// Forgets leftover shards now deleted on their nodes.
-pub fn drop_leftover<S: MetaStore>(store: &mut S, dropped: &[StaleShard]) -> Result<(), S::Error> {
-    let Some(mut layout) = store.layout()? else {
-        return Ok(());
-    };
-    let before = layout.leftover.len();
-    layout.leftover.retain(|s| !dropped.contains(s));
-    if layout.leftover.len() != before {
-        store.put_layout(&layout)?;
+/// Forgets stale shards now deleted on their nodes.
+pub fn drop_stale<S: MetaStore>(store: &mut S, dropped: &[StaleShard]) -> Result<(), S::Error> {
+    for s in dropped {
+        store.drop_stale(s)?;
     }
     Ok(())
+}
+
+/// Forgets revisits the walker has dealt with (moved, or found gone or already in place).
+pub fn drop_revisits<S: MetaStore>(store: &mut S, seqs: &[u64]) -> Result<(), S::Error> {
+    for seq in seqs {
+        store.drop_revisit(*seq)?;
+    }
+    Ok(())
+}
+
+/// A part committed during an open transition with a home the new layout no longer has: the
+/// walk may have passed its key already, so the walker moves it before the transition closes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revisit {
+    /// Where the part is recorded.
+    pub at: PartAt,
+    /// The part number.
+    pub part: u32,
+}
+
+/// What [`placement_check`] decided about a part being committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placed {
+    /// Its homes are all in the layout (or no layout is stored yet).
+    Fine,
+    /// A transition is open and a home is a node the new layout dropped: list it for a revisit.
+    Revisit,
+    /// No transition is open and a home is outside the layout: it was placed by a layout that
+    /// is gone, and committing it would leave a shard on a node nothing walks any more.
+    Refuse,
+}
+
+/// Judges the homes of a part about to be committed against the stored layout.
+pub fn placement_check(layout: Option<&Layout>, homes: &[u64]) -> Placed {
+    let Some(layout) = layout else {
+        return Placed::Fine;
+    };
+    if homes.iter().all(|h| layout.nodes.contains_key(h)) {
+        return Placed::Fine;
+    }
+    if layout.transition.is_some() {
+        Placed::Revisit
+    } else {
+        Placed::Refuse
+    }
 }
 
 /// Whether `node` was removed for good.
@@ -472,8 +515,8 @@ pub fn rehome<S: MetaStore>(store: &mut S, r: &Rehome) -> Result<Rehomed, S::Err
         PartAt::Upload { .. } => r.layout.body.unwrap_or(ObjectId([0; 16])),
     };
     let reencoded = new_body != old_body;
-    let mut revived = Vec::new();
     let mut layout = store.layout()?.unwrap_or_default();
+    let mut unlinked = Vec::new();
     if let Some(t) = layout.transition.as_mut().filter(|t| t.id == r.transition) {
         let p = &mut t.progress;
         p.shards_moved += r.shards;
@@ -487,25 +530,28 @@ pub fn rehome<S: MetaStore>(store: &mut S, r: &Rehome) -> Result<Rehomed, S::Err
                     let index = u16::try_from(index).unwrap_or(u16::MAX);
                     // A copy moved back onto a node that still lists its old copy as stale is
                     // live again there: it must not be deleted.
-                    let live_again = StaleShard {
-                        node: *now,
-                        body: old_body,
-                        part: old.part,
-                        index,
-                    };
-                    t.stale.retain(|s| *s != live_again);
-                    revived.push(live_again);
-                    t.stale.push(StaleShard {
-                        node: *was,
-                        body: old_body,
-                        part: old.part,
-                        index,
-                    });
+                    unlinked.push((
+                        StaleShard {
+                            node: *now,
+                            body: old_body,
+                            part: old.part,
+                            index,
+                        },
+                        StaleShard {
+                            node: *was,
+                            body: old_body,
+                            part: old.part,
+                            index,
+                        },
+                    ));
                 }
             }
         }
-        layout.leftover.retain(|s| !revived.contains(s));
         store.put_layout(&layout)?;
+    }
+    for (live_again, old) in unlinked {
+        store.drop_stale(&live_again)?;
+        store.add_stale(&old)?;
     }
     Ok(Rehomed {
         refused: None,
@@ -861,7 +907,7 @@ mod tests {
             part: 1,
             index: 1,
         };
-        assert_eq!(t.stale, vec![stale]);
+        assert_eq!(s.stale.iter().copied().collect::<Vec<_>>(), vec![stale]);
         // A repeat of the same move is refused (the homes changed), so nothing counts twice.
         assert_eq!(
             refused(&mut s, rehome_cmd(9, vec![1, 3], vec![1, 2], 2)),
@@ -886,7 +932,7 @@ mod tests {
             None
         );
         let t = s.layout.as_ref().unwrap().transition.clone().unwrap();
-        assert!(t.stale.is_empty());
+        assert!(s.stale.is_empty());
         assert_eq!((t.progress.parts_seen, t.progress.parts_moved), (4, 1));
     }
 
@@ -918,27 +964,30 @@ mod tests {
             part: 1,
             index: 1,
         };
-        assert_eq!(s.layout.as_ref().unwrap().leftover, vec![stale]);
+        assert_eq!(s.stale.iter().copied().collect::<Vec<_>>(), vec![stale]);
         // Deleted once node 3 answers again.
         assert_eq!(
             refused(
                 &mut s,
-                Command::DropLeftover {
+                Command::DropStale {
                     dropped: vec![stale]
                 }
             ),
             None
         );
-        assert!(s.layout.as_ref().unwrap().leftover.is_empty());
-        // Or forgotten when the node is removed for good (its disk is wiped).
-        s.layout.as_mut().unwrap().leftover.push(stale);
+        assert!(s.stale.is_empty());
+        // Or forgotten when the node is removed for good (its disk is wiped), with no other
+        // node's list touched.
+        let elsewhere = StaleShard { node: 4, ..stale };
+        s.stale.insert(stale);
+        s.stale.insert(elsewhere);
         let tomb = Command::Tombstone {
             node: 3,
             cluster_addr: "x:1".into(),
             now_ms: 10,
         };
         assert_eq!(refused(&mut s, tomb), None);
-        assert!(s.layout.as_ref().unwrap().leftover.is_empty());
+        assert_eq!(s.stale.iter().copied().collect::<Vec<_>>(), vec![elsewhere]);
     }
 
     #[test]
@@ -964,6 +1013,82 @@ mod tests {
         let v = &s.objects.values().next().unwrap().versions[0];
         assert_eq!(v.part_body(&v.parts[0]), ObjectId([5; 16]));
         let t = s.layout.as_ref().unwrap().transition.clone().unwrap();
-        assert_eq!((t.progress.parts_reencoded, t.stale.len()), (1, 0));
+        assert_eq!((t.progress.parts_reencoded, s.stale.len()), (1, 0));
+    }
+    #[test]
+    fn a_write_placed_by_the_old_layout_is_revisited_while_open_and_refused_after() {
+        let mut s = MemStore::default();
+        s.buckets.insert(
+            "b".into(),
+            crate::meta::BucketRecord {
+                name: "b".into(),
+                created_ms: 0,
+                region: String::new(),
+            },
+        );
+        refused(
+            &mut s,
+            Command::SetLayout(Box::new(Layout {
+                version: 1,
+                nodes: nodes(&[1, 2, 3]),
+                ..Layout::default()
+            })),
+        );
+        let put = |id: u8, homes: Vec<u64>| {
+            let v = ObjectVersion {
+                version_id: "null".into(),
+                object_id: ObjectId([id; 16]),
+                size: 10,
+                etag: String::new(),
+                last_modified_ms: 0,
+                content_type: String::new(),
+                headers: BTreeMap::new(),
+                user_meta: BTreeMap::new(),
+                checksums: BTreeMap::new(),
+                parts: vec![part(homes)],
+            };
+            Command::PutObject {
+                bucket: "b".into(),
+                key: "k".into(),
+                version: v,
+            }
+        };
+        // Before any change, a write on the layout's nodes is stored with nothing listed.
+        assert_eq!(refused(&mut s, put(7, vec![1, 3])), None);
+        assert!(s.revisits.is_empty());
+        refused(&mut s, begin_cmd(2, &[1, 2], LayoutOp::Drain { node: 3 }));
+        // Placed by layout 1, committed while the drain of node 3 is open: listed.
+        assert_eq!(refused(&mut s, put(8, vec![1, 3])), None);
+        let listed: Vec<Revisit> = s.revisits.values().cloned().collect();
+        assert_eq!(
+            listed,
+            vec![Revisit {
+                at: PartAt::Object {
+                    bucket: "b".into(),
+                    key: "k".into(),
+                    version_id: "null".into()
+                },
+                part: 1
+            }]
+        );
+        // A write placed by the new layout is not.
+        assert_eq!(refused(&mut s, put(9, vec![1, 2])), None);
+        assert_eq!(s.revisits.len(), 1);
+        // The drain cannot close while the revisit waits.
+        let end = Command::EndTransition { id: 2, now_ms: 9 };
+        assert_eq!(refused(&mut s, end.clone()), Some(Refusal::RevisitPending));
+        let seq = *s.revisits.keys().next().unwrap();
+        assert_eq!(
+            refused(&mut s, Command::DropRevisits { seqs: vec![seq] }),
+            None
+        );
+        assert_eq!(refused(&mut s, end), None);
+        // Once closed, a write placed by the old layout is refused, to be retried.
+        assert_eq!(
+            refused(&mut s, put(10, vec![1, 3])),
+            Some(Refusal::PlacedOffLayout)
+        );
+        let current = s.objects.values().next().unwrap().versions[0].object_id;
+        assert_eq!(current, ObjectId([9; 16]));
     }
 }

@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::layout::{LayoutOp, Progress, Rehome, StaleShard};
+use crate::layout::{LayoutOp, PartAt, Placed, Progress, Rehome, Revisit, StaleShard};
 use crate::placement::{Layout, LayoutNode};
 
 /// The identity of one stored object body (one PUT or one completed multipart upload). Shard
@@ -456,10 +456,15 @@ pub enum Command {
         /// The proposer's clock, Unix milliseconds.
         now_ms: u64,
     },
-    /// Forget leftover shards of closed transitions now deleted on their nodes.
-    DropLeftover {
+    /// Forget stale shards now deleted on their nodes.
+    DropStale {
         /// The shards deleted.
         dropped: Vec<StaleShard>,
+    },
+    /// Forget revisits the walker has dealt with.
+    DropRevisits {
+        /// Their sequence numbers.
+        seqs: Vec<u64>,
     },
     /// Remove drained node `node` for good (refused with `NotDrained` unless it is drained).
     Tombstone {
@@ -528,6 +533,11 @@ pub enum Refusal {
     /// A join would admit a node id, or a cluster address, that an earlier admission holds
     /// already: two members in one place. The token stays unused.
     DuplicateNode,
+    /// A transition cannot close yet: parts committed while it was open still wait to be moved.
+    RevisitPending,
+    /// A write was placed by a layout that no longer holds (a node it chose has left): the
+    /// client retries, and the retry places by the current layout.
+    PlacedOffLayout,
 }
 
 impl Refusal {
@@ -550,7 +560,10 @@ impl Refusal {
             Refusal::LayoutStale
             | Refusal::TransitionOpen
             | Refusal::NoTransition
-            | Refusal::NotDrained => S3ErrorCode::ServiceUnavailable,
+            | Refusal::NotDrained
+            | Refusal::RevisitPending => S3ErrorCode::ServiceUnavailable,
+            // Retried by every SDK; the shards written are reclaimed by the proposer.
+            Refusal::PlacedOffLayout => S3ErrorCode::SlowDown,
             // A part that moved under a copy: the caller reads it again.
             Refusal::PartMoved => S3ErrorCode::ServiceUnavailable,
             Refusal::NodeTombstoned | Refusal::DuplicateNode => S3ErrorCode::AccessDenied,
@@ -633,6 +646,73 @@ pub trait MetaStore {
     fn layout(&self) -> Result<Option<Layout>, Self::Error>;
     /// Stores the data-plane layout.
     fn put_layout(&mut self, layout: &Layout) -> Result<(), Self::Error>;
+    /// Lists a shard a committed move unlinked, to be deleted on its node.
+    fn add_stale(&mut self, s: &StaleShard) -> Result<(), Self::Error>;
+    /// Forgets a stale shard (deleted on its node, or live again there).
+    fn drop_stale(&mut self, s: &StaleShard) -> Result<(), Self::Error>;
+    /// Forgets every stale shard on `node` (it was removed for good).
+    fn drop_stale_of(&mut self, node: u64) -> Result<(), Self::Error>;
+    /// Lists a part for the walker to look at again, after every revisit listed so far.
+    fn add_revisit(&mut self, r: &Revisit) -> Result<(), Self::Error>;
+    /// Forgets revisit `seq`.
+    fn drop_revisit(&mut self, seq: u64) -> Result<(), Self::Error>;
+    /// Whether any revisit is listed.
+    fn has_revisit(&self) -> Result<bool, Self::Error>;
+}
+
+/// Stores `version` as the key's current version; answers the bodies it no longer needs.
+fn put_version<S: MetaStore>(
+    store: &mut S,
+    bucket: &str,
+    key: &str,
+    version: &ObjectVersion,
+) -> Result<Applied, S::Error> {
+    let mut list = store.versions(bucket, key)?.unwrap_or_default();
+    let mut freed = Vec::new();
+    // Unversioned: the new version replaces any version with the same id.
+    let keep = version.bodies();
+    list.versions.retain(|v| {
+        let same = v.version_id == version.version_id;
+        if same {
+            freed.extend(v.bodies().into_iter().filter(|b| !keep.contains(b)));
+        }
+        !same
+    });
+    list.versions.insert(0, version.clone());
+    store.put_versions(bucket, key, &list)?;
+    Ok(Applied {
+        refused: None,
+        freed,
+    })
+}
+
+/// Judges a version's parts against the layout before it is committed: lists the parts a
+/// transition must move again for a revisit, and answers `false` when a part was placed by a
+/// layout that is gone and `refuse` asks for that to be refused.
+fn follow_layout<S: MetaStore>(
+    store: &mut S,
+    bucket: &str,
+    key: &str,
+    version: &ObjectVersion,
+    refuse: bool,
+) -> Result<bool, S::Error> {
+    let layout = store.layout()?;
+    for p in &version.parts {
+        match crate::layout::placement_check(layout.as_ref(), &p.homes) {
+            Placed::Fine => {}
+            Placed::Refuse if refuse => return Ok(false),
+            Placed::Refuse => {}
+            Placed::Revisit => store.add_revisit(&Revisit {
+                at: PartAt::Object {
+                    bucket: bucket.to_string(),
+                    key: key.to_string(),
+                    version_id: version.version_id.clone(),
+                },
+                part: p.part,
+            })?,
+        }
+    }
+    Ok(true)
 }
 
 /// The storage key of an upload: `bucket/key/upload_id`. The upload id has a fixed length, so
@@ -679,23 +759,10 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
                 // proposer reclaims the shards it wrote.
                 return Ok(Applied::refused(Refusal::NoSuchBucket));
             }
-            let mut list = store.versions(bucket, key)?.unwrap_or_default();
-            let mut freed = Vec::new();
-            // Unversioned: the new version replaces any version with the same id.
-            let keep = version.bodies();
-            list.versions.retain(|v| {
-                let same = v.version_id == version.version_id;
-                if same {
-                    freed.extend(v.bodies().into_iter().filter(|b| !keep.contains(b)));
-                }
-                !same
-            });
-            list.versions.insert(0, version.clone());
-            store.put_versions(bucket, key, &list)?;
-            Ok(Applied {
-                refused: None,
-                freed,
-            })
+            if !follow_layout(store, bucket, key, version, true)? {
+                return Ok(Applied::refused(Refusal::PlacedOffLayout));
+            }
+            put_version(store, bucket, key, version)
         }
         Command::PutObjectIf {
             bucket,
@@ -787,6 +854,18 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
                 // The proposer wrote the part's shards; it reclaims them.
                 return Ok(Applied::refused(Refusal::NoSuchUpload));
             };
+            match crate::layout::placement_check(store.layout()?.as_ref(), &part.layout.homes) {
+                Placed::Fine => {}
+                Placed::Refuse => return Ok(Applied::refused(Refusal::PlacedOffLayout)),
+                Placed::Revisit => store.add_revisit(&Revisit {
+                    at: PartAt::Upload {
+                        bucket: bucket.clone(),
+                        key: key.clone(),
+                        upload_id: upload_id.clone(),
+                    },
+                    part: part.layout.part,
+                })?,
+            }
             let mut freed = Vec::new();
             if let Some(old) = u.parts.insert(part.layout.part, part.clone()) {
                 let (old_body, new_body) = (old.layout.body, part.layout.body);
@@ -829,15 +908,13 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
                 .filter_map(|p| p.layout.body)
                 .filter(|b| !used.contains(&Some(*b)))
                 .collect();
-            let put = Command::PutObject {
-                bucket: bucket.clone(),
-                key: key.clone(),
-                version: version.clone(),
-            };
-            let mut applied = apply(store, &put)?;
-            if applied.refused.is_some() {
-                return Ok(applied);
+            if store.bucket(bucket)?.is_none() {
+                return Ok(Applied::refused(Refusal::NoSuchBucket));
             }
+            // The parts were committed (and walked) as upload parts already: a part a
+            // transition could not move must not make the upload impossible to complete.
+            follow_layout(store, bucket, key, &version, false)?;
+            let mut applied = put_version(store, bucket, key, &version)?;
             store.delete_upload(bucket, key, upload_id)?;
             applied.freed.append(&mut unused);
             Ok(applied)
@@ -954,8 +1031,12 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
         Command::TransitionCheckpoint { id, walk, dropped } => Ok(answer(
             crate::layout::checkpoint(store, *id, walk, dropped)?,
         )),
-        Command::DropLeftover { dropped } => {
-            crate::layout::drop_leftover(store, dropped)?;
+        Command::DropStale { dropped } => {
+            crate::layout::drop_stale(store, dropped)?;
+            Ok(Applied::default())
+        }
+        Command::DropRevisits { seqs } => {
+            crate::layout::drop_revisits(store, seqs)?;
             Ok(Applied::default())
         }
         Command::EndTransition { id, now_ms } => {
@@ -998,6 +1079,12 @@ pub struct MemStore {
     pub tokens: BTreeMap<String, JoinTokenRecord>,
     /// The data-plane layout.
     pub layout: Option<Layout>,
+    /// Stale shards awaiting their delete.
+    #[serde(default)]
+    pub stale: std::collections::BTreeSet<StaleShard>,
+    /// Revisits by sequence number.
+    #[serde(default)]
+    pub revisits: BTreeMap<u64, Revisit>,
 }
 
 impl MetaStore for MemStore {
@@ -1008,6 +1095,30 @@ impl MetaStore for MemStore {
     fn put_layout(&mut self, layout: &Layout) -> Result<(), Self::Error> {
         self.layout = Some(layout.clone());
         Ok(())
+    }
+    fn add_stale(&mut self, s: &StaleShard) -> Result<(), Self::Error> {
+        self.stale.insert(*s);
+        Ok(())
+    }
+    fn drop_stale(&mut self, s: &StaleShard) -> Result<(), Self::Error> {
+        self.stale.remove(s);
+        Ok(())
+    }
+    fn drop_stale_of(&mut self, node: u64) -> Result<(), Self::Error> {
+        self.stale.retain(|s| s.node != node);
+        Ok(())
+    }
+    fn add_revisit(&mut self, r: &Revisit) -> Result<(), Self::Error> {
+        let seq = self.revisits.keys().next_back().map_or(1, |s| s + 1);
+        self.revisits.insert(seq, r.clone());
+        Ok(())
+    }
+    fn drop_revisit(&mut self, seq: u64) -> Result<(), Self::Error> {
+        self.revisits.remove(&seq);
+        Ok(())
+    }
+    fn has_revisit(&self) -> Result<bool, Self::Error> {
+        Ok(!self.revisits.is_empty())
     }
     fn bucket(&self, name: &str) -> Result<Option<BucketRecord>, Self::Error> {
         Ok(self.buckets.get(name).cloned())

@@ -72,7 +72,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::layout::{Retired, StaleShard, Transition};
+use crate::layout::{Retired, Transition};
 use crate::meta::ObjectId;
 
 /// One data-plane node in the layout.
@@ -104,10 +104,6 @@ pub struct Layout {
     /// The last transition that closed, with its final counts (`updated_ms` is when it closed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<Transition>,
-    /// Moved shards whose old copies could not be deleted before their transition closed
-    /// (their node was down): deleted when the node answers again, forgotten if it is removed.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub leftover: Vec<StaleShard>,
 }
 
 /// An erasure-coding profile: `k` data shards and `m` parity shards.
@@ -374,7 +370,6 @@ mod tests {
             transition: None,
             retired: BTreeMap::new(),
             last: None,
-            leftover: Vec::new(),
             nodes: nodes
                 .iter()
                 .map(|&(id, zone, host, weight)| {

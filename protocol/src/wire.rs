@@ -505,13 +505,11 @@ mod tests {
                 started_ms: 1,
                 from: nodes,
                 progress: Progress::default(),
-                stale: Vec::new(),
             }),
             retired: [(0xc3, Retired::Drained { at_ms: 2 })]
                 .into_iter()
                 .collect(),
             last: None,
-            leftover: Vec::new(),
         }
     }
 

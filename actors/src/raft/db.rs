@@ -6,11 +6,13 @@
 use std::path::Path;
 use std::time::Duration;
 
+use hamster_protocol::layout::StaleShard;
+use hamster_protocol::meta::ObjectId;
 use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
 
 /// Named databases we create; `max_dbs` is set from this.
-const TABLE_COUNT: u32 = 9;
+const TABLE_COUNT: u32 = 11;
 
 /// How long [`MetaDb::open`] waits for a previous environment on the same path (a node that is
 /// still shutting down in this process) to close before giving up.
@@ -61,6 +63,11 @@ pub struct MetaDb {
     pub sm_meta: Table,
     /// The current snapshot: `meta` → JSON `SnapshotMeta`, `data` → snapshot bytes.
     pub snapshot: Table,
+    /// Shards unlinked by layout moves and not yet deleted on their nodes:
+    /// [`stale_key`] → empty. Node first, so one node's list is one range.
+    pub stale: Table,
+    /// Parts a layout transition must look at again: big-endian u64 sequence → JSON `Revisit`.
+    pub revisits: Table,
 }
 
 impl MetaDb {
@@ -113,10 +120,24 @@ impl MetaDb {
                     t("snapshot")?,
                     t("uploads")?,
                     t("tokens")?,
+                    t("stale_shards")?,
+                    t("revisits")?,
                 )))
             })?
             .unwrap_commit();
-        let (log, raft, buckets, objects, keys, sm_meta, snapshot, uploads, tokens) = tables;
+        let (
+            log,
+            raft,
+            buckets,
+            objects,
+            keys,
+            sm_meta,
+            snapshot,
+            uploads,
+            tokens,
+            stale,
+            revisits,
+        ) = tables;
         Ok(MetaDb {
             env,
             log,
@@ -128,6 +149,8 @@ impl MetaDb {
             snapshot,
             uploads,
             tokens,
+            stale,
+            revisits,
         })
     }
 
@@ -159,6 +182,38 @@ pub fn bucket_range(bucket: &str) -> (Vec<u8>, Vec<u8>) {
     start.push(b'/');
     end.push(b'/' + 1);
     (start, end)
+}
+
+/// Length of a [`stale_key`].
+pub const STALE_KEY_LEN: usize = 8 + 16 + 4 + 2;
+
+/// The `stale` key of a shard: node, body, part and index, big-endian, so keys sort as
+/// [`StaleShard`] does and one node's shards are one range.
+pub fn stale_key(s: &StaleShard) -> [u8; STALE_KEY_LEN] {
+    let mut k = [0u8; STALE_KEY_LEN];
+    k[..8].copy_from_slice(&s.node.to_be_bytes());
+    k[8..24].copy_from_slice(&s.body.0);
+    k[24..28].copy_from_slice(&s.part.to_be_bytes());
+    k[28..].copy_from_slice(&s.index.to_be_bytes());
+    k
+}
+
+/// Decodes a [`stale_key`].
+pub fn stale_from_key(k: &[u8]) -> Result<StaleShard, DbError> {
+    let bad = || DbError::Corrupt(format!("stale shard key of {} bytes", k.len()));
+    if k.len() != STALE_KEY_LEN {
+        return Err(bad());
+    }
+    let node = u64::from_be_bytes(k[..8].try_into().map_err(|_| bad())?);
+    let body = ObjectId(k[8..24].try_into().map_err(|_| bad())?);
+    let part = u32::from_be_bytes(k[24..28].try_into().map_err(|_| bad())?);
+    let index = u16::from_be_bytes(k[28..].try_into().map_err(|_| bad())?);
+    Ok(StaleShard {
+        node,
+        body,
+        part,
+        index,
+    })
 }
 
 /// Reads and decodes one JSON record.

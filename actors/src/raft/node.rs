@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use anyhow::Context as _;
-use hamster_protocol::layout::PartAt;
+use hamster_protocol::layout::{PartAt, Revisit, StaleShard};
 use hamster_protocol::listing::{ListParams, Page};
 use hamster_protocol::membership::{MemberView, Situation};
 use hamster_protocol::meta::{
@@ -283,6 +283,38 @@ pub struct ListAccessKeys;
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<Option<Layout>, ReadError>")]
 pub struct GetLayout;
+
+/// The nodes that have stale shards listed (moved away, not yet deleted there).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<Vec<u64>, ReadError>")]
+pub struct StaleNodes;
+
+/// One page of the stale shards listed on one node.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<Vec<StaleShard>, ReadError>")]
+pub struct StalePage {
+    /// The node.
+    pub node: u64,
+    /// The last shard of the previous page.
+    pub after: Option<StaleShard>,
+    /// Most shards answered.
+    pub limit: usize,
+}
+
+/// How many stale shards are listed, cluster-wide.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<u64, ReadError>")]
+pub struct StaleCount;
+
+/// One page of the parts listed for a revisit, with their sequence numbers.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<Vec<(u64, Revisit)>, ReadError>")]
+pub struct RevisitPage {
+    /// The last sequence number of the previous page (0 for the first).
+    pub after: u64,
+    /// Most revisits answered.
+    pub limit: usize,
+}
 
 /// Nodes a join token admitted, with where they run: pending joiners and, until their tokens
 /// are pruned, nodes that have since become members.
@@ -664,7 +696,8 @@ fn longest_key_bytes(cmd: &Command) -> usize {
         | Command::BeginTransition { .. }
         | Command::TransitionCheckpoint { .. }
         | Command::EndTransition { .. }
-        | Command::DropLeftover { .. }
+        | Command::DropStale { .. }
+        | Command::DropRevisits { .. }
         | Command::Tombstone { .. } => 0,
     }
 }
@@ -1187,6 +1220,38 @@ impl Handler<GetLayout> for RaftNode {
 
     fn handle(&mut self, _msg: GetLayout, _ctx: &mut Self::Context) -> Self::Result {
         self.read(query::layout)
+    }
+}
+
+impl Handler<StaleNodes> for RaftNode {
+    type Result = Result<Vec<u64>, ReadError>;
+
+    fn handle(&mut self, _msg: StaleNodes, _ctx: &mut Self::Context) -> Self::Result {
+        self.read(query::stale_nodes)
+    }
+}
+
+impl Handler<StalePage> for RaftNode {
+    type Result = Result<Vec<StaleShard>, ReadError>;
+
+    fn handle(&mut self, msg: StalePage, _ctx: &mut Self::Context) -> Self::Result {
+        self.read(|db, txn| query::stale_page(db, txn, msg.node, msg.after.as_ref(), msg.limit))
+    }
+}
+
+impl Handler<StaleCount> for RaftNode {
+    type Result = Result<u64, ReadError>;
+
+    fn handle(&mut self, _msg: StaleCount, _ctx: &mut Self::Context) -> Self::Result {
+        self.read(query::stale_count)
+    }
+}
+
+impl Handler<RevisitPage> for RaftNode {
+    type Result = Result<Vec<(u64, Revisit)>, ReadError>;
+
+    fn handle(&mut self, msg: RevisitPage, _ctx: &mut Self::Context) -> Self::Result {
+        self.read(|db, txn| query::revisit_page(db, txn, msg.after, msg.limit))
     }
 }
 

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
+use hamster_protocol::layout::{Revisit, StaleShard};
 use hamster_protocol::listing::{paginate, KeyCursor, ListParams, Page};
 use hamster_protocol::meta::{
     upload_storage_key, AccessKey, BucketRecord, JoinTokenRecord, NodeInfo, ObjectId,
@@ -14,7 +15,9 @@ use hamster_protocol::placement::Layout;
 use heed::types::Bytes;
 use heed::{RoRange, RoTxn};
 
-use super::db::{bucket_range, get_json, object_key, DbError, MetaDb, Table};
+use super::db::{
+    bucket_range, get_json, object_key, stale_from_key, stale_key, DbError, MetaDb, Table,
+};
 use super::node::ListUploads;
 
 /// One bucket.
@@ -151,6 +154,77 @@ pub fn layout(db: &MetaDb, txn: &RoTxn) -> Result<Option<Layout>, DbError> {
 /// How many keys and multipart uploads are stored (LMDB keeps the counts: no walk).
 pub fn stored_counts(db: &MetaDb, txn: &RoTxn) -> Result<u64, DbError> {
     Ok(db.objects.len(txn)? + db.uploads.len(txn)?)
+}
+
+/// The nodes that have stale shards listed, in id order: one seek per node, not a walk.
+pub fn stale_nodes(db: &MetaDb, txn: &RoTxn) -> Result<Vec<u64>, DbError> {
+    let mut out = Vec::new();
+    let mut from = 0u64.to_be_bytes();
+    loop {
+        let range = (Bound::Included(&from[..]), Bound::Unbounded);
+        let Some(item) = db.stale.range(txn, &range)?.next() else {
+            return Ok(out);
+        };
+        let (k, _) = item?;
+        let node = stale_from_key(k)?.node;
+        out.push(node);
+        let Some(next) = node.checked_add(1) else {
+            return Ok(out);
+        };
+        from = next.to_be_bytes();
+    }
+}
+
+/// Up to `limit` stale shards on `node`, in key order, after `after` (exclusive).
+pub fn stale_page(
+    db: &MetaDb,
+    txn: &RoTxn,
+    node: u64,
+    after: Option<&StaleShard>,
+    limit: usize,
+) -> Result<Vec<StaleShard>, DbError> {
+    let start = after.map(stale_key);
+    let first = node.to_be_bytes();
+    let end = node.checked_add(1).map(u64::to_be_bytes);
+    let lower = match &start {
+        Some(k) => Bound::Excluded(&k[..]),
+        None => Bound::Included(&first[..]),
+    };
+    let upper = match &end {
+        Some(k) => Bound::Excluded(&k[..]),
+        None => Bound::Unbounded,
+    };
+    let mut out = Vec::new();
+    for item in db.stale.range(txn, &(lower, upper))?.take(limit) {
+        let (k, _) = item?;
+        out.push(stale_from_key(k)?);
+    }
+    Ok(out)
+}
+
+/// How many stale shards are listed (LMDB keeps the count: no walk).
+pub fn stale_count(db: &MetaDb, txn: &RoTxn) -> Result<u64, DbError> {
+    Ok(db.stale.len(txn)?)
+}
+
+/// Up to `limit` revisits after sequence number `after`, in order.
+pub fn revisit_page(
+    db: &MetaDb,
+    txn: &RoTxn,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<(u64, Revisit)>, DbError> {
+    let from = after.saturating_add(1).to_be_bytes();
+    let range = (Bound::Included(&from[..]), Bound::Unbounded);
+    let mut out = Vec::new();
+    for item in db.revisits.range(txn, &range)?.take(limit) {
+        let (k, v) = item?;
+        let k: [u8; 8] = k
+            .try_into()
+            .map_err(|_| DbError::Corrupt(format!("revisit key of {} bytes", k.len())))?;
+        out.push((u64::from_be_bytes(k), serde_json::from_slice(v)?));
+    }
+    Ok(out)
 }
 
 /// Every object id any stored version points to: what orphan-shard recovery must keep.

@@ -10,6 +10,7 @@
 use std::io::Cursor;
 use std::ops::Bound;
 
+use hamster_protocol::layout::{Revisit, StaleShard};
 use hamster_protocol::meta::{
     self, upload_storage_key, AccessKey, Applied, BucketRecord, Command, JoinTokenRecord,
     MetaStore, ObjectId, Upload, VersionList,
@@ -21,7 +22,7 @@ use openraft::{EntryPayload, OptionalSend, StorageIOError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::db::{get_json, object_key, put_json, DbError, MetaDb};
+use super::db::{get_json, object_key, put_json, stale_from_key, stale_key, DbError, MetaDb};
 use super::query;
 use super::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -57,6 +58,12 @@ pub struct SnapshotBody {
     /// The data-plane layout, once one was stored.
     #[serde(default)]
     pub layout: Option<Layout>,
+    /// Shards unlinked by layout moves and not yet deleted, in key order.
+    #[serde(default)]
+    pub stale: Vec<StaleShard>,
+    /// Parts a transition must look at again, with their sequence numbers.
+    #[serde(default)]
+    pub revisits: Vec<(u64, Revisit)>,
 }
 
 /// `MetaStore` over an open write transaction: what `meta::apply` mutates.
@@ -163,6 +170,51 @@ impl MetaStore for TxnStore<'_, '_> {
 
     fn put_layout(&mut self, layout: &Layout) -> Result<(), DbError> {
         put_json(&self.db.sm_meta, self.txn, LAYOUT_KEY, layout)
+    }
+
+    fn add_stale(&mut self, s: &StaleShard) -> Result<(), DbError> {
+        self.db.stale.put(self.txn, &stale_key(s), &[])?;
+        Ok(())
+    }
+
+    fn drop_stale(&mut self, s: &StaleShard) -> Result<(), DbError> {
+        self.db.stale.delete(self.txn, &stale_key(s))?;
+        Ok(())
+    }
+
+    fn drop_stale_of(&mut self, node: u64) -> Result<(), DbError> {
+        let first = node.to_be_bytes();
+        let end = node.checked_add(1).map(u64::to_be_bytes);
+        let upper = match &end {
+            Some(k) => Bound::Excluded(&k[..]),
+            None => Bound::Unbounded,
+        };
+        self.db
+            .stale
+            .delete_range(self.txn, &(Bound::Included(&first[..]), upper))?;
+        Ok(())
+    }
+
+    fn add_revisit(&mut self, r: &Revisit) -> Result<(), DbError> {
+        let next = match self.db.revisits.last(self.txn)? {
+            Some((k, _)) => {
+                let k: [u8; 8] = k
+                    .try_into()
+                    .map_err(|_| DbError::Corrupt(format!("revisit key of {} bytes", k.len())))?;
+                u64::from_be_bytes(k).saturating_add(1)
+            }
+            None => 1,
+        };
+        put_json(&self.db.revisits, self.txn, &next.to_be_bytes(), r)
+    }
+
+    fn drop_revisit(&mut self, seq: u64) -> Result<(), DbError> {
+        self.db.revisits.delete(self.txn, &seq.to_be_bytes())?;
+        Ok(())
+    }
+
+    fn has_revisit(&self) -> Result<bool, DbError> {
+        Ok(self.db.revisits.first(self.txn)?.is_some())
     }
 }
 
@@ -288,6 +340,14 @@ impl StateMachine {
         self.db.keys.clear(&mut txn)?;
         self.db.uploads.clear(&mut txn)?;
         self.db.tokens.clear(&mut txn)?;
+        self.db.stale.clear(&mut txn)?;
+        self.db.revisits.clear(&mut txn)?;
+        for s in &body.stale {
+            self.db.stale.put(&mut txn, &stale_key(s), &[])?;
+        }
+        for (seq, r) in &body.revisits {
+            put_json(&self.db.revisits, &mut txn, &seq.to_be_bytes(), r)?;
+        }
         for t in &body.tokens {
             put_json(&self.db.tokens, &mut txn, t.secret_sha256.as_bytes(), t)?;
         }
@@ -472,6 +532,14 @@ fn read_body(db: &MetaDb, txn: &heed::RoTxn) -> Result<SnapshotBody, DbError> {
         uploads,
         tokens: read_all(&db.tokens, txn)?,
         layout: get_json(&db.sm_meta, txn, LAYOUT_KEY)?,
+        stale: {
+            let mut out = Vec::new();
+            for item in db.stale.iter(txn)? {
+                out.push(stale_from_key(item?.0)?);
+            }
+            out
+        },
+        revisits: query::revisit_page(db, txn, 0, usize::MAX)?,
     })
 }
 

@@ -5,6 +5,10 @@
 //! shard was not deleted after its move committed, is an orphan: it costs space for ever and
 //! nothing would ever remove it.
 //!
+//! Once no transition is open, no part may name a running node the layout no longer has (a
+//! drained node): a write placed by the old layout that committed after the walk passed its key
+//! would otherwise keep a shard there that nothing moves.
+//!
 //! Whole bodies no record names (a write cut short by a crash, a delete not yet reclaimed on a
 //! node that was down) are the orphan sweep's business at the node's next start, not the
 //! layout's; [`Strictness::ShardsOfLiveBodies`] leaves them out of the check.
@@ -82,6 +86,23 @@ pub fn check(
     strictness: Strictness,
 ) -> Result<(), String> {
     let places = referenced(db).map_err(|e| format!("node {id}'s store: {e}"))?;
+    let layout = {
+        let txn = db.env.read_txn().map_err(|e| e.to_string())?;
+        hamster_actors::raft::query::layout(db, &txn).map_err(|e| e.to_string())?
+    };
+    if let Some(l) = layout.filter(|l| l.transition.is_none()) {
+        let off = places.iter().find(|p| {
+            !l.nodes.contains_key(&p.0) && disks.contains_key(&p.0) && !skip.contains(&p.0)
+        });
+        if let Some((node, body, part, index)) = off {
+            return Err(format!(
+                "node {id}'s store places shard {index} of part {part} of body {} on node \
+                 {node}, which layout {} no longer has, with no transition open to move it",
+                body.to_hex(),
+                l.version
+            ));
+        }
+    }
     let bodies: BTreeSet<ObjectId> = places.iter().map(|p| p.1).collect();
     for (node, store) in disks.iter().filter(|(n, _)| !skip.contains(n)) {
         let files = store

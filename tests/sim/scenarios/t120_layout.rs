@@ -15,7 +15,9 @@
 //!   transition resumes on the new leader and converges, nothing acknowledged is lost;
 //! - clients overwrite and delete the keys a drain is moving: each key ends as the client's
 //!   last acknowledged write left it;
-//! - one transition at a time: a second change while one is open is refused, naming it.
+//! - one transition at a time: a second change while one is open is refused, naming it;
+//! - writes placed by the old layout that commit after the drain's walk passed their keys are
+//!   moved before the drain closes (or refused and retried once it has).
 //!
 //! Each ends with the usual final checks plus [`placed_shards`]: every part's shards on
 //! distinct homes, and no shard file on a disk that no part lists there.
@@ -26,9 +28,9 @@ use std::time::Duration;
 
 use hamster_actors::clock::Clock;
 use hamster_actors::layout::{LayoutChange, LayoutConfig};
-use hamster_actors::raft::node::{AddLearner, ChangeMembership, GetObject};
+use hamster_actors::raft::node::{AddLearner, ChangeMembership, GetLayout, GetObject, Propose};
 use hamster_protocol::layout::{LayoutOp, Retired};
-use hamster_protocol::meta::{Command, PartLayout, Refusal};
+use hamster_protocol::meta::{Command, ObjectId, ObjectVersion, PartLayout, Refusal};
 use hamster_protocol::placement::Layout;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -38,7 +40,7 @@ use crate::cluster::Sim;
 use crate::event;
 use crate::invariants::placed_shards::{self, Strictness};
 use crate::net::Faults;
-use crate::s3client::{self, send};
+use crate::s3client::{self, md5_hex, send};
 use crate::scenarios::t100_erasure::{body, get_exact, put};
 use crate::world::{check, fork};
 
@@ -51,6 +53,7 @@ const CI_SEEDS_LEADER_LOST: u64 = 3;
 const CI_SEEDS_OVERWRITE: u64 = 3;
 const CI_SEEDS_DEAF: u64 = 4;
 const CI_SEEDS_ONE_AT_A_TIME: u64 = 2;
+const CI_SEEDS_LATE_WRITES: u64 = 3;
 
 /// Migration pace where a scenario does not need a slow one: simulated time is cheap.
 const MIGRATE_FAST: LayoutConfig = LayoutConfig {
@@ -89,6 +92,10 @@ const OVERWRITE_PAUSE_MS_MAX: u64 = 150;
 const OVERWRITE_DELAY_MS_MAX: u64 = 30;
 /// Largest object body the scenarios store (several 16 KiB stripes, so most are coded).
 const BODY_BYTES_MAX: usize = 300 * 1024;
+/// Objects stored before the drain of t132 (what its walk moves slowly).
+const LATE_STORED: usize = 12;
+/// The bucket of t132's late writes: it sorts before [`BUCKET`], so the walk passes it first.
+const LATE_BUCKET: &str = "late";
 
 /// Starts `voters` voters and `learners` more nodes as learners, every one running a layout
 /// manager at `pace`, creates the bucket and S3 credentials, and waits for the layout to list
@@ -872,6 +879,205 @@ async fn overwrite_during_drain(sim: Rc<Sim>) -> Result<(), String> {
     finish(&sim, &model, BTreeSet::new(), Strictness::Everything).await
 }
 
+/// Writes placed by the layout before a drain that commit after the drain's walk has passed
+/// their keys: one commits while the drain is open (it is listed for a revisit and moved before
+/// the drain may close), one after the drain has closed (refused, so the client retries onto
+/// the new layout). Neither leaves a shard on the drained node.
+async fn late_writes(sim: Rc<Sim>) -> Result<(), String> {
+    cluster(&sim, 5, 2, MIGRATE_SLOW).await?;
+    let mut rng = ChaCha8Rng::seed_from_u64(fork(sim.seed, "t132", 0, 0));
+    let model = Model::default();
+    let stored = store(&sim, &model, &mut rng, "obj", LATE_STORED, &[]).await?;
+    let via = bystander(&sim, &[]).await?;
+    if send(&sim, via, "PUT", &format!("/{LATE_BUCKET}"), "", Vec::new())
+        .await
+        .map(|a| a.status)
+        != Some(200)
+    {
+        return Err(format!("creating bucket {LATE_BUCKET} failed"));
+    }
+    let state = sim.s3(via).ok_or("the writing node stopped")?;
+    // Two writes placed, and their shards stored, by the layout before the drain.
+    let mut placed = Vec::new();
+    for key in ["open", "closed"] {
+        let len = rng.gen_range(BODY_BYTES_MAX / 2..BODY_BYTES_MAX);
+        let data = body(&mut rng, len);
+        let id = state.ids.object_id();
+        let mut w = state
+            .data
+            .begin_part(id, 1, Some(len as u64))
+            .await
+            .map_err(|e| format!("placing {key}: {e}"))?;
+        w.write(&data)
+            .await
+            .map_err(|e| format!("writing {key}: {e}"))?;
+        let part = w
+            .finish()
+            .await
+            .map_err(|e| format!("storing {key}: {e}"))?;
+        placed.push((key, data, id, part));
+    }
+    let leader = sim.wait_leader().await?;
+    let victim = placed[0]
+        .3
+        .homes
+        .iter()
+        .copied()
+        .find(|h| placed[1].3.homes.contains(h) && *h != leader && *h != via)
+        .ok_or("the two writes share no home to drain")?;
+    sim.change_layout(LayoutChange::Drain {
+        node: victim,
+        shrink: false,
+        force: false,
+    })
+    .await?;
+    // The walk goes bucket by bucket: once it has checkpointed past the late bucket, the
+    // first write commits behind it.
+    let past = |l: &Layout| {
+        l.transition.as_ref().is_some_and(|t| {
+            t.progress.pass > 1
+                || t.progress.cursor.as_ref().is_some_and(|c| {
+                    c.bucket.as_str() > LATE_BUCKET || c.key == char::MAX.to_string()
+                })
+        })
+    };
+    let mut waited = 0;
+    loop {
+        let l = leader_layout(&sim).await?;
+        if past(&l) {
+            break;
+        }
+        if l.transition.is_none() || waited > OPEN_WAIT_MAX_MS {
+            return Err("the drain's walk never showed it had passed the late bucket".into());
+        }
+        sim.sleep_ms(OPEN_POLL_MS).await;
+        waited += OPEN_POLL_MS;
+    }
+    let commit =
+        |(key, data, id, part): &(&str, Vec<u8>, ObjectId, PartLayout)| Command::PutObject {
+            bucket: LATE_BUCKET.into(),
+            key: (*key).into(),
+            version: ObjectVersion {
+                version_id: "null".into(),
+                object_id: *id,
+                size: data.len() as u64,
+                etag: md5_hex(&[data]),
+                last_modified_ms: sim.clock.now_ms(),
+                content_type: String::new(),
+                headers: BTreeMap::new(),
+                user_meta: BTreeMap::new(),
+                checksums: BTreeMap::new(),
+                parts: vec![part.clone()],
+            },
+        };
+    let answer = propose_via(&sim, via, commit(&placed[0])).await?;
+    if answer.is_some() {
+        return Err(format!(
+            "the write committed during the drain was refused: {answer:?}"
+        ));
+    }
+    event!(
+        sim.trace,
+        "a write placed before the drain committed behind its walk"
+    );
+    settled(&sim, "the drain finished", |l| {
+        matches!(l.retired.get(&victim), Some(Retired::Drained { .. }))
+    })
+    .await?;
+    // After the drain, the second write's commit is refused; its shards are the writer's to
+    // reclaim, and its retry is placed by the new layout.
+    let answer = propose_via(&sim, via, commit(&placed[1])).await?;
+    if answer != Some(Refusal::PlacedOffLayout) {
+        return Err(format!(
+            "a write placed by the layout before the drain committed after it closed: {answer:?}"
+        ));
+    }
+    state.data.discard(vec![placed[1].2]);
+    let retry = send(
+        &sim,
+        via,
+        "PUT",
+        &format!("/{LATE_BUCKET}/{}", placed[1].0),
+        "",
+        placed[1].1.clone(),
+    )
+    .await;
+    if retry.as_ref().map(|a| a.status) != Some(200) {
+        return Err(format!(
+            "the retried write answered {:?}",
+            retry.map(|a| a.status)
+        ));
+    }
+    for (key, data, _, _) in &placed {
+        let a = send(
+            &sim,
+            via,
+            "GET",
+            &format!("/{LATE_BUCKET}/{key}"),
+            "",
+            Vec::new(),
+        )
+        .await
+        .ok_or(format!("GET {key}: no answer"))?;
+        if a.status != 200 || a.body != *data {
+            return Err(format!(
+                "GET {LATE_BUCKET}/{key} answered {} with other bytes",
+                a.status
+            ));
+        }
+        let list = leader_addr(&sim)
+            .await?
+            .send(GetObject {
+                bucket: LATE_BUCKET.into(),
+                key: (*key).into(),
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let homes: Vec<u64> = list
+            .and_then(|l| l.current().map(|v| v.parts[0].homes.clone()))
+            .unwrap_or_default();
+        if homes.contains(&victim) {
+            return Err(format!(
+                "{key} still has a shard on drained node {victim}: {homes:?}"
+            ));
+        }
+    }
+    read_all(&sim, &stored, &[]).await?;
+    // The refused write's shards are reclaimed in the background.
+    sim.sleep_ms(RETURN_SETTLE_MS).await;
+    finish(&sim, &model, BTreeSet::new(), Strictness::Everything).await
+}
+
+/// The leader's stored layout.
+async fn leader_layout(sim: &Sim) -> Result<Layout, String> {
+    leader_addr(sim)
+        .await?
+        .send(GetLayout)
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "no layout stored".to_string())
+}
+
+async fn leader_addr(sim: &Sim) -> Result<actix::Addr<hamster_actors::raft::RaftNode>, String> {
+    let leader = sim.wait_leader().await?;
+    sim.addr(leader)
+        .ok_or_else(|| "the leader stopped".to_string())
+}
+
+/// Proposes `cmd` through node `via`; answers its refusal, if any.
+async fn propose_via(sim: &Sim, via: u64, cmd: Command) -> Result<Option<Refusal>, String> {
+    let applied = sim
+        .addr(via)
+        .ok_or(format!("node {via} stopped"))?
+        .send(Propose(cmd))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(applied.refused)
+}
+
 async fn one_at_a_time(sim: Rc<Sim>) -> Result<(), String> {
     cluster(&sim, 5, 2, MIGRATE_SLOW).await?;
     let mut rng = ChaCha8Rng::seed_from_u64(fork(sim.seed, "t127", 0, 0));
@@ -949,7 +1155,7 @@ fn t121_drain_with_crash() {
 }
 
 /// A drained node that was down when its drain ended comes back: the shards that moved away
-/// from it (kept as the layout's leftovers) are deleted there once it answers, so no orphan
+/// from it (kept in the stale list) are deleted there once it answers, so no orphan
 /// shard stays on it.
 #[test]
 fn t121_drained_node_returns() {
@@ -1017,4 +1223,9 @@ fn t128_reencode_leader_deaf() {
 #[test]
 fn t129_replace_tight() {
     check("t129_replace_tight", CI_SEEDS_DEAD_REMOVE, replace_tight);
+}
+
+#[test]
+fn t132_late_writes() {
+    check("t132_late_writes", CI_SEEDS_LATE_WRITES, late_writes);
 }
