@@ -229,12 +229,18 @@ def test_a_dead_disk_is_drained_removed_and_the_cluster_then_survives_two_more_l
     assert str(int(dead_id, 16)) in layout["retired"], layout
     assert layout["retired"][str(int(dead_id, 16))]["state"] == "drained"
     check_all(via.client(ak, sk), bucket, objects)
+    # The copies the moves unlinked on the dead node cannot be deleted there; status says so.
+    stale = cluster.status(via)["stale_shards"]
+    assert stale > 0
+    assert f"stale shards:  {stale} " in cli(via, "status").stdout
 
     r = cli(via, "remove", dead_id, "--json")
     assert r.returncode == 0, r.stderr
     report = cluster.status(via)
     assert dead_id not in {m["node_id"] for m in report["members"]}
     assert report["layout"]["retired"][str(int(dead_id, 16))]["state"] == "tombstoned"
+    # Its disk is wiped before any reuse: nothing is left to delete there.
+    assert report["stale_shards"] == 0
 
     # The removed node, started again on its old data dir, is told it was removed and stops
     # (at the latest when it asks the cluster anything, as a read does).

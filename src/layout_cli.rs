@@ -362,6 +362,7 @@ mod tests {
             admin_addr: String::new(),
             cluster_addr: String::new(),
             layout: None,
+            stale_shards: 0,
         };
         (report, layout)
     }

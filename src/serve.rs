@@ -32,7 +32,7 @@ use hamster_actors::peer::{raft_protocol, PeerLink, RaftService};
 use hamster_actors::raft::epoch::Epoch;
 use hamster_actors::raft::node::{
     AddLearner, AdoptEpoch, CatchUp, GetAccessKey, GetLayout, Network, Propose, RaftNode,
-    RaftNodeConfig, RaftStatus, RemoveMember, Shutdown, StartOptions, WatchMetrics,
+    RaftNodeConfig, RaftStatus, RemoveMember, Shutdown, StaleCount, StartOptions, WatchMetrics,
 };
 use hamster_actors::raft::NodeInfo;
 use hamster_actors::reclaim::{self, SweepGuard};
@@ -1247,5 +1247,11 @@ async fn status_report(
             .and_then(Result::ok)
             .flatten()
             .and_then(|l| serde_json::to_value(l).ok()),
+        stale_shards: raft
+            .send(StaleCount)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(0),
     })
 }

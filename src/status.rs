@@ -128,6 +128,13 @@ fn write_report(o: &mut String, r: &StatusReport) -> std::fmt::Result {
     writeln!(o, "cluster port:  {}", r.cluster_addr)?;
     let layout = r.layout();
     write_layout(o, layout.as_ref())?;
+    if r.stale_shards > 0 {
+        writeln!(
+            o,
+            "stale shards:  {} (moved away from nodes that did not answer; deleted there when they do)",
+            r.stale_shards
+        )?;
+    }
     writeln!(o, "members:")?;
     writeln!(
         o,

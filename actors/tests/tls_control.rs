@@ -69,6 +69,7 @@ fn report() -> StatusReport {
         admin_addr: "127.0.0.1:9001".into(),
         cluster_addr: "127.0.0.1:9400".into(),
         layout: None,
+        stale_shards: 0,
     }
 }
 

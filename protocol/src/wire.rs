@@ -384,6 +384,10 @@ pub struct StatusReport {
     /// carry maps keyed by integers directly.
     #[serde(default)]
     pub layout: Option<serde_json::Value>,
+    /// Shard copies that layout moves unlinked and that are not deleted yet (their nodes did
+    /// not answer): deleted when those nodes answer, forgotten when they are removed.
+    #[serde(default)]
+    pub stale_shards: u64,
 }
 
 impl StatusReport {
@@ -488,6 +492,7 @@ mod tests {
             admin_addr: "127.0.0.1:9001".into(),
             cluster_addr: "127.0.0.1:9400".into(),
             layout: serde_json::to_value(sample_layout()).ok(),
+            stale_shards: 5,
         }
     }
 
@@ -521,6 +526,7 @@ mod tests {
             panic!("not a status answer");
         };
         assert_eq!(back.layout(), Some(sample_layout()));
+        assert_eq!(back.stale_shards, 5);
     }
 
     /// Encode then decode gives back the same payload and consumes exactly the frame.
