@@ -936,8 +936,9 @@ fn stop_when_removed(
     });
 }
 
-/// Exit status when the metadata core stopped on its own (EX_SOFTWARE): the systemd unit
-/// restarts the node, which reopens its store from disk.
+/// Exit status when the metadata core stopped on its own, or a supervised actor failed too
+/// often to be restarted in place (EX_SOFTWARE): the systemd unit restarts the node, which
+/// reopens its stores from disk.
 pub const CORE_STOPPED_EXIT: i32 = 70;
 
 /// A node whose Raft core stopped by itself (a storage error such as a full disk, or a bug)
