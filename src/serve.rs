@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Addr};
+use actix::Addr;
 use actix_web::{web, App, HttpServer};
 use anyhow::{bail, Context};
 use hamster_actors::admin::{self, AdminState};
@@ -42,6 +42,7 @@ use hamster_actors::s3::{self, S3Config, S3State};
 use hamster_actors::shards::ShardStore;
 use hamster_actors::space::{self, Space, SpaceConfig, SpaceMonitor};
 use hamster_actors::steward::{Steward, VOTER_DOWN_AFTER_DEFAULT};
+use hamster_actors::supervise::Supervision;
 use hamster_actors::tls::{self, TlsMaterial};
 use hamster_actors::transfer::{shard_protocol, ShardService};
 use hamster_protocol::meta::{AccessKey, Command};
@@ -484,7 +485,11 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
     // appends an entry in its new term): give it the headroom first.
     space::release_headroom_if_low(&space_cfg);
     let space = Space::measured(space_cfg.clone());
-    let _space_monitor = SpaceMonitor::new(space_cfg, space.clone()).start();
+    let metrics = Metrics::new();
+    // Every long-lived actor runs under it (docs/adr/0007).
+    let supervision = Supervision::new(&metrics);
+    let _space_monitor =
+        supervision.start("space_monitor", SpaceMonitor::new(space_cfg, space.clone()));
     // Before anything opens the metadata store (opening creates an empty one).
     let mode = continuity::check_meta(&s.dir, &node.cluster_id).await?;
     let epoch_dir = s.dir.clone();
@@ -496,7 +501,6 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         ShardStore::open(&s.dir.shards())
             .with_context(|| format!("cannot open shard store {}", s.dir.shards().display()))?,
     );
-    let metrics = Metrics::new();
     let ids = Arc::new(IdSource::from_os());
     let (freed_tx, freed_rx) = tokio::sync::mpsc::unbounded_channel();
     let link = PeerLink::new(&material)?;
@@ -522,11 +526,11 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         bootstrap: founder && mode == StartMode::First,
         applied_tap: None,
     };
-    let raft = RaftNode::start_with(raft_config, start)
+    let raft = RaftNode::start_supervised(raft_config, start, &supervision)
         .await
         .context("cannot start the metadata store")?;
     // Held to the end of the node's life; it acts only while this node leads.
-    let _steward = Steward::new(raft.clone(), s.voter_down_after).start();
+    let _steward = supervision.start("steward", Steward::new(raft.clone(), s.voter_down_after));
     // Before the S3 front opens, so no PUT of this node is in flight while it sweeps.
     let cluster_addr = resolve(&node.cluster_addr, "cluster")?;
     if mode == StartMode::Rebuild {
@@ -556,14 +560,22 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         unbounded: s.sweep_all_orphans,
     };
     reclaim::sweep_orphans(&raft, &shards, s3::Offload::Pool, guard).await?;
-    let keeper = WatermarkKeeper::new(
-        s.dir.clone(),
-        node.cluster_id.clone(),
-        raft.clone(),
+    let keeper = supervision.start(
+        "watermark_keeper",
+        WatermarkKeeper::new(
+            s.dir.clone(),
+            node.cluster_id.clone(),
+            raft.clone(),
+            s3::Offload::Pool,
+        ),
+    );
+    let _reclaimer = reclaim::spawn_reclaimer(
+        shards.clone(),
+        metrics.clone(),
         s3::Offload::Pool,
-    )
-    .start();
-    reclaim::spawn_reclaimer(shards.clone(), metrics.clone(), s3::Offload::Pool, freed_rx);
+        freed_rx,
+        &supervision,
+    );
     // Shard writes from other nodes are taken only now that the sweep is over.
     let shard_service = ShardService::new(shards.clone(), s3::Offload::Pool);
     shard_service.set_space(space.clone());
@@ -589,18 +601,20 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
     // The one owner of the data-plane layout; it acts only while this node leads.
     let removed = layout::Removed::default();
     shard_service.set_removed(removed.clone());
-    let layout_manager = LayoutManager::new(
-        raft.clone(),
-        data.clone(),
-        Arc::new(SystemClock),
-        metrics.clone(),
-        LayoutConfig {
-            bytes_per_s: s.migrate_rate,
-            ..LayoutConfig::default()
-        },
-    )
-    .with_removed(removed)
-    .start();
+    let layout_manager = supervision.start(
+        "layout_manager",
+        LayoutManager::new(
+            raft.clone(),
+            data.clone(),
+            Arc::new(SystemClock),
+            metrics.clone(),
+            LayoutConfig {
+                bytes_per_s: s.migrate_rate,
+                ..LayoutConfig::default()
+            },
+        )
+        .with_removed(removed),
+    );
 
     let status_ctx = Arc::new((
         raft.clone(),
@@ -711,7 +725,14 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         .await
         .context("the metadata store stopped while starting")?;
     exit_when_core_stops(core_metrics, epoch.clone(), ready.clone(), stopping.clone());
-    let admin_state = AdminState::new(metrics.clone(), ready.clone(), raft.clone(), shards.clone());
+    exit_when_supervision_gives_up(supervision.gave_up(), ready.clone(), stopping.clone());
+    let admin_state = AdminState::new(
+        metrics.clone(),
+        ready.clone(),
+        raft.clone(),
+        shards.clone(),
+        supervision.clone(),
+    );
     let admin_addr = resolve(&s.admin, "admin")?;
     let admin_server = HttpServer::new(move || {
         App::new()
@@ -915,8 +936,9 @@ fn stop_when_removed(
     });
 }
 
-/// Exit status when the metadata core stopped on its own (EX_SOFTWARE): the systemd unit
-/// restarts the node, which reopens its store from disk.
+/// Exit status when the metadata core stopped on its own, or a supervised actor failed too
+/// often to be restarted in place (EX_SOFTWARE): the systemd unit restarts the node, which
+/// reopens its stores from disk.
 pub const CORE_STOPPED_EXIT: i32 = 70;
 
 /// A node whose Raft core stopped by itself (a storage error such as a full disk, or a bug)
@@ -937,6 +959,40 @@ fn exit_when_core_stops(
         ready.store(false, Ordering::SeqCst);
         tracing::error!(reason = %why, "the metadata core stopped; exiting so the node restarts from its store");
         eprintln!("hamster: the metadata core stopped ({why}); exiting so the node restarts from its store");
+        tokio::time::sleep(UNREADY_BEFORE_EXIT).await;
+        std::process::exit(CORE_STOPPED_EXIT);
+    });
+}
+
+/// How long a node that must exit stays up answering 503 (and `/ready` with the reason)
+/// first: a load balancer polling `/ready` takes it out of rotation on a clear answer rather
+/// than on refused connections, and requests in flight end with an error instead of a reset.
+const UNREADY_BEFORE_EXIT: Duration = Duration::from_millis(1_000);
+
+/// A supervised actor that keeps failing cannot be made right by restarting it inside this
+/// process: turn unready and exit non-zero (EX_SOFTWARE), so that systemd starts the node
+/// afresh from its stores.
+fn exit_when_supervision_gives_up(
+    mut gave_up: tokio::sync::watch::Receiver<Option<String>>,
+    ready: Arc<AtomicBool>,
+    stopping: Arc<AtomicBool>,
+) {
+    actix_rt::spawn(async move {
+        let why = loop {
+            if let Some(why) = gave_up.borrow_and_update().clone() {
+                break why;
+            }
+            if gave_up.changed().await.is_err() {
+                return;
+            }
+        };
+        if stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        ready.store(false, Ordering::SeqCst);
+        tracing::error!(reason = %why, "a supervised actor keeps failing; exiting so the node restarts");
+        eprintln!("hamster: {why}; exiting so the node restarts");
+        tokio::time::sleep(UNREADY_BEFORE_EXIT).await;
         std::process::exit(CORE_STOPPED_EXIT);
     });
 }

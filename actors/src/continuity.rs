@@ -433,6 +433,13 @@ impl Actor for WatermarkKeeper {
     }
 }
 
+impl Supervised for WatermarkKeeper {
+    /// The record that was out died with the old context: let the next one run.
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        self.busy = false;
+    }
+}
+
 /// Record the watermark now (the keeper's own timer sends it).
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]

@@ -379,6 +379,14 @@ impl Actor for LayoutManager {
     }
 }
 
+impl Supervised for LayoutManager {
+    /// The tick that was out died with the old context: let the next one run. A walk runs on
+    /// its own task and its handle is kept, so a restart neither stops it nor starts a second.
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        self.busy = false;
+    }
+}
+
 impl Handler<ChangeLayout> for LayoutManager {
     type Result = ResponseFuture<Result<String, String>>;
 

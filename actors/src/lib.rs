@@ -19,5 +19,6 @@ pub mod s3;
 pub mod shards;
 pub mod space;
 pub mod steward;
+pub mod supervise;
 pub mod tls;
 pub mod transfer;

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub migration_bytes_moved: IntCounter,
     /// Parts a migration pass could not move yet.
     pub migration_parts_failed: IntCounter,
+    /// Restarts of each supervised actor after it failed.
+    pub actor_restarts: IntCounterVec,
 }
 
 impl Metrics {
@@ -115,6 +117,14 @@ impl Metrics {
                 "hamster_migration_parts_failed_total",
                 "Parts a migration pass could not move yet",
             ),
+            actor_restarts: IntCounterVec::new(
+                Opts::new(
+                    crate::supervise::RESTARTS_METRIC,
+                    crate::supervise::RESTARTS_HELP,
+                ),
+                &[crate::supervise::RESTARTS_LABEL],
+            )
+            .expect("valid metric"),
             registry,
         };
         let r = &m.registry;
@@ -137,6 +147,8 @@ impl Metrics {
         r.register(Box::new(m.shard_bytes.clone()))
             .expect("unique metric");
         r.register(Box::new(m.shards_reclaimed.clone()))
+            .expect("unique metric");
+        r.register(Box::new(m.actor_restarts.clone()))
             .expect("unique metric");
         for c in [
             &m.repair_shards_verified,

@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::raft::node::{CatchUp, RaftNode, RaftStatus, ReferencedObjects};
 use crate::s3::Offload;
 use crate::shards::ShardStore;
+use crate::supervise::Supervision;
 
 /// How long the orphan sweep waits for this node to apply its own log before giving up.
 pub const SWEEP_WAIT_MAX: Duration = Duration::from_secs(10);
@@ -147,28 +148,77 @@ async fn applied_own_log(raft: &Addr<RaftNode>) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-/// Deletes the shard files of the bodies each applied commit freed, for as long as the state
-/// machine sends them.
+/// The reclaimer actor: deletes the shard files of the bodies each applied commit freed, for
+/// as long as the state machine sends them. The receiving end is shared with the actor's own
+/// loop rather than moved into it, so that a restarted reclaimer (see [`crate::supervise`])
+/// takes up the same stream; a batch it was deleting when it failed is left as orphans, which
+/// the next start's sweep removes.
+pub struct Reclaimer {
+    shards: Arc<ShardStore>,
+    metrics: Metrics,
+    offload: Offload,
+    freed: Arc<tokio::sync::Mutex<UnboundedReceiver<Vec<ObjectId>>>>,
+}
+
+impl Reclaimer {
+    /// A reclaimer of `shards` fed by `freed`.
+    pub fn new(
+        shards: Arc<ShardStore>,
+        metrics: Metrics,
+        offload: Offload,
+        freed: UnboundedReceiver<Vec<ObjectId>>,
+    ) -> Self {
+        Reclaimer {
+            shards,
+            metrics,
+            offload,
+            freed: Arc::new(tokio::sync::Mutex::new(freed)),
+        }
+    }
+}
+
+impl actix::Actor for Reclaimer {
+    type Context = actix::Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        use actix::{AsyncContext, WrapFuture};
+        let shards = self.shards.clone();
+        let metrics = self.metrics.clone();
+        let offload = self.offload;
+        let freed = self.freed.clone();
+        let work = async move {
+            loop {
+                let Some(ids) = freed.lock().await.recv().await else {
+                    return;
+                };
+                let shards = shards.clone();
+                let done = offload
+                    .run(move || {
+                        ids.iter()
+                            .filter(|id| shards.delete_object(id).is_ok())
+                            .count()
+                    })
+                    .await
+                    .unwrap_or(0);
+                metrics.shards_reclaimed.inc_by(done as u64);
+            }
+        };
+        ctx.spawn(work.into_actor(self));
+    }
+}
+
+/// Nothing is in flight outside the loop that `started` spawns again.
+impl actix::Supervised for Reclaimer {}
+
+/// Starts the [`Reclaimer`] under `supervision`.
 pub fn spawn_reclaimer(
     shards: Arc<ShardStore>,
     metrics: Metrics,
     offload: Offload,
-    mut freed: UnboundedReceiver<Vec<ObjectId>>,
-) {
-    actix_rt::spawn(async move {
-        while let Some(ids) = freed.recv().await {
-            let shards = shards.clone();
-            let done = offload
-                .run(move || {
-                    ids.iter()
-                        .filter(|id| shards.delete_object(id).is_ok())
-                        .count()
-                })
-                .await
-                .unwrap_or(0);
-            metrics.shards_reclaimed.inc_by(done as u64);
-        }
-    });
+    freed: UnboundedReceiver<Vec<ObjectId>>,
+    supervision: &Supervision,
+) -> Addr<Reclaimer> {
+    supervision.start("reclaimer", Reclaimer::new(shards, metrics, offload, freed))
 }
 
 #[cfg(test)]

@@ -202,6 +202,12 @@ impl ShardStore {
         }
     }
 
+    /// Whether the store is usable: its directory is still there (a disk unmounted or a
+    /// directory removed under the node is not). Blocking: one `stat`.
+    pub fn is_open(&self) -> bool {
+        self.disk.is_dir(&self.root)
+    }
+
     /// The directory this store lives in.
     pub fn root(&self) -> &Path {
         &self.root

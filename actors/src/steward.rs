@@ -98,3 +98,10 @@ impl Actor for Steward {
         ctx.run_interval(STEWARD_TICK, |act, ctx| act.tick(ctx));
     }
 }
+
+impl Supervised for Steward {
+    /// The tick that was out died with the old context: let the next one run.
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        self.busy = false;
+    }
+}

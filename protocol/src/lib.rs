@@ -15,6 +15,7 @@ pub mod meta;
 pub mod names;
 pub mod placement;
 pub mod post_policy;
+pub mod readiness;
 pub mod s3err;
 pub mod shard;
 pub mod sigv4;

@@ -298,7 +298,13 @@ impl Sim {
             .map(Arc::new)
             .map_err(|e| format!("node {id}'s shard store: {e}"))?;
         let metrics = Metrics::new();
-        reclaim::spawn_reclaimer(shards.clone(), metrics.clone(), Offload::Inline, freed_rx);
+        reclaim::spawn_reclaimer(
+            shards.clone(),
+            metrics.clone(),
+            Offload::Inline,
+            freed_rx,
+            &Default::default(),
+        );
         // As production does: swept before the node's S3 front serves anything.
         let swept = reclaim::sweep_orphans(&addr, &shards, Offload::Inline, Default::default())
             .await

@@ -41,6 +41,9 @@ pub struct LogStore {
     db: MetaDb,
     /// The committed log id openraft reported last and no transaction has written yet.
     unsaved_committed: Arc<Mutex<Option<Option<LogId>>>>,
+    /// Test builds only: the next append panics, taking the Raft core's task down with it.
+    #[cfg(feature = "fault-injection")]
+    panic_next_append: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl LogStore {
@@ -49,7 +52,15 @@ impl LogStore {
         LogStore {
             db,
             unsaved_committed: Arc::default(),
+            #[cfg(feature = "fault-injection")]
+            panic_next_append: Arc::default(),
         }
+    }
+
+    /// Test builds only: the switch that makes the next append panic inside the Raft core.
+    #[cfg(feature = "fault-injection")]
+    pub fn panic_switch(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.panic_next_append.clone()
     }
 
     /// Runs `f` in one write transaction that also carries any unsaved committed pointer, and
@@ -220,6 +231,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        #[cfg(feature = "fault-injection")]
+        if self
+            .panic_next_append
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            panic!("fault injection: the metadata log append panics");
+        }
         // Every entry openraft handed over goes into one transaction; its commit returns only
         // once LMDB has synced, so the entries are durable when we report them flushed.
         self.append_batch(entries.into_iter())

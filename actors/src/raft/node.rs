@@ -18,6 +18,7 @@ use hamster_protocol::meta::{
     AccessKey, Applied, Batch, BucketRecord, Command, ObjectId, ObjectVersion, Upload, VersionList,
 };
 use hamster_protocol::placement::Layout;
+use hamster_protocol::readiness::MetaFacts;
 use openraft::error::{ClientWriteError, Fatal, RaftError};
 use openraft::{ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,7 @@ use super::runtime;
 use super::state_machine::{AppliedEntry, StateMachine};
 use super::types::{NodeInfo, Raft};
 use crate::peer::{PeerLink, PeerRequest};
+use crate::supervise::Supervision;
 use hamster_protocol::wire::{decode_message, MemberStatus};
 
 /// Leader heartbeat period.
@@ -429,6 +431,36 @@ pub struct Shutdown;
 #[rtype(result = "tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, NodeInfo>>")]
 pub struct WatchMetrics;
 
+/// What `/ready` needs from this member: whether its core runs, the leader it knows, its
+/// applied index, and the leader's commit index as the leader confirms it now (a read index,
+/// bounded by [`READY_CONFIRM_WAIT_MAX`]).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "MetaFacts")]
+pub struct ReadyProbe;
+
+/// How long [`ReadyProbe`] waits for the leader to confirm its commit index; a leader that
+/// cannot answer within this is, for a reader, as good as none.
+pub const READY_CONFIRM_WAIT_MAX: Duration = Duration::from_millis(1_500);
+
+/// Whether this member's Raft core task runs (cheap: no network; for `/health`).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "bool")]
+pub struct CoreRunning;
+
+/// Test builds only: the Raft core's next log append panics, as a bug in it would.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct PanicCoreOnNextAppend;
+
+/// Whether the core behind `metrics` runs: it has not reported a fatal error, and its task
+/// still holds the sending end (a panicked core drops it without a last report).
+pub fn core_running(
+    metrics: &tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, NodeInfo>>,
+) -> bool {
+    metrics.has_changed().is_ok() && metrics.borrow().running_state.is_ok()
+}
+
 /// The answer to [`RaftStatus`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RaftStatusReport {
@@ -499,6 +531,9 @@ pub struct RaftNode {
     catch_up_waiting: Vec<oneshot::Sender<Result<(), ProposeError>>>,
     /// Whether a read-index round is out.
     catch_up_in_flight: bool,
+    /// Test builds only: makes the Raft core's next log append panic.
+    #[cfg(feature = "fault-injection")]
+    panic_switch: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Where a batched proposal's answer goes: what applying it answered and the log index of
@@ -550,12 +585,24 @@ impl RaftNode {
         cfg: RaftNodeConfig,
         opts: StartOptions,
     ) -> anyhow::Result<Addr<RaftNode>> {
+        Self::start_supervised(cfg, opts, &Supervision::default()).await
+    }
+
+    /// Like [`RaftNode::start_with`], with the actor registered in `supervision` (which counts
+    /// its restarts and pings it for `/health`).
+    pub async fn start_supervised(
+        cfg: RaftNodeConfig,
+        opts: StartOptions,
+        supervision: &Supervision,
+    ) -> anyhow::Result<Addr<RaftNode>> {
         runtime::seed_rng(cfg.seed);
         let db = MetaDb::open(&cfg.meta_dir, cfg.map_size_bytes)
             .await
             .with_context(|| format!("opening metadata store {}", cfg.meta_dir.display()))?;
         let config = Arc::new(raft_config()?);
         let log_store = LogStore::new(db.clone());
+        #[cfg(feature = "fault-injection")]
+        let panic_switch = log_store.panic_switch();
         let state_machine =
             StateMachine::new(db.clone(), cfg.freed_tx).with_applied_tap(opts.applied_tap);
         let solo = matches!(opts.network, Network::Solo);
@@ -606,8 +653,10 @@ impl RaftNode {
             leading_since: None,
             catch_up_waiting: Vec::new(),
             catch_up_in_flight: false,
+            #[cfg(feature = "fault-injection")]
+            panic_switch,
         };
-        Ok(node.start())
+        Ok(supervision.start("raft_node", node))
     }
 
     async fn become_ready(raft: &Raft, node_id: u64, node: NodeInfo) -> anyhow::Result<()> {
@@ -736,6 +785,18 @@ impl Actor for RaftNode {
             }
             .into_actor(self),
         );
+    }
+}
+
+impl Supervised for RaftNode {
+    /// The futures that carried the batch in flight and the read-index round died with the old
+    /// context (their callers got an error, as for a lost answer); proposals and reads still
+    /// queued go out now.
+    fn restarting(&mut self, ctx: &mut Context<Self>) {
+        self.in_flight = false;
+        self.catch_up_in_flight = false;
+        self.flush(ctx);
+        self.catch_up_round(ctx);
     }
 }
 
@@ -1298,6 +1359,65 @@ impl Handler<RaftStatus> for RaftNode {
                 state: format!("{:?}", m.state),
             }
         })
+    }
+}
+
+impl Handler<ReadyProbe> for RaftNode {
+    type Result = ResponseFuture<MetaFacts>;
+
+    fn handle(&mut self, _msg: ReadyProbe, _ctx: &mut Self::Context) -> Self::Result {
+        let raft = self.raft.clone();
+        let link = self.link.clone();
+        let epoch = self.epoch.clone();
+        let me = self.node_id;
+        Box::pin(async move {
+            let metrics = raft.metrics();
+            let running = core_running(&metrics);
+            let (leader, applied_index) = {
+                let m = metrics.borrow();
+                (m.current_leader, m.last_applied.map_or(0, |l| l.index))
+            };
+            let confirm = async {
+                match (leader, &link) {
+                    (Some(l), _) if l == me => read_index(&raft, me).await.ok(),
+                    (Some(l), Some(link)) => read_index_at(&raft, link, &epoch, me, l).await.ok(),
+                    _ => None,
+                }
+            };
+            let leader_commit_index = if running {
+                tokio::time::timeout(READY_CONFIRM_WAIT_MAX, confirm)
+                    .await
+                    .ok()
+                    .flatten()
+            } else {
+                None
+            };
+            MetaFacts {
+                core_running: running,
+                leader,
+                applied_index,
+                leader_commit_index,
+            }
+        })
+    }
+}
+
+impl Handler<CoreRunning> for RaftNode {
+    type Result = bool;
+
+    fn handle(&mut self, _msg: CoreRunning, _ctx: &mut Self::Context) -> bool {
+        core_running(&self.raft.metrics())
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<PanicCoreOnNextAppend> for RaftNode {
+    type Result = ();
+
+    fn handle(&mut self, _msg: PanicCoreOnNextAppend, _ctx: &mut Self::Context) {
+        tracing::warn!("fault injection: the metadata core panics on its next log append");
+        self.panic_switch
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
