@@ -186,12 +186,9 @@ impl Liveness {
     fn count(&self, node: NodeId, up: bool) {
         if let Some(g) = &self.gauges {
             let label = hex(node);
-            g.up.with_label_values(&[label.as_str()])
-                .set(i64::from(up));
+            g.up.with_label_values(&[label.as_str()]).set(i64::from(up));
             let to = if up { "up" } else { "down" };
-            g.transitions
-                .with_label_values(&[label.as_str(), to])
-                .inc();
+            g.transitions.with_label_values(&[label.as_str(), to]).inc();
         }
     }
 

@@ -163,7 +163,10 @@ impl Metrics {
     }
 
     /// Adds a metric an actor owns (e.g. the liveness detector's per-member gauges).
-    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) -> prometheus::Result<()> {
+    pub fn register(
+        &self,
+        collector: Box<dyn prometheus::core::Collector>,
+    ) -> prometheus::Result<()> {
         self.registry.register(collector)
     }
 

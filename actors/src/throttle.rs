@@ -141,9 +141,6 @@ mod tests {
             assert_eq!(t.admit(), None);
         }
         tokio::time::sleep(Duration::from_secs(61)).await;
-        assert_eq!(
-            t.admit().as_deref(),
-            Some(" (… 41 more in the last 60 s)")
-        );
+        assert_eq!(t.admit().as_deref(), Some(" (… 41 more in the last 60 s)"));
     }
 }

@@ -190,7 +190,10 @@ mod tests {
         let mut t = Tracker::default();
         for round in 0..10u64 {
             for i in 1..FAILURES_TO_DOWN {
-                assert_eq!(t.observe(3, Outcome::Failed, round * 10 + u64::from(i)), None);
+                assert_eq!(
+                    t.observe(3, Outcome::Failed, round * 10 + u64::from(i)),
+                    None
+                );
             }
             assert_eq!(t.observe(3, Outcome::Answered, round * 10 + 9), None);
         }

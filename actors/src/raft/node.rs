@@ -28,9 +28,7 @@ use tokio::time::Instant;
 use super::db::{DbError, MetaDb};
 use super::epoch::{Admission, Epoch};
 use super::log_store::LogStore;
-use super::network::{
-    encode_request, NoPeers, PeerNetwork, Proposed, RaftRequest, RaftResponse,
-};
+use super::network::{encode_request, NoPeers, PeerNetwork, Proposed, RaftRequest, RaftResponse};
 use super::query;
 use super::runtime;
 use super::state_machine::{AppliedEntry, StateMachine};
@@ -1325,7 +1323,10 @@ impl Handler<MembershipView> for RaftNode {
                 let silent_ms = if *id == self.node_id {
                     0
                 } else {
-                    let heard = self.liveness.last_heard(*id).map_or(since, |t| t.max(since));
+                    let heard = self
+                        .liveness
+                        .last_heard(*id)
+                        .map_or(since, |t| t.max(since));
                     u64::try_from(now.saturating_duration_since(heard).as_millis())
                         .unwrap_or(u64::MAX)
                 };

@@ -18,8 +18,8 @@ use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use hamster_actors::data::PROBE_EVERY;
-use hamster_protocol::liveness::FAILURES_TO_DOWN;
 use hamster_actors::raft::node::{AddLearner, GetObject};
+use hamster_protocol::liveness::FAILURES_TO_DOWN;
 use hamster_protocol::meta::{ObjectId, PartLayout};
 use hamster_protocol::placement;
 use rand::{Rng, SeedableRng};
