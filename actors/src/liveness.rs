@@ -404,3 +404,46 @@ impl LivenessHandle {
         self.addr.do_send(ProbeAllMembers);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hamster_protocol::liveness::FAILURES_TO_DOWN;
+
+    /// What a caller reads without waiting (the snapshot) and what an operator reads
+    /// (`/metrics`) follow the observations, once the actor has taken them in; the detector's
+    /// own node is never taken for down.
+    #[actix_rt::test]
+    async fn observations_reach_the_snapshot_and_the_gauges() {
+        let metrics = Metrics::new();
+        let live = LivenessHandle::start(1, Some(&metrics));
+        live.observe(2, Ok(()));
+        for _ in 0..FAILURES_TO_DOWN {
+            live.observe(2, Err("connection refused".into()));
+            live.observe(1, Err("this node itself".into()));
+        }
+        // The mailbox is in order: once this answers, every observation above is in.
+        assert!(!live.addr().send(IsUp(2)).await.expect("detector running"));
+        assert!(live.is_down(2));
+        assert!(!live.is_down(1));
+        assert_eq!(live.down_nodes(), BTreeSet::from([2]));
+        let text = metrics.render();
+        assert!(
+            text.contains("hamster_member_up{node=\"0000000000000002\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "hamster_member_transitions_total{node=\"0000000000000002\",to=\"down\"} 1"
+            ),
+            "{text}"
+        );
+        live.observe(2, Ok(()));
+        assert!(live.addr().send(IsUp(2)).await.expect("detector running"));
+        assert!(!live.is_down(2));
+        assert!(live.last_heard(2).is_some());
+        assert!(metrics
+            .render()
+            .contains("hamster_member_up{node=\"0000000000000002\"} 1"));
+    }
+}
