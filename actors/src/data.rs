@@ -109,6 +109,8 @@ struct Inner {
     warn_degraded: Throttle,
     /// Shard slices a read could not use.
     warn_read: Throttle,
+    /// Reads that found fewer than `k` verified shards.
+    warn_lost: Throttle,
 }
 
 /// A cheap clonable handle on this node's data plane.
@@ -174,6 +176,7 @@ impl DataPlane {
                 warn_write: Throttle::per_minute(),
                 warn_degraded: Throttle::per_minute(),
                 warn_read: Throttle::per_minute(),
+                warn_lost: Throttle::per_minute(),
             }),
         };
         // Held weakly, so the detector stops with the plane rather than keep it alive.
@@ -182,6 +185,12 @@ impl DataPlane {
         };
         plane.inner.liveness.set_prober(Arc::new(prober));
         plane
+    }
+
+    /// Whether to log a read that found its data unreadable now, and the note about those
+    /// held back ([`Throttle::admit`]): with too many homes down every read would log one.
+    pub fn admit_lost_warning(&self) -> Option<String> {
+        self.inner.warn_lost.admit()
     }
 
     /// This node's liveness detector.
