@@ -32,6 +32,8 @@ pub struct FileConfig {
     pub capacity: Option<String>,
     /// Log filter, e.g. "info" or "hamster=debug".
     pub log: Option<String>,
+    /// `--log-format`: "text" or "json".
+    pub log_format: Option<String>,
     /// `--voter-down-after`.
     pub voter_down_after: Option<String>,
     /// `--body-idle-timeout`.

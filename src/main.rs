@@ -116,6 +116,10 @@ pub struct ServeArgs {
     /// Admin HTTP listen address (/metrics, /health, /ready) [default: 127.0.0.1:9001]
     #[arg(long)]
     pub admin: Option<String>,
+    /// How log lines are written to stderr: text for people, json (one object per line) for
+    /// log shippers [default: text]
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
     /// S3 region requests are signed for [default: us-east-1]
     #[arg(long)]
     pub region: Option<String>,
@@ -158,6 +162,15 @@ pub struct ServeArgs {
     /// migration never starves client traffic; default 64MiB.
     #[arg(long, value_name = "SIZE")]
     pub migrate_rate: Option<String>,
+}
+
+/// How `serve` writes its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured only on a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Args)]

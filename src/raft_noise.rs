@@ -44,6 +44,9 @@ fn about_an_unreachable_peer(fields: &str) -> bool {
         || fields.contains("is unreachable")
         || fields.contains("peer::PeerError")
         || fields.contains("timeout while confirming leadership")
+        // openraft's replication to a peer it backs off from (only an unreachable peer makes
+        // it back off) says so at every pause, five times a second.
+        || fields.contains("backoff mode: drain events")
 }
 
 /// Reports how many lines were held back since the last report, if any.
@@ -84,6 +87,9 @@ mod tests {
         ));
         assert!(about_an_unreachable_peer(
             "message=timeout while confirming leadership for read request target=3 error=timeout"
+        ));
+        assert!(about_an_unreachable_peer(
+            "message=openraft::replication::ReplicationCore<_, _, _>::backoff_drain_events backoff mode: drain events without processing them interval=199.99ms"
         ));
         assert!(!about_an_unreachable_peer(
             "message=A message will be ignored because vote changed"

@@ -24,6 +24,7 @@ use hamster_actors::control::{self, ControlHandler, Routes};
 use hamster_actors::data::{DataConfig, DataPlane};
 use hamster_actors::join::{self, JoinService};
 use hamster_actors::layout::{self, ChangeLayout, LayoutChange, LayoutConfig, LayoutManager};
+use hamster_actors::liveness::LivenessHandle;
 use hamster_actors::metrics::Metrics;
 use hamster_actors::node::{
     self, Credentials, DataDir, InitOptions, InitOutcome, NodeFile, NODE_FILE_VERSION,
@@ -59,7 +60,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use crate::config::{parse_size, FileConfig};
 use crate::key::KeyAdmin;
 use crate::token::TokenAdmin;
-use crate::{data_dir, file_config, NodeShape, ServeArgs};
+use crate::{data_dir, file_config, LogFormat, NodeShape, ServeArgs};
 
 const S3_ADDR_DEFAULT: &str = "127.0.0.1:9000";
 const ADMIN_ADDR_DEFAULT: &str = "127.0.0.1:9001";
@@ -319,6 +320,34 @@ struct Settings {
     uploads: UploadLimits,
 }
 
+/// Sends the node's log to stderr: `filter` (or `HAMSTER_LOG`) chooses what, `format` how.
+/// Colour codes only when stderr is a terminal, so a log file or the journal gets plain text.
+fn init_logging(filter: &str, format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HAMSTER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .finish()
+            .with(crate::s3_listener::HttpLayerNoise)
+            .with(crate::raft_noise::UnreachablePeerNoise)
+            .init(),
+        // One JSON object per line, fields at the top level, for log shippers.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_ansi(false)
+            .finish()
+            .with(crate::s3_listener::HttpLayerNoise)
+            .with(crate::raft_noise::UnreachablePeerNoise)
+            .init(),
+    }
+}
+
 /// Runs `hamster serve`.
 pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let file = file_config(&a.config)?;
@@ -326,16 +355,13 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let filter = f
         .and_then(|f| f.log.clone())
         .unwrap_or_else(|| "info,openraft=warn".to_string());
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HAMSTER_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
-        )
-        .finish()
-        .with(crate::s3_listener::HttpLayerNoise)
-        .with(crate::raft_noise::UnreachablePeerNoise)
-        .init();
+    let format = match (a.log_format, f.and_then(|f| f.log_format.as_deref())) {
+        (Some(flag), _) => flag,
+        (None, Some(key)) => clap::ValueEnum::from_str(key, true)
+            .map_err(|_| anyhow::anyhow!("log_format = {key:?}: use \"text\" or \"json\""))?,
+        (None, None) => LogFormat::Text,
+    };
+    init_logging(&filter, format);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir_path = data_dir(&a.data, f);
     let dir = DataDir::new(&dir_path);
@@ -501,6 +527,7 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         ShardStore::open(&s.dir.shards())
             .with_context(|| format!("cannot open shard store {}", s.dir.shards().display()))?,
     );
+    let liveness = LivenessHandle::start_supervised(node.node_id, Some(&metrics), &supervision);
     let ids = Arc::new(IdSource::from_os());
     let (freed_tx, freed_rx) = tokio::sync::mpsc::unbounded_channel();
     let link = PeerLink::new(&material)?;
@@ -525,6 +552,7 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         // joiner, or a member rebuilding lost metadata, waits for the leader to fill it.
         bootstrap: founder && mode == StartMode::First,
         applied_tap: None,
+        liveness: Some(liveness.clone()),
     };
     let raft = RaftNode::start_supervised(raft_config, start, &supervision)
         .await
@@ -593,6 +621,7 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         ids.clone(),
         s3::Offload::Pool,
         DataConfig::default(),
+        liveness,
     );
     if let Some(c) = &credentials {
         ensure_root_key(&raft, c).await?;

@@ -9,10 +9,13 @@
 //! - Writes: each shard has its own sender task fed through a channel of [`WINDOW_BLOCKS`]
 //!   chunks, so memory per request is bounded by `(k + m) × window × block` whatever the size.
 //!   A home known to be down is not tried.
-//! - Down knowledge: a node that fails a request is down until a background probe (a cheap
-//!   shard request every [`PROBE_EVERY`]) or any other request to it succeeds, so client writes
-//!   never serve as the probe. New parts are placed over the nodes not known down whenever
-//!   there are enough of them for all `k + m` shards; the homes used are recorded in the part.
+//! - Down knowledge comes from the node's liveness detector ([`crate::liveness`]): every shard
+//!   request reports its outcome there, the detector decides, and its probes are this plane's
+//!   cheap shard request, so client writes never serve as the probe. New parts are placed over
+//!   the nodes not known down whenever there are enough of them for all `k + m` shards; the
+//!   homes used are recorded in the part.
+//! - Warnings a request can cause (a shard not stored, a slice that failed) are rate-limited
+//!   ([`crate::throttle`]): with a home down they would otherwise come once per request.
 //! - The ack rule (INV-2): all `k + m` shards durable is the healthy path; fewer is accepted
 //!   down to the profile's floor (`k + 1`, or all shards for 1+0 and 1+1); below it the write is
 //!   refused with `503 SlowDown`, its shards are deleted, and nothing becomes visible.
@@ -20,10 +23,9 @@
 //!   corrupt, unreachable) switches that stripe to decoding from any `k` verified chunks (INV-5:
 //!   every chunk is checked against the replicated BLAKE3 and its block CRCs before use).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use actix::Addr;
@@ -37,21 +39,23 @@ use hamster_protocol::transfer::{
 };
 use openraft::RaftMetrics;
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::clock::IdSource;
+use crate::liveness::{LivenessHandle, Prober};
 use crate::peer::{PeerError, PeerLink, PeerRequest};
 use crate::raft::node::{GetLayout, RaftNode};
 use crate::raft::types::NodeId;
 use crate::s3::Offload;
+use crate::throttle::Throttle;
 use crate::transfer::{ShardService, READ_BYTES_MAX};
 use hamster_protocol::s3err::S3Error;
 
 /// Chunks queued or in flight per shard of one write.
 pub const WINDOW_BLOCKS: usize = 4;
 
-/// How often a node known to be down is asked whether it is back.
-pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How often a node known to be down is asked whether it is back (the detector's pace).
+pub const PROBE_EVERY: Duration = crate::liveness::PROBE_EVERY;
 
 /// Time allowed for one probe of a down node: short, since the probe moves no data.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -97,11 +101,16 @@ struct Inner {
     ids: Arc<IdSource>,
     offload: Offload,
     config: DataConfig,
-    /// The nodes known to be down, each with the number of the probe task watching it.
-    down: Mutex<BTreeMap<NodeId, u64>>,
-    /// Numbers the probe tasks, so a task that was overtaken (its node came back and went
-    /// down again meanwhile) knows to end.
-    probes: AtomicU64,
+    /// The one answer to "is node X up?".
+    liveness: LivenessHandle,
+    /// Shards a write could not store or stored wrong.
+    warn_write: Throttle,
+    /// Writes acknowledged with fewer than all shards.
+    warn_degraded: Throttle,
+    /// Shard slices a read could not use.
+    warn_read: Throttle,
+    /// Reads that found fewer than `k` verified shards.
+    warn_lost: Throttle,
 }
 
 /// A cheap clonable handle on this node's data plane.
@@ -151,8 +160,9 @@ impl DataPlane {
         ids: Arc<IdSource>,
         offload: Offload,
         config: DataConfig,
+        liveness: LivenessHandle,
     ) -> Self {
-        DataPlane {
+        let plane = DataPlane {
             inner: Arc::new(Inner {
                 me,
                 raft,
@@ -162,10 +172,30 @@ impl DataPlane {
                 ids,
                 offload,
                 config,
-                down: Mutex::new(BTreeMap::new()),
-                probes: AtomicU64::new(0),
+                liveness,
+                warn_write: Throttle::per_minute(),
+                warn_degraded: Throttle::per_minute(),
+                warn_read: Throttle::per_minute(),
+                warn_lost: Throttle::per_minute(),
             }),
-        }
+        };
+        // Held weakly, so the detector stops with the plane rather than keep it alive.
+        let prober = PlaneProber {
+            plane: Arc::downgrade(&plane.inner),
+        };
+        plane.inner.liveness.set_prober(Arc::new(prober));
+        plane
+    }
+
+    /// Whether to log a read that found its data unreadable now, and the note about those
+    /// held back ([`Throttle::admit`]): with too many homes down every read would log one.
+    pub fn admit_lost_warning(&self) -> Option<String> {
+        self.inner.warn_lost.admit()
+    }
+
+    /// This node's liveness detector.
+    pub fn liveness(&self) -> &LivenessHandle {
+        &self.inner.liveness
     }
 
     /// This node's id.
@@ -209,72 +239,19 @@ impl DataPlane {
         layout
     }
 
-    /// Whether `node` failed a request and has not answered one since.
+    /// Whether the liveness detector takes `node` for down (never this node).
     pub fn is_down(&self, node: NodeId) -> bool {
-        node != self.inner.me && self.down().contains_key(&node)
+        self.inner.liveness.is_down(node)
     }
 
     /// The nodes known to be down, at one instant.
     fn down_nodes(&self) -> BTreeSet<NodeId> {
-        self.down().keys().copied().collect()
+        self.inner.liveness.down_nodes()
     }
 
-    fn down(&self) -> MutexGuard<'_, BTreeMap<NodeId, u64>> {
-        // The map stays consistent whatever a panicking holder did: every change is one call.
-        self.inner.down.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Records the outcome of a request to `node`: an answer marks it up; a failure marks it
-    /// down and starts a probe that marks it up again once it answers.
-    pub fn observe(&self, node: NodeId, reachable: bool) {
-        if node == self.inner.me {
-            return;
-        }
-        let mut down = self.down();
-        if reachable {
-            if down.remove(&node).is_some() {
-                info!(node = %format!("{node:016x}"), "node answers again; placing shards on it");
-            }
-            return;
-        }
-        if down.contains_key(&node) {
-            return;
-        }
-        let probe = self.inner.probes.fetch_add(1, Ordering::Relaxed);
-        down.insert(node, probe);
-        drop(down);
-        warn!(node = %format!("{node:016x}"), "node failed a request; placing around it until a probe finds it back");
-        self.spawn_probe(node, probe);
-    }
-
-    /// Probes `node` every [`PROBE_EVERY`] until it answers, another probe task takes over,
-    /// it leaves the membership, or this data plane is gone (the task holds it weakly, so a
-    /// stopped node's probes end with it).
-    fn spawn_probe(&self, node: NodeId, probe: u64) {
-        let inner: Weak<Inner> = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(PROBE_EVERY).await;
-                let Some(inner) = inner.upgrade() else {
-                    return;
-                };
-                let plane = DataPlane { inner };
-                if plane.down().get(&node) != Some(&probe) {
-                    return;
-                }
-                if !plane.is_member(node) {
-                    plane.down().remove(&node);
-                    debug!(node, "a down node left the membership; no longer probed");
-                    return;
-                }
-                plane.probe(node).await;
-            }
-        });
-    }
-
-    /// Asks `node` whether its shard service is there; the outcome is recorded by the call
-    /// itself (observe). Aborting a transfer nobody has open touches no disk and answers at
-    /// once, and any answer at all will do.
+    /// Asks `node` whether its shard service is there; the outcome reaches the detector
+    /// through the call itself. Aborting a transfer nobody has open touches no disk and
+    /// answers at once, and any answer at all will do.
     async fn probe(&self, node: NodeId) {
         let request = ShardRequest::Abort {
             transfer: self.inner.ids.next_u64(),
@@ -284,39 +261,24 @@ impl DataPlane {
             .await;
     }
 
-    /// Probes every member not known down every [`PROBE_EVERY`], so a node that dies is
-    /// known down within about a second without a client write paying for the discovery.
-    /// Ends when this data plane is gone. The serving node starts it; the simulation, whose
-    /// schedules must not depend on it, does not.
+    /// Has the detector probe every member each [`PROBE_EVERY`], so a node that dies is known
+    /// down within seconds without a client write paying for the discovery. The serving node
+    /// asks for it; the simulation, whose schedules must not depend on it, does not.
     pub fn watch_members(&self) {
-        let inner: Weak<Inner> = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(PROBE_EVERY).await;
-                let Some(inner) = inner.upgrade() else {
-                    return;
-                };
-                let plane = DataPlane { inner };
-                let me = plane.inner.me;
-                let members: Vec<NodeId> = plane
-                    .inner
-                    .members
-                    .borrow()
-                    .membership_config
-                    .nodes()
-                    .map(|(id, _)| *id)
-                    .filter(|id| *id != me)
-                    .collect();
-                let probes = members
-                    .into_iter()
-                    .filter(|id| !plane.is_down(*id))
-                    .map(|node| {
-                        let plane = plane.clone();
-                        async move { plane.probe(node).await }
-                    });
-                join_all(probes).await;
-            }
-        });
+        self.inner.liveness.probe_all_members();
+    }
+
+    /// The members other than this node.
+    fn other_members(&self) -> BTreeSet<NodeId> {
+        let me = self.inner.me;
+        self.inner
+            .members
+            .borrow()
+            .membership_config
+            .nodes()
+            .map(|(id, _)| *id)
+            .filter(|id| *id != me)
+            .collect()
     }
 
     /// Whether `node` is in the metadata group's membership as this node knows it.
@@ -390,12 +352,12 @@ impl DataPlane {
                 // Requests are safe to repeat: the shard service answers a replay again.
                 Err(PeerError::Network { .. }) if !retried => retried = true,
                 Err(e) => {
-                    self.observe(node, false);
+                    self.inner.liveness.observe(node, Err(e.to_string()));
                     return Err(CallError::Unreachable(e.to_string()));
                 }
             }
         };
-        self.observe(node, true);
+        self.inner.liveness.observe(node, Ok(()));
         let (head, body) = decode_message::<ShardResponse>(&answer)
             .map_err(|e| CallError::Unexpected(e.to_string()))?;
         Ok((head, body.to_vec()))
@@ -656,7 +618,9 @@ impl DataPlane {
             }
             for (s, r) in slices.iter().zip(&results) {
                 if let Err(e) = r {
-                    warn!(object = %body, part = part.part, shard = s.shard, error = %e, "shard read failed; decoding from the others");
+                    if let Some(held) = self.inner.warn_read.admit() {
+                        warn!(object = %body, part = part.part, shard = s.shard, error = %e, "shard read failed; decoding from the others{held}");
+                    }
                     avoid.insert(s.shard);
                 }
             }
@@ -717,7 +681,9 @@ impl DataPlane {
                         have += 1;
                     }
                     Err(e) => {
-                        warn!(object = %body, part = part.part, shard = i, error = %e, "shard unusable");
+                        if let Some(held) = self.inner.warn_read.admit() {
+                            warn!(object = %body, part = part.part, shard = i, error = %e, "shard unusable{held}");
+                        }
                         avoid.insert(*i);
                     }
                 }
@@ -1145,10 +1111,14 @@ impl PartWriter {
                 }
                 Ok(h) if h == expected[i] => durable += 1,
                 Ok(h) => {
-                    warn!(object = %self.id, part = self.part, shard = i, home = homes[i], stored = %h, "shard stored with a different checksum; not counted");
+                    if let Some(held) = self.plane.inner.warn_write.admit() {
+                        warn!(object = %self.id, part = self.part, shard = i, home = homes[i], stored = %h, "shard stored with a different checksum; not counted{held}");
+                    }
                 }
                 Err(e) => {
-                    warn!(object = %self.id, part = self.part, shard = i, home = homes[i], error = %e, "shard not stored");
+                    if let Some(held) = self.plane.inner.warn_write.admit() {
+                        warn!(object = %self.id, part = self.part, shard = i, home = %format!("{:016x}", homes[i]), error = %e, "shard not stored{held}");
+                    }
                     failed.push(format!("node {:016x}: {e}", homes[i]));
                 }
             }
@@ -1158,7 +1128,9 @@ impl PartWriter {
             return Err(below_floor_because(profile, durable, &failed));
         }
         if durable < profile.shards() {
-            warn!(object = %self.id, part = self.part, durable, shards = profile.shards(), "write acknowledged degraded; repair restores the missing shards");
+            if let Some(held) = self.plane.inner.warn_degraded.admit() {
+                warn!(object = %self.id, part = self.part, durable, shards = profile.shards(), "write acknowledged degraded; repair restores the missing shards{held}");
+            }
         }
         Ok(PartLayout {
             part: self.part,
@@ -1171,5 +1143,23 @@ impl PartWriter {
             body: None,
             homes,
         })
+    }
+}
+
+/// The data plane's side of the detector's probes; see [`Prober`].
+struct PlaneProber {
+    plane: Weak<Inner>,
+}
+
+impl Prober for PlaneProber {
+    fn members(&self) -> Option<BTreeSet<NodeId>> {
+        let inner = self.plane.upgrade()?;
+        Some(DataPlane { inner }.other_members())
+    }
+
+    fn probe(&self, node: NodeId) -> Option<BoxFuture<'static, ()>> {
+        let inner = self.plane.upgrade()?;
+        let plane = DataPlane { inner };
+        Some(Box::pin(async move { plane.probe(node).await }))
     }
 }

@@ -174,6 +174,14 @@ impl Metrics {
         self.s3_duration.with_label_values(&[op]).observe(seconds);
     }
 
+    /// Adds a metric an actor owns (e.g. the liveness detector's per-member gauges).
+    pub fn register(
+        &self,
+        collector: Box<dyn prometheus::core::Collector>,
+    ) -> prometheus::Result<()> {
+        self.registry.register(collector)
+    }
+
     /// The registry in Prometheus text format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

@@ -114,6 +114,7 @@ answers_ping!(
     crate::continuity::WatermarkKeeper,
     crate::space::SpaceMonitor,
     crate::reclaim::Reclaimer,
+    crate::liveness::Liveness,
 );
 
 /// The space monitor keeps no in-flight state: a restart only starts its timer again.

@@ -10,6 +10,7 @@ pub mod form;
 pub mod http_head;
 pub mod layout;
 pub mod listing;
+pub mod liveness;
 pub mod membership;
 pub mod meta;
 pub mod names;

@@ -17,6 +17,7 @@ use actix::{Actor, Addr};
 use hamster_actors::clock::{Clock, IdSource};
 use hamster_actors::data::{DataConfig, DataPlane};
 use hamster_actors::layout::{ChangeLayout, LayoutChange, LayoutConfig, LayoutManager};
+use hamster_actors::liveness::LivenessHandle;
 use hamster_actors::metrics::Metrics;
 use hamster_actors::peer::RaftService;
 use hamster_actors::raft::db::MetaDb;
@@ -270,10 +271,14 @@ impl Sim {
             map_size_bytes: MAP_SIZE_BYTES,
             epoch,
         };
+        // One detector per incarnation, fed by Raft and the data plane alike, as in production.
+        let node_metrics = Metrics::new();
+        let liveness = LivenessHandle::start(id, Some(&node_metrics));
         let opts = StartOptions {
             network: Network::Peers(link),
             bootstrap,
             applied_tap: Some(applied_tx),
+            liveness: Some(liveness.clone()),
         };
         let addr = RaftNode::start_with(cfg, opts)
             .await
@@ -297,7 +302,7 @@ impl Sim {
         let shards = ShardStore::open_on(Arc::new(disk), Path::new(SHARDS_ROOT))
             .map(Arc::new)
             .map_err(|e| format!("node {id}'s shard store: {e}"))?;
-        let metrics = Metrics::new();
+        let metrics = node_metrics;
         reclaim::spawn_reclaimer(
             shards.clone(),
             metrics.clone(),
@@ -329,6 +334,7 @@ impl Sim {
             ids.clone(),
             Offload::Inline,
             DATA_CONFIG,
+            liveness,
         );
         let s3 = Arc::new(S3State {
             raft: addr.clone(),

@@ -6,11 +6,13 @@
 //!   request and per answer ([`RaftRequest`], [`RaftResponse`]), peers addressed by
 //!   `NodeInfo.cluster_addr` from the membership.
 //!
+//! Every RPC's outcome goes to the node's liveness detector ([`crate::liveness`]): an answer
+//! says the peer is up, a link failure counts against it. The detector's record of when each
+//! peer last answered is what the membership steward reads on the leader.
+//!
 //! Snapshots travel in openraft's chunks (`snapshot_max_chunk_size`, 3 MiB by default), each
 //! chunk one frame; a chunk's JSON must stay under the frame limit.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hamster_protocol::meta::{Applied, Command};
@@ -24,11 +26,11 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 
 use super::epoch::Epoch;
 use super::node::ProposeError;
 use super::types::{NodeId, NodeInfo, TypeConfig};
+use crate::liveness::LivenessHandle;
 use crate::peer::{PeerError, PeerLink, PeerRequest, RECONNECT_BACKOFF_MS_MAX};
 
 /// The reason every RPC fails.
@@ -207,46 +209,20 @@ enum AnswerError {
     Garbled { to: NodeId, error: WireError },
 }
 
-/// When each peer last answered a Raft RPC from this node. On the leader, which sends
-/// heartbeats to every member, it tells who is up; the membership steward reads it.
-#[derive(Debug, Clone, Default)]
-pub struct PeerHealth {
-    heard: Arc<Mutex<BTreeMap<NodeId, Instant>>>,
-}
-
-impl PeerHealth {
-    /// Notes an answer from `peer` now.
-    pub fn heard_from(&self, peer: NodeId) {
-        self.heard
-            .lock()
-            .expect("peer health lock")
-            .insert(peer, Instant::now());
-    }
-
-    /// When `peer` last answered, if ever.
-    pub fn last_heard(&self, peer: NodeId) -> Option<Instant> {
-        self.heard
-            .lock()
-            .expect("peer health lock")
-            .get(&peer)
-            .copied()
-    }
-}
-
 /// A network factory whose connections carry Raft RPC over the peer link.
 #[derive(Debug, Clone)]
 pub struct PeerNetwork {
     link: PeerLink,
-    health: PeerHealth,
+    liveness: LivenessHandle,
     epoch: Epoch,
 }
 
 impl PeerNetwork {
-    /// Raft RPC over `link`, sent in `epoch`; answers are noted in `health`.
-    pub fn new(link: PeerLink, health: PeerHealth, epoch: Epoch) -> Self {
+    /// Raft RPC over `link`, sent in `epoch`; outcomes are reported to `liveness`.
+    pub fn new(link: PeerLink, liveness: LivenessHandle, epoch: Epoch) -> Self {
         PeerNetwork {
             link,
-            health,
+            liveness,
             epoch,
         }
     }
@@ -256,7 +232,7 @@ impl PeerNetwork {
 #[derive(Debug, Clone)]
 pub struct PeerConnection {
     link: PeerLink,
-    health: PeerHealth,
+    liveness: LivenessHandle,
     epoch: Epoch,
     target: NodeId,
     addr: String,
@@ -268,7 +244,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Self::Network {
         PeerConnection {
             link: self.link.clone(),
-            health: self.health.clone(),
+            liveness: self.liveness.clone(),
             epoch: self.epoch.clone(),
             target,
             addr: node.cluster_addr.clone(),
@@ -301,7 +277,13 @@ impl PeerConnection {
             payload,
             timeout: option.hard_ttl(),
         };
-        let answer = self.link.send(req).await.map_err(link_error)?;
+        let answer = match self.link.send(req).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                self.liveness.observe(self.target, Err(e.to_string()));
+                return Err(link_error(e));
+            }
+        };
         let response = decode_message::<RaftResponse>(&answer).map_err(|error| {
             RPCError::Network(NetworkError::new(&AnswerError::Garbled {
                 to: self.target,
@@ -332,7 +314,7 @@ impl PeerConnection {
             };
             return Err(RPCError::Unreachable(Unreachable::new(&e)));
         }
-        self.health.heard_from(self.target);
+        self.liveness.observe(self.target, Ok(()));
         Ok(response)
     }
 

@@ -29,13 +29,12 @@ use tokio::time::Instant;
 use super::db::{DbError, MetaDb};
 use super::epoch::{Admission, Epoch};
 use super::log_store::LogStore;
-use super::network::{
-    encode_request, NoPeers, PeerHealth, PeerNetwork, Proposed, RaftRequest, RaftResponse,
-};
+use super::network::{encode_request, NoPeers, PeerNetwork, Proposed, RaftRequest, RaftResponse};
 use super::query;
 use super::runtime;
 use super::state_machine::{AppliedEntry, StateMachine};
 use super::types::{NodeInfo, Raft};
+use crate::liveness::LivenessHandle;
 use crate::peer::{PeerLink, PeerRequest};
 use crate::supervise::Supervision;
 use hamster_protocol::wire::{decode_message, MemberStatus};
@@ -117,6 +116,8 @@ pub struct StartOptions {
     pub bootstrap: bool,
     /// Where to report every applied entry, if anyone watches (the simulation does).
     pub applied_tap: Option<UnboundedSender<AppliedEntry>>,
+    /// The node's liveness detector, fed by every Raft RPC; a private one when not given.
+    pub liveness: Option<LivenessHandle>,
 }
 
 impl StartOptions {
@@ -126,6 +127,7 @@ impl StartOptions {
             network: Network::Solo,
             bootstrap: true,
             applied_tap: None,
+            liveness: None,
         }
     }
 }
@@ -523,8 +525,8 @@ pub struct RaftNode {
     link: Option<PeerLink>,
     /// The cluster epoch, checked on every inbound RPC and sent with every outbound one.
     epoch: Epoch,
-    /// When peers last answered this node's Raft RPC.
-    health: PeerHealth,
+    /// The node's liveness detector: when peers last answered.
+    liveness: LivenessHandle,
     /// The term this node leads in and since when (as first seen by [`MembershipView`]).
     leading_since: Option<(u64, Instant)>,
     /// Reads waiting for the next read-index round (see [`CatchUp`]).
@@ -606,14 +608,16 @@ impl RaftNode {
         let state_machine =
             StateMachine::new(db.clone(), cfg.freed_tx).with_applied_tap(opts.applied_tap);
         let solo = matches!(opts.network, Network::Solo);
-        let health = PeerHealth::default();
+        let liveness = opts
+            .liveness
+            .unwrap_or_else(|| LivenessHandle::start(cfg.node_id, None));
         let (raft, link) = match opts.network {
             Network::Solo => (
                 Raft::new(cfg.node_id, config, NoPeers, log_store, state_machine).await?,
                 None,
             ),
             Network::Peers(link) => {
-                let network = PeerNetwork::new(link.clone(), health.clone(), cfg.epoch.clone());
+                let network = PeerNetwork::new(link.clone(), liveness.clone(), cfg.epoch.clone());
                 let raft =
                     Raft::new(cfg.node_id, config, network, log_store, state_machine).await?;
                 (raft, Some(link))
@@ -649,7 +653,7 @@ impl RaftNode {
             in_flight: false,
             link,
             epoch: cfg.epoch.clone(),
-            health,
+            liveness,
             leading_since: None,
             catch_up_waiting: Vec::new(),
             catch_up_in_flight: false,
@@ -1504,7 +1508,10 @@ impl Handler<MembershipView> for RaftNode {
                 let silent_ms = if *id == self.node_id {
                     0
                 } else {
-                    let heard = self.health.last_heard(*id).map_or(since, |t| t.max(since));
+                    let heard = self
+                        .liveness
+                        .last_heard(*id)
+                        .map_or(since, |t| t.max(since));
                     u64::try_from(now.saturating_duration_since(heard).as_millis())
                         .unwrap_or(u64::MAX)
                 };

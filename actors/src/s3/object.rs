@@ -573,7 +573,9 @@ pub async fn get_object(x: &Exchange, head: bool) -> Result<HttpResponse, S3Erro
             Ok(b) => Some(b),
             Err(e) => {
                 // Fewer than k verified shards of the first stripe: nothing is served (INV-5).
-                warn!(object = %object, error = %e, "object unreadable");
+                if let Some(held) = x.state.data.admit_lost_warning() {
+                    warn!(object = %object, error = %e, "object unreadable{held}");
+                }
                 return Err(S3Error::with_message(
                     S3ErrorCode::InternalError,
                     "the object's data cannot be read from enough verified shards; run hamster repair",
@@ -684,7 +686,9 @@ fn object_stream(
                 if let Err(e) = &step {
                     // Fewer than k verified shards: nothing unverified is served (INV-5), the
                     // response is cut.
-                    warn!(object = %cursor.version.object_id, error = %e, "read failed mid-response");
+                    if let Some(held) = cursor.data.admit_lost_warning() {
+                        warn!(object = %cursor.version.object_id, error = %e, "read failed mid-response{held}");
+                    }
                 }
                 if tx.send(step).await.is_err() || failed {
                     return;

@@ -2,8 +2,10 @@
 //! nine nodes (profile 4+2; bodies below the simulation's small-object size are 1+2 copies):
 //!
 //! - two members crash for good and a client keeps writing through a live node: once the
-//!   coordinator has met each dead member once (at most one write refused, the one whose homes
-//!   held both before either was known down), every write is acknowledged with all `k + m`
+//!   coordinator's liveness detector takes both for down (issue 17: after
+//!   [`FAILURES_TO_DOWN`] failed requests each; only a write whose homes held both before
+//!   either was known down can be refused, and each such write counts a failure against both,
+//!   so at most [`FAILURES_TO_DOWN`] are), every write is acknowledged with all `k + m`
 //!   shards on distinct live nodes — never at the ack floor, never with a dead home recorded —
 //!   and every acknowledged object reads back whole through two different nodes;
 //! - a dead member stays known down while nobody writes (no client write has to rediscover
@@ -17,6 +19,7 @@ use std::rc::Rc;
 
 use hamster_actors::data::PROBE_EVERY;
 use hamster_actors::raft::node::{AddLearner, GetObject};
+use hamster_protocol::liveness::FAILURES_TO_DOWN;
 use hamster_protocol::meta::{ObjectId, PartLayout};
 use hamster_protocol::placement;
 use rand::{Rng, SeedableRng};
@@ -152,8 +155,9 @@ async fn dead_members(sim: Rc<Sim>) -> Result<(), String> {
         }
         detection += 1;
     }
-    // Only a write whose homes held both dead members before either was known can fail.
-    if refused > 1 {
+    // Only a write whose homes held both dead members before either was known can fail, and
+    // each one brings both closer to being known down.
+    if refused > FAILURES_TO_DOWN as usize {
         return Err(format!(
             "{refused} writes refused while the coordinator met two dead members"
         ));
