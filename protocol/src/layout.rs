@@ -631,7 +631,14 @@ mod tests {
     }
 
     fn object(s: &mut MemStore, id: u8, homes: Vec<u64>) {
-        let v = ObjectVersion {
+        let v = version(id, homes);
+        s.objects
+            .insert(("b".into(), "k".into()), VersionList { versions: vec![v] });
+    }
+
+    /// Version `null` of body `[id; 16]`, one part on `homes`.
+    fn version(id: u8, homes: Vec<u64>) -> ObjectVersion {
+        ObjectVersion {
             version_id: "null".into(),
             object_id: ObjectId([id; 16]),
             size: 10,
@@ -642,9 +649,7 @@ mod tests {
             user_meta: BTreeMap::new(),
             checksums: BTreeMap::new(),
             parts: vec![part(homes)],
-        };
-        s.objects
-            .insert(("b".into(), "k".into()), VersionList { versions: vec![v] });
+        }
     }
 
     fn rehome_cmd(id: u8, expect: Vec<u64>, to: Vec<u64>, transition: u64) -> Command {
@@ -1034,24 +1039,10 @@ mod tests {
                 ..Layout::default()
             })),
         );
-        let put = |id: u8, homes: Vec<u64>| {
-            let v = ObjectVersion {
-                version_id: "null".into(),
-                object_id: ObjectId([id; 16]),
-                size: 10,
-                etag: String::new(),
-                last_modified_ms: 0,
-                content_type: String::new(),
-                headers: BTreeMap::new(),
-                user_meta: BTreeMap::new(),
-                checksums: BTreeMap::new(),
-                parts: vec![part(homes)],
-            };
-            Command::PutObject {
-                bucket: "b".into(),
-                key: "k".into(),
-                version: v,
-            }
+        let put = |id: u8, homes: Vec<u64>| Command::PutObject {
+            bucket: "b".into(),
+            key: "k".into(),
+            version: version(id, homes),
         };
         // Before any change, a write on the layout's nodes is stored with nothing listed.
         assert_eq!(refused(&mut s, put(7, vec![1, 3])), None);
