@@ -352,7 +352,7 @@ impl DataPlane {
                 // Requests are safe to repeat: the shard service answers a replay again.
                 Err(PeerError::Network { .. }) if !retried => retried = true,
                 Err(e) => {
-                    self.inner.liveness.observe(node, Err(e.to_string()));
+                    self.inner.liveness.observe_link_error(node, &e);
                     return Err(CallError::Unreachable(e.to_string()));
                 }
             }

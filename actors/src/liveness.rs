@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
+use crate::peer::PeerError;
 use crate::raft::types::NodeId;
 
 /// How often failing nodes (and, on a serving node, all members) are probed, and how often
@@ -298,7 +299,7 @@ impl Handler<Observed> for Liveness {
             Outcome::Answered => {
                 self.view().answered.insert(msg.node, Instant::now());
             }
-            Outcome::Failed => {
+            Outcome::Failed | Outcome::Refused => {
                 if let Some(why) = msg.why {
                     self.why.insert(msg.node, why);
                 }
@@ -387,26 +388,33 @@ impl LivenessHandle {
         self.view.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reports one request's outcome: `Ok` if `node` answered, else why not.
+    /// Reports one request's outcome: `Ok` if `node` answered, else why not (a failure that
+    /// may be passing: a timeout, a connection broken mid-request).
     pub fn observe(&self, node: NodeId, outcome: Result<(), String>) {
+        match outcome {
+            Ok(()) => self.post(node, Outcome::Answered, None),
+            Err(why) => self.post(node, Outcome::Failed, Some(why)),
+        }
+    }
+
+    /// Reports a request to `node` that the peer link failed. A connection that could not be
+    /// opened at all counts as a refusal, which takes the node for down at once (see
+    /// [`hamster_protocol::liveness`]); other failures count toward the usual rules.
+    pub fn observe_link_error(&self, node: NodeId, error: &PeerError) {
+        let outcome = match error {
+            PeerError::NotConnected { .. } => Outcome::Refused,
+            _ => Outcome::Failed,
+        };
+        self.post(node, outcome, Some(error.to_string()));
+    }
+
+    fn post(&self, node: NodeId, outcome: Outcome, why: Option<String>) {
         if node == self.me {
             return;
         }
-        let msg = match outcome {
-            Ok(()) => Observed {
-                node,
-                outcome: Outcome::Answered,
-                why: None,
-            },
-            Err(why) => Observed {
-                node,
-                outcome: Outcome::Failed,
-                why: Some(why),
-            },
-        };
         // A full mailbox drops this observation (see the module docs); a stopped detector
         // means the node is shutting down.
-        let _ = self.addr.try_send(msg);
+        let _ = self.addr.try_send(Observed { node, outcome, why });
     }
 
     /// Whether `node` is taken for down (never this node).

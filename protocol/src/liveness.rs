@@ -5,7 +5,9 @@
 //! A node is taken for down after [`FAILURES_TO_DOWN`] consecutive failed requests, or once
 //! its failures have gone on for [`SILENCE_MS_TO_DOWN`] without a single answer in between
 //! (a node that hangs produces few failures, each one a timeout, so a count alone would take
-//! too long). It is taken for up again at its first answer: an answer proves it is there,
+//! too long), or at once when a connection to it could not even be opened ([`Outcome::Refused`]:
+//! its host answers that nothing listens there, which a lost packet never produces; waiting
+//! for more evidence would only send more client requests to a process that is gone). It is taken for up again at its first answer: an answer proves it is there,
 //! while one failure may be a dropped packet. Time is given by the caller as milliseconds on
 //! any monotonic scale.
 
@@ -22,8 +24,10 @@ pub const SILENCE_MS_TO_DOWN: u64 = 3_000;
 pub enum Outcome {
     /// The node answered (whatever it answered: it is there).
     Answered,
-    /// The node could not be reached, or did not answer in time.
+    /// The node did not answer in time, or the connection broke mid-request.
     Failed,
+    /// No connection to the node could be opened: nothing listens at its address.
+    Refused,
 }
 
 /// A change of a node's state, to be logged and counted once.
@@ -80,10 +84,10 @@ impl Tracker {
                     down_ms: now_ms.saturating_sub(since),
                 })
             }
-            Outcome::Failed => {
+            Outcome::Failed | Outcome::Refused => {
                 track.failures = track.failures.saturating_add(1);
                 track.failing_since_ms.get_or_insert(now_ms);
-                Self::judge(node, track, now_ms)
+                Self::judge(node, track, now_ms, outcome == Outcome::Refused)
             }
         }
     }
@@ -92,18 +96,19 @@ impl Tracker {
     pub fn tick(&mut self, now_ms: u64) -> Vec<Transition> {
         self.nodes
             .iter_mut()
-            .filter_map(|(node, track)| Self::judge(*node, track, now_ms))
+            .filter_map(|(node, track)| Self::judge(*node, track, now_ms, false))
             .collect()
     }
 
-    /// Takes a failing node for down when either rule says so.
-    fn judge(node: u64, track: &mut Track, now_ms: u64) -> Option<Transition> {
+    /// Takes a failing node for down when one of the rules says so (`refused`: the failure
+    /// just observed was a refused connection).
+    fn judge(node: u64, track: &mut Track, now_ms: u64, refused: bool) -> Option<Transition> {
         if track.down_since_ms.is_some() {
             return None;
         }
         let since = track.failing_since_ms?;
         let failing_ms = now_ms.saturating_sub(since);
-        if track.failures < FAILURES_TO_DOWN && failing_ms < SILENCE_MS_TO_DOWN {
+        if !refused && track.failures < FAILURES_TO_DOWN && failing_ms < SILENCE_MS_TO_DOWN {
             return None;
         }
         track.down_since_ms = Some(now_ms);
@@ -183,6 +188,33 @@ mod tests {
         // Further failures are no new transition: the change is reported once.
         assert_eq!(t.observe(7, Outcome::Failed, last + 1), None);
         assert!(t.tick(last + SILENCE_MS_TO_DOWN * 10).is_empty());
+    }
+
+    #[test]
+    fn a_refused_connection_is_down_at_once_and_an_answer_brings_it_back() {
+        let mut t = Tracker::default();
+        assert_eq!(t.observe(4, Outcome::Answered, 1), None);
+        assert_eq!(
+            t.observe(4, Outcome::Refused, 10),
+            Some(Transition::Down {
+                node: 4,
+                failures: 1,
+                failing_ms: 0
+            })
+        );
+        assert!(t.is_down(4));
+        assert_eq!(t.observe(4, Outcome::Refused, 20), None);
+        assert_eq!(
+            t.observe(4, Outcome::Answered, 1_010),
+            Some(Transition::Up {
+                node: 4,
+                down_ms: 1_000
+            })
+        );
+        assert!(!t.is_down(4));
+        // A timeout is no refusal: one alone leaves the node up.
+        assert_eq!(t.observe(4, Outcome::Failed, 1_020), None);
+        assert!(!t.is_down(4));
     }
 
     #[test]

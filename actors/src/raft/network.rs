@@ -280,7 +280,7 @@ impl PeerConnection {
         let answer = match self.link.send(req).await {
             Ok(answer) => answer,
             Err(e) => {
-                self.liveness.observe(self.target, Err(e.to_string()));
+                self.liveness.observe_link_error(self.target, &e);
                 return Err(link_error(e));
             }
         };
