@@ -44,6 +44,10 @@ pub struct FileConfig {
     pub min_free: Option<String>,
     /// `--migrate-rate`.
     pub migrate_rate: Option<String>,
+    /// `--scrub-rate`.
+    pub scrub_rate: Option<String>,
+    /// `--scrub-every`.
+    pub scrub_every: Option<String>,
 }
 
 /// Reads a config file, naming the file and the problem on error.

@@ -363,6 +363,8 @@ mod tests {
             cluster_addr: String::new(),
             layout: None,
             stale_shards: 0,
+            scrub: None,
+            now_ms: 0,
         };
         (report, layout)
     }

@@ -10,6 +10,7 @@ mod recover;
 mod recover_meta;
 mod repair;
 mod s3_listener;
+mod scrub_cli;
 mod serve;
 mod status;
 mod token;
@@ -32,7 +33,7 @@ enum Verb {
     /// Found a new one-node cluster in a data directory (identity, CA, credentials)
     Init(InitArgs),
     /// Run the node: Raft metadata, shard storage, S3 and admin endpoints
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Ask the local running node for membership, leader, term and addresses
     Status(StatusArgs),
     /// Manage S3 access keys and their per-bucket grants (create, list, delete, allow, deny)
@@ -42,6 +43,9 @@ enum Verb {
     /// Verify every shard against its checksum and rebuild missing or rotted ones from
     /// survivors; reports what it found and fixed
     Repair(RepairArgs),
+    /// Show the background scrubber (pace, pass progress, last full pass, durability counts);
+    /// --now begins a pass, --pause/--resume stop and restart it cluster-wide
+    Scrub(ScrubArgs),
     /// Steer new writes off a node and move its shards to the others (works for a dead node:
     /// its shards are rebuilt from the survivors); follows the move until it is done
     Drain(DrainArgs),
@@ -162,6 +166,13 @@ pub struct ServeArgs {
     /// migration never starves client traffic; default 64MiB.
     #[arg(long, value_name = "SIZE")]
     pub migrate_rate: Option<String>,
+    /// Shard bytes each node hashes per second for the background scrubber (e.g. 32MiB);
+    /// default 32MiB.
+    #[arg(long, value_name = "SIZE")]
+    pub scrub_rate: Option<String>,
+    /// How long after one scrub pass began the next may begin (e.g. 1h, 30m); default 1h.
+    #[arg(long, value_name = "DURATION")]
+    pub scrub_every: Option<String>,
 }
 
 /// How `serve` writes its log.
@@ -201,6 +212,24 @@ struct RepairArgs {
     #[arg(long)]
     bucket: Option<String>,
     /// Print the raw report as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ScrubArgs {
+    #[command(flatten)]
+    data: DataArg,
+    /// Begin a pass at once (the pace still applies)
+    #[arg(long, conflicts_with_all = ["pause", "resume"])]
+    now: bool,
+    /// Stop the scrubber cluster-wide until --resume
+    #[arg(long, conflicts_with = "resume")]
+    pause: bool,
+    /// Start a paused scrubber again
+    #[arg(long)]
+    resume: bool,
+    /// Print the raw state as JSON
     #[arg(long)]
     json: bool,
 }
@@ -276,6 +305,9 @@ struct StatusArgs {
     /// Print the raw status as JSON
     #[arg(long)]
     json: bool,
+    /// Redraw the status every second until interrupted
+    #[arg(long)]
+    watch: bool,
 }
 
 fn version_line() -> String {
@@ -313,11 +345,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             serve::print_init(&dir, &outcome, None);
             Ok(())
         }
-        Verb::Serve(a) => serve::serve(a),
-        Verb::Status(a) => status::status(&data_dir(&a.data, None), a.json),
+        Verb::Serve(a) => serve::serve(*a),
+        Verb::Status(a) => status::status(&data_dir(&a.data, None), a.json, a.watch),
         Verb::Key(a) => key::run(a),
         Verb::Token(a) => token::run(a),
         Verb::Repair(a) => repair::repair(&data_dir(&a.data, None), a.bucket, a.json),
+        Verb::Scrub(a) => {
+            use hamster_protocol::scrub::ScrubSwitch;
+            let switch = if a.now {
+                Some(ScrubSwitch::Now)
+            } else if a.pause {
+                Some(ScrubSwitch::Pause)
+            } else if a.resume {
+                Some(ScrubSwitch::Resume)
+            } else {
+                None
+            };
+            scrub_cli::scrub(&data_dir(&a.data, None), switch, a.json)
+        }
         Verb::Drain(a) => layout_cli::drain(
             &data_dir(&a.data, None),
             &a.node,

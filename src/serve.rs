@@ -32,7 +32,7 @@ use hamster_actors::node::{
 use hamster_actors::peer::{raft_protocol, PeerLink, RaftService};
 use hamster_actors::raft::epoch::Epoch;
 use hamster_actors::raft::node::{
-    AddLearner, AdoptEpoch, CatchUp, GetAccessKey, GetLayout, Network, Propose, RaftNode,
+    AddLearner, AdoptEpoch, CatchUp, GetAccessKey, GetLayout, GetScrub, Network, Propose, RaftNode,
     RaftNodeConfig, RaftStatus, RemoveMember, Shutdown, StaleCount, StartOptions, WatchMetrics,
 };
 use hamster_actors::raft::NodeInfo;
@@ -40,6 +40,7 @@ use hamster_actors::reclaim::{self, SweepGuard};
 use hamster_actors::repair;
 use hamster_actors::s3::uploads::{UploadGate, UploadLimits};
 use hamster_actors::s3::{self, S3Config, S3State};
+use hamster_actors::scrub::{self, ScrubConfig, Scrubber};
 use hamster_actors::shards::ShardStore;
 use hamster_actors::space::{self, Space, SpaceConfig, SpaceMonitor};
 use hamster_actors::steward::{Steward, VOTER_DOWN_AFTER_DEFAULT};
@@ -47,11 +48,12 @@ use hamster_actors::supervise::Supervision;
 use hamster_actors::tls::{self, TlsMaterial};
 use hamster_actors::transfer::{shard_protocol, ShardService};
 use hamster_protocol::meta::{AccessKey, Command};
+use hamster_protocol::scrub::ScrubSwitch;
 use hamster_protocol::time::parse_duration_ms;
 use hamster_protocol::token::JoinToken;
 use hamster_protocol::wire::{
-    ControlRequest, ControlResponse, JoinRequest, JoinResponse, LayoutRequest, StatusReport,
-    ALPN_JOIN, ALPN_RAFT, ALPN_SHARD,
+    ControlRequest, ControlResponse, JoinRequest, JoinResponse, LayoutRequest, ScrubReport,
+    StatusReport, ALPN_JOIN, ALPN_RAFT, ALPN_SHARD,
 };
 use tracing::{info, warn};
 use tracing_subscriber::layer::SubscriberExt;
@@ -305,11 +307,50 @@ fn resolve(addr: &str, what: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("{what} address {addr:?} resolves to nothing"))
 }
 
+/// Answers `hamster scrub`: commits the operator's switch, if any (a follower passes it on
+/// to the leader), then reports the replicated state.
+async fn scrub_control(
+    raft: &Addr<RaftNode>,
+    switch: Option<ScrubSwitch>,
+    config: ScrubConfig,
+) -> ControlResponse {
+    if let Some(switch) = switch {
+        match raft.send(Propose(Command::ScrubSet(switch))).await {
+            Ok(Ok(_)) => info!(?switch, "scrubber switched by an operator"),
+            Ok(Err(e)) => {
+                return ControlResponse::Error {
+                    message: format!("the switch was not recorded: {e}; retry"),
+                }
+            }
+            Err(_) => {
+                return ControlResponse::Error {
+                    message: "the Raft node is not running".to_string(),
+                }
+            }
+        }
+    }
+    match raft.send(GetScrub).await {
+        Ok(Ok(state)) => ControlResponse::Scrub(ScrubReport {
+            state,
+            bytes_per_s: config.bytes_per_s,
+            every_ms: u64::try_from(config.every.as_millis()).unwrap_or(u64::MAX),
+            now_ms: SystemClock.now_ms(),
+        }),
+        Ok(Err(e)) => ControlResponse::Error {
+            message: format!("cannot read the scrubber's state: {e}"),
+        },
+        Err(_) => ControlResponse::Error {
+            message: "the Raft node is not running".to_string(),
+        },
+    }
+}
+
 /// Settings `serve` runs with, after flags, file and defaults are merged.
 struct Settings {
     dir: DataDir,
     min_free: u64,
     migrate_rate: u64,
+    scrub: ScrubConfig,
     sweep_all_orphans: bool,
     voter_down_after: Duration,
     s3: Option<String>,
@@ -459,10 +500,37 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
             Ok(n) => n,
         },
     };
+    let scrub_rate = match a
+        .scrub_rate
+        .as_deref()
+        .or_else(|| f.and_then(|f| f.scrub_rate.as_deref()))
+    {
+        None => scrub::SCRUB_BYTES_PER_S_DEFAULT,
+        Some(text) => match parse_size(text) {
+            Ok(0) | Err(_) => bail!("--scrub-rate {text:?} is not a positive size like 32MiB"),
+            Ok(n) => n,
+        },
+    };
+    let scrub_every = match a
+        .scrub_every
+        .as_deref()
+        .or_else(|| f.and_then(|f| f.scrub_every.as_deref()))
+    {
+        None => scrub::SCRUB_EVERY_DEFAULT,
+        Some(text) => match parse_duration_ms(text) {
+            Some(ms) if ms >= 1_000 => Duration::from_millis(ms),
+            _ => bail!("--scrub-every {text:?} is not a duration of at least 1s, like 30m or 6h"),
+        },
+    };
     let settings = Settings {
         dir,
         min_free,
         migrate_rate,
+        scrub: ScrubConfig {
+            bytes_per_s: scrub_rate,
+            every: scrub_every,
+            ..ScrubConfig::default()
+        },
         sweep_all_orphans: a.sweep_all_orphans,
         body_idle,
         uploads,
@@ -645,6 +713,18 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         .with_removed(removed),
     );
 
+    // The background scrubber; it walks only while this node leads.
+    let _scrubber = supervision.start(
+        "scrubber",
+        Scrubber::new(
+            raft.clone(),
+            data.clone(),
+            Arc::new(SystemClock),
+            metrics.clone(),
+            s.scrub,
+        ),
+    );
+
     let status_ctx = Arc::new((
         raft.clone(),
         node.clone(),
@@ -666,6 +746,7 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         &material,
     )?);
     let repair_ctx = (raft.clone(), data.clone(), metrics.clone());
+    let scrub_config = s.scrub;
     let layout_ctx = layout_manager.clone();
     let handler: ControlHandler = Arc::new(move |req, _peer| {
         let ctx = status_ctx.clone();
@@ -696,7 +777,14 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
                 } => keys.grant(&name, &bucket, grant, false).await,
                 ControlRequest::MintJoinToken { ttl_ms } => tokens.mint(ttl_ms).await,
                 ControlRequest::Repair { bucket } => {
-                    match repair::repair(&repair_raft, &repair_data, &repair_metrics, bucket).await
+                    match repair::repair(
+                        &repair_raft,
+                        &repair_data,
+                        &repair_metrics,
+                        Arc::new(SystemClock),
+                        bucket,
+                    )
+                    .await
                     {
                         Ok(report) => ControlResponse::Repaired(report),
                         Err(e) => ControlResponse::Error {
@@ -718,6 +806,9 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
                 }
                 ControlRequest::ChangeLayout { change } => {
                     change_layout(&ctx.0, ctx.1.node_id, &layout_manager, change, &ctx.4).await
+                }
+                ControlRequest::Scrub { switch } => {
+                    scrub_control(&ctx.0, switch, scrub_config).await
                 }
             }
         })
@@ -1338,5 +1429,12 @@ async fn status_report(
             .ok()
             .and_then(Result::ok)
             .unwrap_or(0),
+        scrub: raft
+            .send(GetScrub)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(Box::new),
+        now_ms: SystemClock.now_ms(),
     })
 }

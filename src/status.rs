@@ -12,27 +12,38 @@ use hamster_protocol::placement::Layout;
 use hamster_protocol::size::format_bytes;
 use hamster_protocol::wire::{ControlRequest, ControlResponse, StatusReport};
 
-/// Runs `hamster status`.
-pub fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
-    let report = match crate::local::ask(dir, &ControlRequest::Status)? {
-        ControlResponse::Status(r) => r,
-        _ => bail!("the node answered a status request with something else; run the same hamster version as the node"),
-    };
-    let text = if json {
-        serde_json::to_string_pretty(&report)? + "\n"
-    } else {
-        render(&report)
-    };
-    print_out(&text)
+/// Runs `hamster status`; with `watch`, redraws it every second until interrupted.
+pub fn status(dir: &Path, json: bool, watch: bool) -> anyhow::Result<()> {
+    loop {
+        let report = match crate::local::ask(dir, &ControlRequest::Status)? {
+            ControlResponse::Status(r) => r,
+            _ => bail!("the node answered a status request with something else; run the same hamster version as the node"),
+        };
+        let text = if json {
+            serde_json::to_string_pretty(&report)? + "\n"
+        } else {
+            render(&report)
+        };
+        if !watch {
+            return print_out(&text).map(|_| ());
+        }
+        // Home the cursor and clear the screen, then draw: one redraw a second.
+        if !print_out(&format!("\x1b[H\x1b[2J{text}"))? {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
 }
 
-/// Writes `text` to stdout. A reader that stopped reading (`hamster status | head -1`) has
-/// what it wanted: that ends the command quietly rather than as a failure.
-fn print_out(text: &str) -> anyhow::Result<()> {
+/// Writes `text` to stdout; answers whether the reader is still there. A reader that stopped
+/// reading (`hamster status | head -1`) has what it wanted: that ends the command quietly
+/// rather than as a failure.
+pub fn print_out(text: &str) -> anyhow::Result<bool> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() != ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
+        Err(_) => Ok(false),
+        Ok(()) => Ok(true),
     }
 }
 
@@ -134,6 +145,9 @@ fn write_report(o: &mut String, r: &StatusReport) -> std::fmt::Result {
             "stale shards:  {} (moved away from nodes that did not answer; deleted there when they do)",
             r.stale_shards
         )?;
+    }
+    if let Some(scrub) = &r.scrub {
+        crate::scrub_cli::write_scrub(o, scrub, r.now_ms)?;
     }
     writeln!(o, "members:")?;
     writeln!(

@@ -111,6 +111,27 @@ struct Inner {
     warn_read: Throttle,
     /// Reads that found fewer than `k` verified shards.
     warn_lost: Throttle,
+    /// Parts a sweep of this node is verifying or rebuilding right now (see [`PartGuard`]).
+    healing: std::sync::Mutex<BTreeSet<(ObjectId, u32)>>,
+}
+
+/// How often a sweep waiting for a part another sweep holds looks again.
+const PART_CLAIM_RETRY: Duration = Duration::from_millis(20);
+
+/// One sweep's claim on a part ([`DataPlane::claim_part`]).
+pub struct PartGuard {
+    plane: Arc<Inner>,
+    at: (ObjectId, u32),
+}
+
+impl Drop for PartGuard {
+    fn drop(&mut self) {
+        self.plane
+            .healing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.at);
+    }
 }
 
 /// A cheap clonable handle on this node's data plane.
@@ -177,6 +198,7 @@ impl DataPlane {
                 warn_degraded: Throttle::per_minute(),
                 warn_read: Throttle::per_minute(),
                 warn_lost: Throttle::per_minute(),
+                healing: std::sync::Mutex::new(BTreeSet::new()),
             }),
         };
         // Held weakly, so the detector stops with the plane rather than keep it alive.
@@ -191,6 +213,24 @@ impl DataPlane {
     /// held back ([`Throttle::admit`]): with too many homes down every read would log one.
     pub fn admit_lost_warning(&self) -> Option<String> {
         self.inner.warn_lost.admit()
+    }
+
+    /// Claims part `part` of `body` for one sweep (repair, the scrubber, a layout walk) on this
+    /// node, waiting while another sweep holds it: the second to come verifies after the first
+    /// rebuilt, finds the shards good and rebuilds nothing. Released when the guard drops.
+    pub async fn claim_part(&self, body: ObjectId, part: u32) -> PartGuard {
+        loop {
+            {
+                let mut held = self.inner.healing.lock().unwrap_or_else(|e| e.into_inner());
+                if held.insert((body, part)) {
+                    return PartGuard {
+                        plane: self.inner.clone(),
+                        at: (body, part),
+                    };
+                }
+            }
+            tokio::time::sleep(PART_CLAIM_RETRY).await;
+        }
     }
 
     /// This node's liveness detector.

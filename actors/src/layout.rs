@@ -880,13 +880,13 @@ async fn remove(
 }
 
 /// Spaces the walk's writes to a byte rate.
-struct Pacer {
+pub(crate) struct Pacer {
     bytes_per_s: u64,
     next: Mutex<Option<Instant>>,
 }
 
 impl Pacer {
-    fn new(bytes_per_s: u64) -> Self {
+    pub(crate) fn new(bytes_per_s: u64) -> Self {
         Pacer {
             bytes_per_s: bytes_per_s.max(1),
             next: Mutex::new(None),
@@ -894,7 +894,7 @@ impl Pacer {
     }
 
     /// Waits until `bytes` more may be written.
-    async fn take(&self, bytes: u64) {
+    pub(crate) async fn take(&self, bytes: u64) {
         let at = {
             let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();

@@ -17,6 +17,7 @@ pub mod raft;
 pub mod reclaim;
 pub mod repair;
 pub mod s3;
+pub mod scrub;
 pub mod shards;
 pub mod space;
 pub mod steward;

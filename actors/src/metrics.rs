@@ -7,6 +7,16 @@ use prometheus::{
     TextEncoder,
 };
 
+/// One S3 request counted in `hamster_s3_requests_in_flight` (even when its client goes away
+/// and the request's future is dropped half way).
+pub struct InFlight(IntGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Every metric Hamster exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -15,6 +25,8 @@ pub struct Metrics {
     pub s3_requests: IntCounterVec,
     /// S3 request latency by operation.
     pub s3_duration: HistogramVec,
+    /// S3 requests being answered right now.
+    pub s3_in_flight: IntGauge,
     /// Object bytes received from S3 clients.
     pub s3_bytes_in: IntCounter,
     /// Object bytes sent to S3 clients.
@@ -37,6 +49,12 @@ pub struct Metrics {
     pub repair_shards_rebuilt: IntCounter,
     /// Parts repair found with fewer than `k` verified shards.
     pub repair_parts_unrecoverable: IntCounter,
+    /// Shards the scrubber (on this node, while it led) had verified.
+    pub scrub_shards_verified: IntCounter,
+    /// Shards the scrubber (on this node, while it led) rebuilt.
+    pub scrub_shards_rebuilt: IntCounter,
+    /// Shard bytes the scrubber (on this node, while it led) had hashed by their homes.
+    pub scrub_bytes_verified: IntCounter,
     /// The data-plane layout version this node has applied.
     pub layout_version: IntGauge,
     /// 1 while a layout transition is open.
@@ -77,6 +95,10 @@ impl Metrics {
         let m = Metrics {
             s3_requests,
             s3_duration,
+            s3_in_flight: gauge(
+                "hamster_s3_requests_in_flight",
+                "S3 requests this node is answering now",
+            ),
             s3_bytes_in: counter("hamster_s3_bytes_in_total", "Object bytes received over S3"),
             s3_bytes_out: counter("hamster_s3_bytes_out_total", "Object bytes sent over S3"),
             raft_term: gauge("hamster_raft_term", "Current Raft term"),
@@ -99,6 +121,18 @@ impl Metrics {
             repair_parts_unrecoverable: counter(
                 "hamster_repair_parts_unrecoverable_total",
                 "Parts repair found with fewer than k verified shards",
+            ),
+            scrub_shards_verified: counter(
+                "hamster_scrub_shards_verified_total",
+                "Shards the scrubber driven from this node had verified by their homes",
+            ),
+            scrub_shards_rebuilt: counter(
+                "hamster_scrub_shards_rebuilt_total",
+                "Shards the scrubber driven from this node rebuilt",
+            ),
+            scrub_bytes_verified: counter(
+                "hamster_scrub_bytes_verified_total",
+                "Shard bytes the scrubber driven from this node had hashed by their homes",
             ),
             layout_version: gauge("hamster_layout_version", "Data-plane layout version"),
             layout_transition_open: gauge(
@@ -157,13 +191,26 @@ impl Metrics {
             &m.migration_shards_moved,
             &m.migration_bytes_moved,
             &m.migration_parts_failed,
+            &m.scrub_shards_verified,
+            &m.scrub_shards_rebuilt,
+            &m.scrub_bytes_verified,
         ] {
             r.register(Box::new(c.clone())).expect("unique metric");
         }
-        for c in [&m.layout_version, &m.layout_transition_open] {
+        for c in [
+            &m.layout_version,
+            &m.layout_transition_open,
+            &m.s3_in_flight,
+        ] {
             r.register(Box::new(c.clone())).expect("unique metric");
         }
         m
+    }
+
+    /// Counts an S3 request in flight until the answer drops.
+    pub fn s3_request_started(&self) -> InFlight {
+        self.s3_in_flight.inc();
+        InFlight(self.s3_in_flight.clone())
     }
 
     /// Records one finished S3 request.

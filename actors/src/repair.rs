@@ -14,14 +14,25 @@ use actix::Addr;
 use futures_util::future::join_all;
 use hamster_protocol::listing::ListParams;
 use hamster_protocol::meta::{ObjectId, PartLayout};
+use hamster_protocol::scrub::Health;
 use hamster_protocol::stripe::{Coder, Geometry};
 use hamster_protocol::transfer::{ShardFailure, ShardName, ShardRequest};
 use hamster_protocol::wire::RepairReport;
 use tracing::{info, warn};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use hamster_protocol::meta::Command;
+use hamster_protocol::scrub::Hold;
+use tracing::debug;
+
+use crate::clock::Clock;
 use crate::data::{CallError, DataPlane, ShardSender};
 use crate::metrics::Metrics;
-use crate::raft::node::{CatchUp, ListBuckets, ListObjects, ListUploads, RaftNode};
+use crate::raft::node::{
+    CatchUp, GetScrub, ListBuckets, ListObjects, ListUploads, Propose, RaftNode,
+};
 
 /// Objects asked for per listing page.
 const PAGE_KEYS: usize = 1000;
@@ -43,13 +54,121 @@ enum Found {
 
 /// Sweeps every part of every object (of `bucket` only, if given) and of every multipart
 /// upload in progress, verifying and rebuilding shards.
+///
+/// While it runs it holds the cluster's scrubber off ([`hamster_protocol::scrub::Hold`]), so
+/// the two never rebuild the same shard; a repair is refused while another node's repair holds
+/// it.
 pub async fn repair(
+    raft: &Addr<RaftNode>,
+    data: &DataPlane,
+    metrics: &Metrics,
+    clock: Arc<dyn Clock>,
+    bucket: Option<String>,
+) -> Result<RepairReport, String> {
+    catch_up(raft).await?;
+    let hold = HoldScrubber::take(raft, data.me(), clock).await?;
+    let outcome = sweep(raft, data, metrics, bucket).await;
+    hold.release().await;
+    outcome
+}
+
+/// How long a repair's hold on the scrubber lasts unless renewed (a repair that dies lets
+/// the scrubber go on after this long).
+const HOLD_MS: u64 = 120_000;
+/// How often a running repair renews its hold.
+const HOLD_RENEW: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A repair's hold on the cluster's scrubber, renewed in the background until released.
+struct HoldScrubber {
+    raft: Addr<RaftNode>,
+    me: u64,
+    clock: Arc<dyn Clock>,
+    stop: Arc<AtomicBool>,
+}
+
+impl HoldScrubber {
+    async fn take(raft: &Addr<RaftNode>, me: u64, clock: Arc<dyn Clock>) -> Result<Self, String> {
+        match set_hold(raft, me, &clock, HOLD_MS).await? {
+            None => {}
+            Some(other) => {
+                return Err(format!(
+                    "{} runs on node {:016x}; wait for it to end",
+                    other.what, other.by
+                ))
+            }
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let renew = (raft.clone(), clock.clone(), stop.clone());
+        actix_rt::spawn(async move {
+            let (raft, clock, stop) = renew;
+            loop {
+                tokio::time::sleep(HOLD_RENEW).await;
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Err(e) = set_hold(&raft, me, &clock, HOLD_MS).await {
+                    debug!(error = %e, "repair could not renew its hold on the scrubber; retrying");
+                }
+            }
+        });
+        Ok(HoldScrubber {
+            raft: raft.clone(),
+            me,
+            clock,
+            stop,
+        })
+    }
+
+    async fn release(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Err(e) = set_hold(&self.raft, self.me, &self.clock, 0).await {
+            debug!(error = %e, "repair could not release its hold on the scrubber; it lapses by itself");
+        }
+    }
+}
+
+/// Sets (or with `for_ms` 0, releases) this node's hold; answers the other node's hold when
+/// one is in force.
+async fn set_hold(
+    raft: &Addr<RaftNode>,
+    me: u64,
+    clock: &Arc<dyn Clock>,
+    for_ms: u64,
+) -> Result<Option<Hold>, String> {
+    let now_ms = clock.now_ms();
+    let hold = Hold {
+        by: me,
+        what: "hamster repair".into(),
+        until_ms: if for_ms == 0 { 0 } else { now_ms + for_ms },
+    };
+    match raft
+        .send(Propose(Command::ScrubHold { hold, now_ms }))
+        .await
+    {
+        Ok(Ok(a)) if a.refused.is_none() => Ok(None),
+        Ok(Ok(_)) => {
+            let state = raft
+                .send(GetScrub)
+                .await
+                .map_err(|_| "the Raft node is not running".to_string())?
+                .map_err(|e| e.to_string())?;
+            Ok(Some(state.hold.unwrap_or(Hold {
+                by: 0,
+                what: "another sweep".into(),
+                until_ms: 0,
+            })))
+        }
+        Ok(Err(e)) => Err(format!("cannot hold the scrubber off: {e}")),
+        Err(_) => Err("the Raft node is not running".into()),
+    }
+}
+
+async fn sweep(
     raft: &Addr<RaftNode>,
     data: &DataPlane,
     metrics: &Metrics,
     bucket: Option<String>,
 ) -> Result<RepairReport, String> {
-    catch_up(raft).await?;
     let mut report = RepairReport::default();
     let buckets = match bucket {
         Some(b) => vec![b],
@@ -166,7 +285,107 @@ async fn catch_up(raft: &Addr<RaftNode>) -> Result<(), String> {
     }
 }
 
-/// Verifies every shard of one part and rebuilds the bad ones if `k` verify.
+/// What one sweep found and did for one part ([`heal_part`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Healed {
+    /// Shards their homes verified.
+    pub verified: usize,
+    /// Shards whose home could not be asked.
+    pub unreachable: usize,
+    /// Shards found missing or rotted and rebuilt.
+    pub rebuilt: usize,
+    /// The part's health afterwards (shards verified plus shards rebuilt).
+    pub health: Health,
+    /// Shard bytes the homes were asked to hash.
+    pub shard_bytes: u64,
+    /// Why the part is not whole when a sweep could have made it so: too few shards verify
+    /// to rebuild (`unrecoverable`), or the rebuild did not land (`failed`).
+    pub problem: Option<Problem>,
+}
+
+/// Why a sweep could not make a part whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// Fewer than `k` shards verify (or the metadata is malformed): nothing to rebuild from.
+    Unrecoverable(String),
+    /// A rebuild was possible but did not land in full.
+    Failed(String),
+}
+
+/// Verifies every shard of one part on its home and rebuilds the bad ones from `k` verified
+/// survivors: the one step repair and the scrubber share. The part is claimed on this node
+/// for the duration ([`DataPlane::claim_part`]), so two sweeps never rebuild it at once.
+pub async fn heal_part(data: &DataPlane, body: ObjectId, part: &PartLayout, what: &str) -> Healed {
+    let _claim = data.claim_part(body, part.part).await;
+    let n = usize::from(part.k) + usize::from(part.m);
+    let shard_bytes = Geometry::of_part(part)
+        .shard_data_len()
+        .saturating_mul(n as u64);
+    let mut healed = Healed {
+        verified: 0,
+        unreachable: 0,
+        rebuilt: 0,
+        health: Health::Unrecoverable,
+        shard_bytes,
+        problem: None,
+    };
+    if part.shard_blake3.len() != n {
+        healed.problem = Some(Problem::Unrecoverable(format!(
+            "{what}: metadata lists {} checksums for {n} shards",
+            part.shard_blake3.len()
+        )));
+        return healed;
+    }
+    let checks = (0..n).map(|i| verify(data, body, part, i));
+    let found: Vec<Found> = join_all(checks).await;
+    let good: Vec<usize> = (0..n).filter(|i| found[*i] == Found::Good).collect();
+    let bad: Vec<usize> = (0..n)
+        .filter(|i| matches!(found[*i], Found::Bad(_)))
+        .collect();
+    healed.verified = good.len();
+    healed.unreachable = (0..n)
+        .filter(|i| matches!(found[*i], Found::Unreachable(_)))
+        .count();
+    healed.health = Health::of(part.k, part.m, good.len());
+    if bad.is_empty() {
+        return healed;
+    }
+    if good.len() < usize::from(part.k) {
+        let detail: Vec<String> = found
+            .iter()
+            .enumerate()
+            .map(|(i, f)| format!("shard {i}: {f:?}"))
+            .collect();
+        healed.problem = Some(Problem::Unrecoverable(format!(
+            "{what}: only {} of the {} shards needed verify ({})",
+            good.len(),
+            part.k,
+            detail.join("; ")
+        )));
+        return healed;
+    }
+    for i in &bad {
+        if let Found::Bad(why) = &found[*i] {
+            warn!(%what, shard = i, home = %format!("{:016x}", data.home_of(part, *i)), %why, "rebuilding shard");
+        }
+    }
+    match rebuild(data, body, part, &good, &bad).await {
+        Ok(rebuilt) => {
+            healed.rebuilt = rebuilt;
+            if rebuilt < bad.len() {
+                healed.problem = Some(Problem::Failed(format!(
+                    "{what}: rebuilt {rebuilt} of {} bad shards",
+                    bad.len()
+                )));
+            }
+        }
+        Err(e) => healed.problem = Some(Problem::Failed(format!("{what}: {e}"))),
+    }
+    healed.health = Health::of(part.k, part.m, good.len() + healed.rebuilt);
+    healed
+}
+
+/// [`heal_part`], counted into a repair report and the repair metrics.
 pub async fn repair_part(
     data: &DataPlane,
     metrics: &Metrics,
@@ -176,62 +395,21 @@ pub async fn repair_part(
     report: &mut RepairReport,
 ) {
     report.parts += 1;
-    let n = usize::from(part.k) + usize::from(part.m);
-    if part.shard_blake3.len() != n {
-        report.unrecoverable.push(format!(
-            "{what}: metadata lists {} checksums for {n} shards",
-            part.shard_blake3.len()
-        ));
-        metrics.repair_parts_unrecoverable.inc();
-        return;
-    }
-    let checks = (0..n).map(|i| verify(data, body, part, i));
-    let found: Vec<Found> = join_all(checks).await;
-    let good: Vec<usize> = (0..n).filter(|i| found[*i] == Found::Good).collect();
-    let bad: Vec<usize> = (0..n)
-        .filter(|i| matches!(found[*i], Found::Bad(_)))
-        .collect();
-    let unreachable = (0..n)
-        .filter(|i| matches!(found[*i], Found::Unreachable(_)))
-        .count();
-    report.shards_verified += good.len() as u64;
-    report.shards_unreachable += unreachable as u64;
-    metrics.repair_shards_verified.inc_by(good.len() as u64);
-    if bad.is_empty() {
-        return;
-    }
-    if good.len() < usize::from(part.k) {
-        let detail: Vec<String> = found
-            .iter()
-            .enumerate()
-            .map(|(i, f)| format!("shard {i}: {f:?}"))
-            .collect();
-        report.unrecoverable.push(format!(
-            "{what}: only {} of the {} shards needed verify ({})",
-            good.len(),
-            part.k,
-            detail.join("; ")
-        ));
-        metrics.repair_parts_unrecoverable.inc();
-        return;
-    }
-    for i in &bad {
-        if let Found::Bad(why) = &found[*i] {
-            warn!(%what, shard = i, home = part.homes.get(*i), %why, "rebuilding shard");
+    let healed = heal_part(data, body, part, what).await;
+    report.shards_verified += healed.verified as u64;
+    report.shards_unreachable += healed.unreachable as u64;
+    report.shards_rebuilt += healed.rebuilt as u64;
+    metrics
+        .repair_shards_verified
+        .inc_by(healed.verified as u64);
+    metrics.repair_shards_rebuilt.inc_by(healed.rebuilt as u64);
+    match healed.problem {
+        Some(Problem::Unrecoverable(why)) => {
+            report.unrecoverable.push(why);
+            metrics.repair_parts_unrecoverable.inc();
         }
-    }
-    match rebuild(data, body, part, &good, &bad).await {
-        Ok(rebuilt) => {
-            report.shards_rebuilt += rebuilt as u64;
-            metrics.repair_shards_rebuilt.inc_by(rebuilt as u64);
-            if rebuilt < bad.len() {
-                report.failed.push(format!(
-                    "{what}: rebuilt {rebuilt} of {} bad shards",
-                    bad.len()
-                ));
-            }
-        }
-        Err(e) => report.failed.push(format!("{what}: {e}")),
+        Some(Problem::Failed(why)) => report.failed.push(why),
+        None => {}
     }
 }
 

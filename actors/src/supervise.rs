@@ -115,6 +115,7 @@ answers_ping!(
     crate::space::SpaceMonitor,
     crate::reclaim::Reclaimer,
     crate::liveness::Liveness,
+    crate::scrub::Scrubber,
 );
 
 /// The space monitor keeps no in-flight state: a restart only starts its timer again.

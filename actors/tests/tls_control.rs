@@ -70,6 +70,8 @@ fn report() -> StatusReport {
         cluster_addr: "127.0.0.1:9400".into(),
         layout: None,
         stale_shards: 0,
+        scrub: None,
+        now_ms: 0,
     }
 }
 

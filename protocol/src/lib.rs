@@ -18,6 +18,7 @@ pub mod placement;
 pub mod post_policy;
 pub mod readiness;
 pub mod s3err;
+pub mod scrub;
 pub mod shard;
 pub mod sigv4;
 pub mod size;

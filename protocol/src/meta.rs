@@ -466,6 +466,40 @@ pub enum Command {
         /// Their sequence numbers.
         seqs: Vec<u64>,
     },
+    /// Begin scrub pass `pass` (refused with `ScrubStale` unless it is the next one and no
+    /// pass runs; see [`crate::scrub`]).
+    ScrubBegin {
+        /// The pass.
+        pass: u64,
+        /// The proposer's clock, Unix milliseconds.
+        now_ms: u64,
+    },
+    /// Move scrub pass `pass` from cursor `from` to `to`, adding what was found in between;
+    /// `done` ends the pass. Refused with `ScrubStale` unless the pass runs at `from`.
+    ScrubStep {
+        /// The pass.
+        pass: u64,
+        /// Where the step began (compare-and-set).
+        from: crate::scrub::Cursor,
+        /// Where it ended.
+        to: crate::scrub::Cursor,
+        /// What it found.
+        tally: crate::scrub::Tally,
+        /// Whether the pass is complete.
+        done: bool,
+        /// The proposer's clock, Unix milliseconds.
+        now_ms: u64,
+    },
+    /// An operator's switch for the scrubber (pause, resume, a pass now).
+    ScrubSet(crate::scrub::ScrubSwitch),
+    /// Hold the scrubber off while another sweep runs (refused with `ScrubStale` while another
+    /// node holds it); a hold ending at or before `now_ms` releases.
+    ScrubHold {
+        /// The hold.
+        hold: crate::scrub::Hold,
+        /// The proposer's clock, Unix milliseconds.
+        now_ms: u64,
+    },
     /// Remove drained node `node` for good (refused with `NotDrained` unless it is drained).
     Tombstone {
         /// The node.
@@ -538,6 +572,9 @@ pub enum Refusal {
     /// A write was placed by a layout that no longer holds (a node it chose has left): the
     /// client retries, and the retry places by the current layout.
     PlacedOffLayout,
+    /// A scrub step or hold that no longer matches the replicated scrub state (a deposed
+    /// leader's step, a pass that ended, another node's hold).
+    ScrubStale,
 }
 
 impl Refusal {
@@ -561,7 +598,8 @@ impl Refusal {
             | Refusal::TransitionOpen
             | Refusal::NoTransition
             | Refusal::NotDrained
-            | Refusal::RevisitPending => S3ErrorCode::ServiceUnavailable,
+            | Refusal::RevisitPending
+            | Refusal::ScrubStale => S3ErrorCode::ServiceUnavailable,
             // Retried by every SDK; the shards written are reclaimed by the proposer.
             Refusal::PlacedOffLayout => S3ErrorCode::SlowDown,
             // A part that moved under a copy: the caller reads it again.
@@ -658,6 +696,10 @@ pub trait MetaStore {
     fn drop_revisit(&mut self, seq: u64) -> Result<(), Self::Error>;
     /// Whether any revisit is listed.
     fn has_revisit(&self) -> Result<bool, Self::Error>;
+    /// The scrubber's state, if it ever stored one.
+    fn scrub(&self) -> Result<Option<crate::scrub::ScrubState>, Self::Error>;
+    /// Stores the scrubber's state.
+    fn put_scrub(&mut self, state: &crate::scrub::ScrubState) -> Result<(), Self::Error>;
 }
 
 /// Stores `version` as the key's current version; answers the bodies it no longer needs.
@@ -1042,6 +1084,26 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
         Command::EndTransition { id, now_ms } => {
             Ok(answer(crate::layout::end(store, *id, *now_ms)?))
         }
+        Command::ScrubBegin { pass, now_ms } => {
+            Ok(answer(crate::scrub::begin(store, *pass, *now_ms)?))
+        }
+        Command::ScrubStep {
+            pass,
+            from,
+            to,
+            tally,
+            done,
+            now_ms,
+        } => Ok(answer(crate::scrub::step(
+            store, *pass, from, to, tally, *done, *now_ms,
+        )?)),
+        Command::ScrubSet(switch) => {
+            crate::scrub::set(store, *switch)?;
+            Ok(Applied::default())
+        }
+        Command::ScrubHold { hold, now_ms } => {
+            Ok(answer(crate::scrub::hold(store, hold, *now_ms)?))
+        }
         Command::Tombstone {
             node,
             cluster_addr,
@@ -1085,10 +1147,20 @@ pub struct MemStore {
     /// Revisits by sequence number.
     #[serde(default)]
     pub revisits: BTreeMap<u64, Revisit>,
+    /// The scrubber's state.
+    #[serde(default)]
+    pub scrub: Option<crate::scrub::ScrubState>,
 }
 
 impl MetaStore for MemStore {
     type Error = std::convert::Infallible;
+    fn scrub(&self) -> Result<Option<crate::scrub::ScrubState>, Self::Error> {
+        Ok(self.scrub.clone())
+    }
+    fn put_scrub(&mut self, state: &crate::scrub::ScrubState) -> Result<(), Self::Error> {
+        self.scrub = Some(state.clone());
+        Ok(())
+    }
     fn layout(&self) -> Result<Option<Layout>, Self::Error> {
         Ok(self.layout.clone())
     }

@@ -122,6 +122,12 @@ pub enum ControlRequest {
         /// The change.
         change: LayoutRequest,
     },
+    /// Show the scrubber's state, after applying an operator's switch if one is given.
+    Scrub {
+        /// Pause, resume, or a pass now.
+        #[serde(default)]
+        switch: Option<crate::scrub::ScrubSwitch>,
+    },
 }
 
 /// A layout change an operator asks for (`hamster drain`, `undrain`, `remove`, `optimize`).
@@ -234,6 +240,8 @@ pub enum ControlResponse {
     },
     /// The answer to [`ControlRequest::Repair`].
     Repaired(RepairReport),
+    /// The answer to [`ControlRequest::Scrub`].
+    Scrub(ScrubReport),
     /// The answer to [`ControlRequest::ReadmitMember`]: the member is a learner again.
     Readmitted {
         /// The member, 16 hex digits.
@@ -388,6 +396,26 @@ pub struct StatusReport {
     /// not answer): deleted when those nodes answer, forgotten when they are removed.
     #[serde(default)]
     pub stale_shards: u64,
+    /// The scrubber's replicated state as this node has applied it: its pass, and what the
+    /// last complete pass found (the durability counts).
+    #[serde(default)]
+    pub scrub: Option<Box<crate::scrub::ScrubState>>,
+    /// This node's clock when it answered, Unix ms (to judge the scrub times by).
+    #[serde(default)]
+    pub now_ms: u64,
+}
+
+/// The answer to [`ControlRequest::Scrub`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrubReport {
+    /// The replicated state, read after the switch (if any) was committed.
+    pub state: crate::scrub::ScrubState,
+    /// The pace this node's scrubber keeps when it leads: shard bytes per second per node.
+    pub bytes_per_s: u64,
+    /// How long after one pass began the next may begin, in ms.
+    pub every_ms: u64,
+    /// This node's clock when it answered, Unix ms.
+    pub now_ms: u64,
 }
 
 impl StatusReport {
@@ -493,6 +521,11 @@ mod tests {
             cluster_addr: "127.0.0.1:9400".into(),
             layout: serde_json::to_value(sample_layout()).ok(),
             stale_shards: 5,
+            scrub: Some(Box::new(crate::scrub::ScrubState {
+                pass: 2,
+                ..Default::default()
+            })),
+            now_ms: 1_700_000_000_000,
         }
     }
 

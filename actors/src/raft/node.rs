@@ -288,6 +288,11 @@ pub struct ListAccessKeys;
 #[rtype(result = "Result<Option<Layout>, ReadError>")]
 pub struct GetLayout;
 
+/// The scrubber's replicated state, as this node has applied it.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<hamster_protocol::scrub::ScrubState, ReadError>")]
+pub struct GetScrub;
+
 /// The nodes that have stale shards listed (moved away, not yet deleted there).
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<Vec<u64>, ReadError>")]
@@ -751,6 +756,10 @@ fn longest_key_bytes(cmd: &Command) -> usize {
         | Command::EndTransition { .. }
         | Command::DropStale { .. }
         | Command::DropRevisits { .. }
+        | Command::ScrubBegin { .. }
+        | Command::ScrubStep { .. }
+        | Command::ScrubSet(_)
+        | Command::ScrubHold { .. }
         | Command::Tombstone { .. } => 0,
     }
 }
@@ -1285,6 +1294,14 @@ impl Handler<GetLayout> for RaftNode {
 
     fn handle(&mut self, _msg: GetLayout, _ctx: &mut Self::Context) -> Self::Result {
         self.read(query::layout)
+    }
+}
+
+impl Handler<GetScrub> for RaftNode {
+    type Result = Result<hamster_protocol::scrub::ScrubState, ReadError>;
+
+    fn handle(&mut self, _msg: GetScrub, _ctx: &mut Self::Context) -> Self::Result {
+        self.read(query::scrub)
     }
 }
 

@@ -151,6 +151,11 @@ pub fn layout(db: &MetaDb, txn: &RoTxn) -> Result<Option<Layout>, DbError> {
     get_json(&db.sm_meta, txn, super::state_machine::LAYOUT_KEY)
 }
 
+/// The scrubber's state (the default before it stored one).
+pub fn scrub(db: &MetaDb, txn: &RoTxn) -> Result<hamster_protocol::scrub::ScrubState, DbError> {
+    Ok(get_json(&db.sm_meta, txn, super::state_machine::SCRUB_KEY)?.unwrap_or_default())
+}
+
 /// How many keys and multipart uploads are stored (LMDB keeps the counts: no walk).
 pub fn stored_counts(db: &MetaDb, txn: &RoTxn) -> Result<u64, DbError> {
     Ok(db.objects.len(txn)? + db.uploads.len(txn)?)

@@ -16,6 +16,7 @@ use hamster_protocol::meta::{
     MetaStore, ObjectId, Upload, VersionList,
 };
 use hamster_protocol::placement::Layout;
+use hamster_protocol::scrub::ScrubState;
 use heed::RwTxn;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, StorageIOError};
@@ -32,6 +33,8 @@ const APPLIED_KEY: &[u8] = b"applied";
 pub(crate) const MEMBERSHIP_KEY: &[u8] = b"membership";
 /// Where the data-plane layout is kept, in the state machine pointers table.
 pub(crate) const LAYOUT_KEY: &[u8] = b"layout";
+/// Where the scrubber's state is kept, in the state machine pointers table.
+pub(crate) const SCRUB_KEY: &[u8] = b"scrub";
 const SNAPSHOT_META_KEY: &[u8] = b"meta";
 const SNAPSHOT_DATA_KEY: &[u8] = b"data";
 
@@ -64,6 +67,9 @@ pub struct SnapshotBody {
     /// Parts a transition must look at again, with their sequence numbers.
     #[serde(default)]
     pub revisits: Vec<(u64, Revisit)>,
+    /// The scrubber's state, once it stored one.
+    #[serde(default)]
+    pub scrub: Option<ScrubState>,
 }
 
 /// `MetaStore` over an open write transaction: what `meta::apply` mutates.
@@ -166,6 +172,14 @@ impl MetaStore for TxnStore<'_, '_> {
 
     fn layout(&self) -> Result<Option<Layout>, DbError> {
         get_json(&self.db.sm_meta, self.txn, LAYOUT_KEY)
+    }
+
+    fn scrub(&self) -> Result<Option<ScrubState>, DbError> {
+        get_json(&self.db.sm_meta, self.txn, SCRUB_KEY)
+    }
+
+    fn put_scrub(&mut self, state: &ScrubState) -> Result<(), DbError> {
+        put_json(&self.db.sm_meta, self.txn, SCRUB_KEY, state)
     }
 
     fn put_layout(&mut self, layout: &Layout) -> Result<(), DbError> {
@@ -375,6 +389,12 @@ impl StateMachine {
                 self.db.sm_meta.delete(&mut txn, LAYOUT_KEY)?;
             }
         }
+        match &body.scrub {
+            Some(s) => put_json(&self.db.sm_meta, &mut txn, SCRUB_KEY, s)?,
+            None => {
+                self.db.sm_meta.delete(&mut txn, SCRUB_KEY)?;
+            }
+        }
         put_json(&self.db.sm_meta, &mut txn, APPLIED_KEY, &meta.last_log_id)?;
         put_json(
             &self.db.sm_meta,
@@ -540,6 +560,7 @@ fn read_body(db: &MetaDb, txn: &heed::RoTxn) -> Result<SnapshotBody, DbError> {
             out
         },
         revisits: query::revisit_page(db, txn, 0, usize::MAX)?,
+        scrub: get_json(&db.sm_meta, txn, SCRUB_KEY)?,
     })
 }
 

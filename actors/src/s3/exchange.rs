@@ -79,6 +79,7 @@ pub struct Exchange {
 
 async fn handle(state: Arc<S3State>, req: HttpRequest, payload: Payload) -> HttpResponse {
     let start = tokio::time::Instant::now();
+    let _in_flight = state.metrics.s3_request_started();
     let echo = Echo {
         request_id: state.ids.request_id(),
         resource: req.uri().path().to_string(),

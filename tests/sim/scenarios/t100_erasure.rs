@@ -191,7 +191,14 @@ async fn first_part(sim: &Sim, node: u64, key: &str) -> Result<(ObjectId, Vec<u6
 /// Runs a repair sweep on `node`.
 async fn sweep(sim: &Sim, node: u64) -> Result<RepairReport, String> {
     let state = sim.s3(node).ok_or(format!("node {node} is down"))?;
-    let report = repair::repair(&state.raft, &state.data, &state.metrics, None).await?;
+    let report = repair::repair(
+        &state.raft,
+        &state.data,
+        &state.metrics,
+        state.clock.clone(),
+        None,
+    )
+    .await?;
     event!(
         sim.trace,
         "repair via {node}: {} verified, {} rebuilt, {} unreachable, {} unrecoverable, {} failed",
