@@ -23,7 +23,7 @@
 //!   corrupt, unreachable) switches that stripe to decoding from any `k` verified chunks (INV-5:
 //!   every chunk is checked against the replicated BLAKE3 and its block CRCs before use).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::ops::Range;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -113,7 +113,34 @@ struct Inner {
     warn_lost: Throttle,
     /// Parts a sweep of this node is verifying or rebuilding right now (see [`PartGuard`]).
     healing: std::sync::Mutex<BTreeSet<(ObjectId, u32)>>,
+    /// Bodies written here with fewer than all their shards, until their write commits.
+    degraded: std::sync::Mutex<BTreeSet<ObjectId>>,
+    /// Keys committed with a degraded body, for this node's scrubber to heal soon.
+    heal_soon: std::sync::Mutex<VecDeque<HealSoon>>,
 }
+
+/// A key whose current version was written with fewer than all its shards: the scrubber of the
+/// node that wrote it rebuilds the missing shards as soon as their homes answer, rather than at
+/// its next pass (which would find them too, should this note be lost with the process).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealSoon {
+    /// The bucket.
+    pub bucket: String,
+    /// The key.
+    pub key: String,
+    /// Tries so far.
+    pub tries: u32,
+    /// Not before this.
+    pub due: tokio::time::Instant,
+}
+
+/// Bodies written degraded remembered until their commit; beyond it the scrubber's pass heals.
+const DEGRADED_NOTED_MAX: usize = 4_096;
+/// Keys on the heal-soon list at most.
+pub const HEAL_SOON_MAX: usize = 4_096;
+/// How long after a degraded write commits its heal is first tried (a node that just failed
+/// is rarely back sooner).
+const HEAL_SOON_FIRST: Duration = Duration::from_secs(2);
 
 /// How often a sweep waiting for a part another sweep holds looks again.
 const PART_CLAIM_RETRY: Duration = Duration::from_millis(20);
@@ -199,6 +226,8 @@ impl DataPlane {
                 warn_read: Throttle::per_minute(),
                 warn_lost: Throttle::per_minute(),
                 healing: std::sync::Mutex::new(BTreeSet::new()),
+                degraded: std::sync::Mutex::new(BTreeSet::new()),
+                heal_soon: std::sync::Mutex::new(VecDeque::new()),
             }),
         };
         // Held weakly, so the detector stops with the plane rather than keep it alive.
@@ -231,6 +260,85 @@ impl DataPlane {
             }
             tokio::time::sleep(PART_CLAIM_RETRY).await;
         }
+    }
+
+    /// Notes that `body` was written with fewer than all its shards (see [`HealSoon`]).
+    fn note_degraded(&self, body: ObjectId) {
+        let mut d = self
+            .inner
+            .degraded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Bounded: beyond it the scrubber's pass is what heals (it finds every part).
+        if d.len() < DEGRADED_NOTED_MAX {
+            d.insert(body);
+        }
+    }
+
+    /// Tells the plane that `bucket/key` now references `bodies` (a write committed): any of
+    /// them written degraded puts the key on the heal-soon list.
+    pub fn committed(&self, bucket: &str, key: &str, bodies: &[ObjectId]) {
+        let hit = {
+            let mut d = self
+                .inner
+                .degraded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if d.is_empty() {
+                return;
+            }
+            bodies.iter().fold(false, |hit, b| d.remove(b) || hit)
+        };
+        if hit {
+            self.heal_later(HealSoon {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                tries: 0,
+                due: tokio::time::Instant::now() + HEAL_SOON_FIRST,
+            });
+        }
+    }
+
+    /// Puts `h` (back) on the heal-soon list.
+    pub fn heal_later(&self, h: HealSoon) {
+        let mut q = self
+            .inner
+            .heal_soon
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if q.len() < HEAL_SOON_MAX {
+            q.push_back(h);
+        }
+    }
+
+    /// Takes up to `max` heal-soon entries that are due.
+    pub fn due_heals(&self, max: usize) -> Vec<HealSoon> {
+        let now = tokio::time::Instant::now();
+        let mut q = self
+            .inner
+            .heal_soon
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        let mut keep = VecDeque::with_capacity(q.len());
+        while let Some(h) = q.pop_front() {
+            if out.len() < max && h.due <= now {
+                out.push(h);
+            } else {
+                keep.push_back(h);
+            }
+        }
+        *q = keep;
+        out
+    }
+
+    /// Keys waiting on the heal-soon list.
+    pub fn heals_waiting(&self) -> usize {
+        self.inner
+            .heal_soon
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// This node's liveness detector.
@@ -1168,8 +1276,9 @@ impl PartWriter {
             return Err(below_floor_because(profile, durable, &failed));
         }
         if durable < profile.shards() {
+            self.plane.note_degraded(self.id);
             if let Some(held) = self.plane.inner.warn_degraded.admit() {
-                warn!(object = %self.id, part = self.part, durable, shards = profile.shards(), "write acknowledged degraded; repair restores the missing shards{held}");
+                warn!(object = %self.id, part = self.part, durable, shards = profile.shards(), "write acknowledged degraded; the scrubber restores the missing shards once their homes answer{held}");
             }
         }
         Ok(PartLayout {

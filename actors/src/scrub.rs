@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
-use crate::data::DataPlane;
+use crate::data::{DataPlane, HealSoon};
 use crate::layout::Pacer;
 use crate::metrics::Metrics;
 use crate::raft::node::{
@@ -54,6 +54,14 @@ const STEP_KEYS: usize = 64;
 const SCRUB_PARALLEL: usize = 4;
 /// How long the scrubber waits while it is told to (paused, held, a transition, busy).
 const IDLE: Duration = Duration::from_secs(1);
+/// Heal-soon keys taken per tick.
+const HEALS_PER_TICK: usize = 16;
+/// Tries of one heal-soon key before it is left to the scrub pass.
+const HEAL_SOON_TRIES_MAX: u32 = 40;
+/// The first wait before a heal-soon key is tried again; doubled each try.
+const HEAL_SOON_FIRST_RETRY: Duration = Duration::from_secs(1);
+/// The longest wait between tries of a heal-soon key.
+const HEAL_SOON_RETRY_MAX: Duration = Duration::from_secs(60);
 /// How long it waits between looks while clients keep this node busy.
 const YIELD_WAIT: Duration = Duration::from_millis(200);
 /// The longest it keeps yielding before it takes one step anyway, so a node that is never
@@ -91,6 +99,8 @@ pub struct Scrubber {
     gauges: Option<Gauges>,
     busy: bool,
     walk: Option<WalkHandle>,
+    /// A round of heal-soon work is running.
+    healing_soon: bool,
 }
 
 struct WalkHandle {
@@ -117,7 +127,39 @@ impl Scrubber {
             gauges,
             busy: false,
             walk: None,
+            healing_soon: false,
         }
+    }
+
+    /// Heals the keys this node wrote degraded (see [`crate::data::HealSoon`]), on every node,
+    /// leader or not: the missing shards are rebuilt as soon as their homes answer.
+    fn heal_soon(&mut self, ctx: &mut Context<Self>) {
+        if self.healing_soon {
+            return;
+        }
+        let due = self.data.due_heals(HEALS_PER_TICK);
+        if let Some(g) = &self.gauges {
+            g.heal_soon
+                .set(i64::try_from(self.data.heals_waiting() + due.len()).unwrap_or(i64::MAX));
+        }
+        if due.is_empty() {
+            return;
+        }
+        self.healing_soon = true;
+        let (node, data, clock, metrics) = (
+            self.node.clone(),
+            self.data.clone(),
+            self.clock.clone(),
+            self.metrics.clone(),
+        );
+        let work = async move {
+            for h in due {
+                heal_key(&node, &data, clock.as_ref(), &metrics, h).await;
+            }
+        };
+        ctx.spawn(work.into_actor(self).map(|(), act, _| {
+            act.healing_soon = false;
+        }));
     }
 
     fn walking(&self) -> bool {
@@ -186,7 +228,10 @@ impl Actor for Scrubber {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(SCRUB_TICK, |act, ctx| act.tick(ctx));
+        ctx.run_interval(SCRUB_TICK, |act, ctx| {
+            act.tick(ctx);
+            act.heal_soon(ctx);
+        });
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
@@ -199,9 +244,70 @@ impl Actor for Scrubber {
 impl actix::Supervised for Scrubber {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
         self.busy = false;
+        self.healing_soon = false;
         if let Some(w) = self.walk.take() {
             w.stop.store(true, Ordering::SeqCst);
         }
+    }
+}
+
+/// Heals every part of every version of `h`'s key; puts it back on the list, later, while a
+/// part is short of a shard (its home is still down), until [`HEAL_SOON_TRIES_MAX`].
+async fn heal_key(
+    node: &Addr<RaftNode>,
+    data: &DataPlane,
+    clock: &dyn Clock,
+    metrics: &Metrics,
+    mut h: HealSoon,
+) {
+    let later = |mut h: HealSoon| {
+        h.tries += 1;
+        if h.tries >= HEAL_SOON_TRIES_MAX {
+            debug!(bucket = %h.bucket, key = %h.key, "degraded write not healed yet; the next scrub pass will");
+            return;
+        }
+        let wait = HEAL_SOON_FIRST_RETRY
+            .saturating_mul(1 << h.tries.min(6))
+            .min(HEAL_SOON_RETRY_MAX);
+        h.due = Instant::now() + wait;
+        data.heal_later(h);
+    };
+    // Another sweep holds the scrubber off, or an operator paused it: not now.
+    match node.send(GetScrub).await {
+        Ok(Ok(s)) if !s.paused && s.held(clock.now_ms()).is_none() => {}
+        Ok(Ok(_)) => {
+            h.tries = h.tries.saturating_sub(1);
+            return later(h);
+        }
+        _ => return later(h),
+    }
+    let versions = match node
+        .send(GetObject {
+            bucket: h.bucket.clone(),
+            key: h.key.clone(),
+        })
+        .await
+    {
+        Ok(Ok(v)) => v,
+        _ => return later(h),
+    };
+    let mut whole = true;
+    let mut rebuilt = 0;
+    for v in versions.iter().flat_map(|l| l.versions.iter()) {
+        for p in &v.parts {
+            let what = format!("{}/{} part {}", h.bucket, h.key, p.part);
+            let healed = heal_part(data, v.part_body(p), p, &what).await;
+            rebuilt += healed.rebuilt;
+            whole &= healed.health == Health::Full;
+        }
+    }
+    metrics.scrub_shards_rebuilt.inc_by(rebuilt as u64);
+    if whole {
+        if rebuilt > 0 {
+            info!(bucket = %h.bucket, key = %h.key, rebuilt, "a write acknowledged degraded is at full redundancy again");
+        }
+    } else {
+        later(h);
     }
 }
 
@@ -554,6 +660,7 @@ struct Gauges {
     last_done: prometheus::IntGauge,
     healed: prometheus::IntGauge,
     paused: prometheus::IntGauge,
+    heal_soon: prometheus::IntGauge,
 }
 
 impl Gauges {
@@ -596,6 +703,11 @@ impl Gauges {
             .ok()?,
             paused: IntGauge::new("hamster_scrub_paused", "1 while an operator paused the scrubber")
                 .ok()?,
+            heal_soon: IntGauge::new(
+                "hamster_heal_soon_keys",
+                "Keys this node wrote with fewer than all shards, waiting for their missing homes to answer",
+            )
+            .ok()?,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(g.parts.clone()),
@@ -606,6 +718,7 @@ impl Gauges {
             Box::new(g.last_done.clone()),
             Box::new(g.healed.clone()),
             Box::new(g.paused.clone()),
+            Box::new(g.heal_soon.clone()),
         ];
         for c in collectors {
             if let Err(e) = metrics.register(c) {

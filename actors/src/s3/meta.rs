@@ -48,6 +48,28 @@ pub async fn catch_up(state: &S3State) -> Result<(), S3Error> {
 /// Proposes a command and waits for it to be committed and applied. A refusal comes back as
 /// its S3 error.
 pub async fn propose(state: &S3State, cmd: Command) -> Result<Applied, S3Error> {
+    // A write that commits a version: the data plane learns which bodies the key now uses, to
+    // heal soon any it wrote with fewer than all shards.
+    let written = match &cmd {
+        Command::PutObject {
+            bucket,
+            key,
+            version,
+        }
+        | Command::PutObjectIf {
+            bucket,
+            key,
+            version,
+            ..
+        }
+        | Command::CompleteUpload {
+            bucket,
+            key,
+            version,
+            ..
+        } => Some((bucket.clone(), key.clone(), version.bodies())),
+        _ => None,
+    };
     let applied = match state.raft.send(Propose(cmd)).await {
         Ok(Ok(a)) => a,
         Ok(Err(ProposeError::KeyTooLong { .. })) => {
@@ -68,7 +90,12 @@ pub async fn propose(state: &S3State, cmd: Command) -> Result<Applied, S3Error> 
     };
     match applied.refused {
         Some(r) => Err(S3Error::new(r.s3_code())),
-        None => Ok(applied),
+        None => {
+            if let Some((bucket, key, bodies)) = written {
+                state.data.committed(&bucket, &key, &bodies);
+            }
+            Ok(applied)
+        }
     }
 }
 
