@@ -287,7 +287,12 @@ impl DataPlane {
             if d.is_empty() {
                 return;
             }
-            bodies.iter().fold(false, |hit, b| d.remove(b) || hit)
+            // Every body is taken off the list (no short cut): each is committed now.
+            let mut hit = false;
+            for b in bodies {
+                hit |= d.remove(b);
+            }
+            hit
         };
         if hit {
             self.heal_later(HealSoon {
