@@ -726,6 +726,16 @@ impl Gauges {
                 return None;
             }
         }
+        // Every state from the start, so rules and dashboards see zeros, not gaps.
+        for h in [
+            Health::Full,
+            Health::Degraded,
+            Health::AtRisk,
+            Health::Unrecoverable,
+        ] {
+            g.parts.with_label_values(&[h.label()]).set(0);
+            g.bytes.with_label_values(&[h.label()]).set(0);
+        }
         Some(g)
     }
 
