@@ -111,6 +111,9 @@ struct Inner {
     warn_read: Throttle,
     /// Reads that found fewer than `k` verified shards.
     warn_lost: Throttle,
+    /// Per-part findings of the sweeps (shards rebuilt, parts at risk): a member that comes
+    /// back empty would otherwise log one line per shard it held.
+    warn_sweep: Throttle,
     /// Parts a sweep of this node is verifying or rebuilding right now (see [`PartGuard`]).
     healing: std::sync::Mutex<BTreeSet<(ObjectId, u32)>>,
     /// Bodies written here with fewer than all their shards, until their write commits.
@@ -133,6 +136,10 @@ pub struct HealSoon {
     /// Not before this.
     pub due: tokio::time::Instant,
 }
+
+/// The window of the sweeps' per-part lines: a few a minute are enough to see what happens;
+/// the counts are in `hamster scrub` and `/metrics`.
+const SWEEP_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Bodies written degraded remembered until their commit; beyond it the scrubber's pass heals.
 const DEGRADED_NOTED_MAX: usize = 4_096;
@@ -225,6 +232,7 @@ impl DataPlane {
                 warn_degraded: Throttle::per_minute(),
                 warn_read: Throttle::per_minute(),
                 warn_lost: Throttle::per_minute(),
+                warn_sweep: Throttle::new(SWEEP_WARN_EVERY),
                 healing: std::sync::Mutex::new(BTreeSet::new()),
                 degraded: std::sync::Mutex::new(BTreeSet::new()),
                 heal_soon: std::sync::Mutex::new(VecDeque::new()),
@@ -260,6 +268,12 @@ impl DataPlane {
             }
             tokio::time::sleep(PART_CLAIM_RETRY).await;
         }
+    }
+
+    /// Whether to log a sweep's per-part finding now, and the note about those held back
+    /// ([`Throttle::admit`]).
+    pub fn admit_sweep_warning(&self) -> Option<String> {
+        self.inner.warn_sweep.admit()
     }
 
     /// Notes that `body` was written with fewer than all its shards (see [`HealSoon`]).

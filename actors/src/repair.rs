@@ -366,7 +366,9 @@ pub async fn heal_part(data: &DataPlane, body: ObjectId, part: &PartLayout, what
     }
     for i in &bad {
         if let Found::Bad(why) = &found[*i] {
-            warn!(%what, shard = i, home = %format!("{:016x}", data.home_of(part, *i)), %why, "rebuilding shard");
+            if let Some(held) = data.admit_sweep_warning() {
+                warn!(%what, shard = i, home = %format!("{:016x}", data.home_of(part, *i)), %why, "rebuilding shard{held}");
+            }
         }
     }
     match rebuild(data, body, part, &good, &bad).await {

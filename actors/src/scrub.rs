@@ -630,20 +630,26 @@ impl Walk {
             tally.shards_rebuilt += healed.rebuilt as u64;
             tally.shards_unreachable += healed.unreachable as u64;
             tally.shard_bytes += healed.shard_bytes;
-            if healed.rebuilt > 0 {
-                info!(part = %item.what, rebuilt = healed.rebuilt, "scrubber rebuilt shards");
-            }
-            match (&healed.problem, healed.health) {
-                (Some(Problem::Unrecoverable(why)), _) => {
-                    warn!(%why, "scrubber: part unrecoverable")
-                }
+            let note = match (&healed.problem, healed.health) {
+                (Some(Problem::Unrecoverable(why)), _) => Some(format!("part unrecoverable: {why}")),
                 (Some(Problem::Failed(why)), _) => {
-                    warn!(%why, "scrubber: rebuild failed; the next pass retries")
+                    Some(format!("rebuild failed (the next pass retries): {why}"))
                 }
-                (None, Health::AtRisk) => {
-                    warn!(part = %item.what, unreachable = healed.unreachable, "scrubber: part at risk (one more lost shard loses it)")
+                (None, Health::AtRisk) => Some(format!(
+                    "part {} at risk: one more lost shard loses it ({} shards on nodes that did not answer)",
+                    item.what, healed.unreachable
+                )),
+                _ => None,
+            };
+            if healed.rebuilt > 0 || note.is_some() {
+                if let Some(held) = self.data.admit_sweep_warning() {
+                    match note {
+                        Some(n) => warn!("scrubber: {n}{held}"),
+                        None => {
+                            info!(part = %item.what, rebuilt = healed.rebuilt, "scrubber rebuilt shards{held}")
+                        }
+                    }
                 }
-                _ => {}
             }
         }
         Some(tally)
