@@ -20,7 +20,6 @@ use hamster_protocol::transfer::{ShardFailure, ShardName, ShardRequest};
 use hamster_protocol::wire::RepairReport;
 use tracing::{info, warn};
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use hamster_protocol::meta::Command;
@@ -66,80 +65,81 @@ pub async fn repair(
     bucket: Option<String>,
 ) -> Result<RepairReport, String> {
     catch_up(raft).await?;
-    let hold = HoldScrubber::take(raft, data.me(), clock).await?;
-    let outcome = sweep(raft, data, metrics, bucket).await;
+    let mut hold = HoldScrubber::take(raft, data.me(), clock).await?;
+    let outcome = sweep(raft, data, metrics, bucket, &mut hold).await;
     hold.release().await;
     outcome
 }
 
 /// How long a repair's hold on the scrubber lasts unless renewed (a repair that dies lets
 /// the scrubber go on after this long).
-const HOLD_MS: u64 = 120_000;
-/// How often a running repair renews its hold.
-const HOLD_RENEW: std::time::Duration = std::time::Duration::from_secs(30);
+const HOLD_MS: u64 = 10 * 60_000;
 
-/// A repair's hold on the cluster's scrubber, renewed in the background until released.
+/// A repair's hold on the cluster's scrubber. The sweep renews it between parts once half of
+/// it has run out ([`HoldScrubber::renew`]), on its own task: nothing is spawned, so the hold
+/// lives exactly as long as the sweep that took it (or lapses if the process dies).
 struct HoldScrubber {
     raft: Addr<RaftNode>,
     me: u64,
     clock: Arc<dyn Clock>,
-    stop: Arc<AtomicBool>,
+    until_ms: u64,
 }
 
 impl HoldScrubber {
     async fn take(raft: &Addr<RaftNode>, me: u64, clock: Arc<dyn Clock>) -> Result<Self, String> {
-        match set_hold(raft, me, &clock, HOLD_MS).await? {
-            None => {}
-            Some(other) => {
-                return Err(format!(
-                    "{} runs on node {:016x}; wait for it to end",
-                    other.what, other.by
-                ))
-            }
+        let until_ms = clock.now_ms() + HOLD_MS;
+        if let Some(other) = set_hold(raft, me, &clock, until_ms).await? {
+            return Err(format!(
+                "{} runs on node {:016x}; wait for it to end",
+                other.what, other.by
+            ));
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let renew = (raft.clone(), clock.clone(), stop.clone());
-        actix_rt::spawn(async move {
-            let (raft, clock, stop) = renew;
-            loop {
-                tokio::time::sleep(HOLD_RENEW).await;
-                if stop.load(Ordering::SeqCst) {
-                    return;
-                }
-                if let Err(e) = set_hold(&raft, me, &clock, HOLD_MS).await {
-                    debug!(error = %e, "repair could not renew its hold on the scrubber; retrying");
-                }
-            }
-        });
         Ok(HoldScrubber {
             raft: raft.clone(),
             me,
             clock,
-            stop,
+            until_ms,
         })
     }
 
+    /// Extends the hold once half of it has run out.
+    async fn renew(&mut self) {
+        let now = self.clock.now_ms();
+        if now + HOLD_MS / 2 < self.until_ms {
+            return;
+        }
+        let until_ms = now + HOLD_MS;
+        match set_hold(&self.raft, self.me, &self.clock, until_ms).await {
+            Ok(None) => self.until_ms = until_ms,
+            Ok(Some(other)) => {
+                debug!(by = %format!("{:016x}", other.by), "the scrubber's hold passed to another node")
+            }
+            Err(e) => {
+                debug!(error = %e, "repair could not renew its hold on the scrubber; retrying at the next part")
+            }
+        }
+    }
+
     async fn release(self) {
-        self.stop.store(true, Ordering::SeqCst);
         if let Err(e) = set_hold(&self.raft, self.me, &self.clock, 0).await {
             debug!(error = %e, "repair could not release its hold on the scrubber; it lapses by itself");
         }
     }
 }
 
-/// Sets (or with `for_ms` 0, releases) this node's hold; answers the other node's hold when
+/// Sets this node's hold until `until_ms` (0 releases it); answers the other node's hold when
 /// one is in force.
 async fn set_hold(
     raft: &Addr<RaftNode>,
     me: u64,
     clock: &Arc<dyn Clock>,
-    for_ms: u64,
+    until_ms: u64,
 ) -> Result<Option<Hold>, String> {
     let now_ms = clock.now_ms();
     let hold = Hold {
         by: me,
         what: "hamster repair".into(),
-        until_ms: if for_ms == 0 { 0 } else { now_ms + for_ms },
+        until_ms,
     };
     match raft
         .send(Propose(Command::ScrubHold { hold, now_ms }))
@@ -168,6 +168,7 @@ async fn sweep(
     data: &DataPlane,
     metrics: &Metrics,
     bucket: Option<String>,
+    hold: &mut HoldScrubber,
 ) -> Result<RepairReport, String> {
     let mut report = RepairReport::default();
     let buckets = match bucket {
@@ -188,6 +189,7 @@ async fn sweep(
             for (key, v) in &page.objects {
                 report.objects += 1;
                 for p in &v.parts {
+                    hold.renew().await;
                     let what = format!("{b}/{key} part {}", p.part);
                     repair_part(data, metrics, v.part_body(p), p, &what, &mut report).await;
                 }
@@ -217,6 +219,7 @@ async fn sweep(
             (key_marker, upload_id_marker) = (last.key.clone(), last.upload_id.clone());
             for u in &uploads {
                 for (n, part) in &u.parts {
+                    hold.renew().await;
                     let what = format!("{b}/{} upload {} part {n}", u.key, u.upload_id);
                     let body = part.layout.body.unwrap_or(ObjectId([0; 16]));
                     repair_part(data, metrics, body, &part.layout, &what, &mut report).await;
