@@ -251,6 +251,14 @@ impl actix::Supervised for Scrubber {
     }
 }
 
+/// Whether a layout transition is open (or the layout cannot be read).
+async fn transition_open(node: &Addr<RaftNode>) -> bool {
+    match node.send(GetLayout).await {
+        Ok(Ok(l)) => l.is_some_and(|l| l.transition.is_some()),
+        _ => true,
+    }
+}
+
 /// Heals every part of every version of `h`'s key; puts it back on the list, later, while a
 /// part is short of a shard (its home is still down), until [`HEAL_SOON_TRIES_MAX`].
 async fn heal_key(
@@ -272,9 +280,11 @@ async fn heal_key(
         h.due = Instant::now() + wait;
         data.heal_later(h);
     };
-    // Another sweep holds the scrubber off, or an operator paused it: not now.
+    // Another sweep holds the scrubber off, an operator paused it, or a layout transition is
+    // moving parts: not now.
     match node.send(GetScrub).await {
-        Ok(Ok(s)) if !s.paused && s.held(clock.now_ms()).is_none() => {}
+        Ok(Ok(s))
+            if !s.paused && s.held(clock.now_ms()).is_none() && !transition_open(node).await => {}
         Ok(Ok(_)) => {
             h.tries = h.tries.saturating_sub(1);
             return later(h);
@@ -584,15 +594,17 @@ impl Walk {
     }
 
     /// Whether the walk must stop taking parts: this node was deposed, an operator paused the
-    /// scrubber, or another sweep holds it off.
+    /// scrubber, another sweep holds it off, or a layout transition opened (its walk moves
+    /// parts; a rebuild onto a home the part is leaving would leave a copy nobody tracks).
     async fn told_to_stop(&self) -> bool {
         if self.stop.load(Ordering::SeqCst) {
             return true;
         }
-        match self.node.send(GetScrub).await {
+        let held = match self.node.send(GetScrub).await {
             Ok(Ok(s)) => s.paused || s.held(self.clock.now_ms()).is_some(),
             _ => true,
-        }
+        };
+        held || transition_open(&self.node).await
     }
 
     /// Verifies and heals `items`, [`SCRUB_PARALLEL`] at once, at the pace. Answers `None`
