@@ -29,9 +29,7 @@ use tracing::debug;
 use crate::clock::Clock;
 use crate::data::{CallError, DataPlane, ShardSender};
 use crate::metrics::Metrics;
-use crate::raft::node::{
-    CatchUp, GetScrub, ListBuckets, ListObjects, ListUploads, Propose, RaftNode,
-};
+use crate::raft::node::{CatchUp, ListBuckets, ListObjects, ListUploads, Propose, RaftNode};
 
 /// Objects asked for per listing page.
 const PAGE_KEYS: usize = 1000;
@@ -55,8 +53,7 @@ enum Found {
 /// upload in progress, verifying and rebuilding shards.
 ///
 /// While it runs it holds the cluster's scrubber off ([`hamster_protocol::scrub::Hold`]), so
-/// the two never rebuild the same shard; a repair is refused while another node's repair holds
-/// it.
+/// the two never rebuild the same shard.
 pub async fn repair(
     raft: &Addr<RaftNode>,
     data: &DataPlane,
@@ -88,12 +85,7 @@ struct HoldScrubber {
 impl HoldScrubber {
     async fn take(raft: &Addr<RaftNode>, me: u64, clock: Arc<dyn Clock>) -> Result<Self, String> {
         let until_ms = clock.now_ms() + HOLD_MS;
-        if let Some(other) = set_hold(raft, me, &clock, until_ms).await? {
-            return Err(format!(
-                "{} runs on node {:016x}; wait for it to end",
-                other.what, other.by
-            ));
-        }
+        set_hold(raft, me, &clock, until_ms).await?;
         Ok(HoldScrubber {
             raft: raft.clone(),
             me,
@@ -110,10 +102,7 @@ impl HoldScrubber {
         }
         let until_ms = now + HOLD_MS;
         match set_hold(&self.raft, self.me, &self.clock, until_ms).await {
-            Ok(None) => self.until_ms = until_ms,
-            Ok(Some(other)) => {
-                debug!(by = %format!("{:016x}", other.by), "the scrubber's hold passed to another node")
-            }
+            Ok(()) => self.until_ms = until_ms,
             Err(e) => {
                 debug!(error = %e, "repair could not renew its hold on the scrubber; retrying at the next part")
             }
@@ -127,37 +116,24 @@ impl HoldScrubber {
     }
 }
 
-/// Sets this node's hold until `until_ms` (0 releases it); answers the other node's hold when
-/// one is in force.
+/// Sets this node's hold until `until_ms` (0 releases it).
 async fn set_hold(
     raft: &Addr<RaftNode>,
     me: u64,
     clock: &Arc<dyn Clock>,
     until_ms: u64,
-) -> Result<Option<Hold>, String> {
-    let now_ms = clock.now_ms();
+) -> Result<(), String> {
     let hold = Hold {
         by: me,
         what: "hamster repair".into(),
         until_ms,
     };
+    let now_ms = clock.now_ms();
     match raft
         .send(Propose(Command::ScrubHold { hold, now_ms }))
         .await
     {
-        Ok(Ok(a)) if a.refused.is_none() => Ok(None),
-        Ok(Ok(_)) => {
-            let state = raft
-                .send(GetScrub)
-                .await
-                .map_err(|_| "the Raft node is not running".to_string())?
-                .map_err(|e| e.to_string())?;
-            Ok(Some(state.hold.unwrap_or(Hold {
-                by: 0,
-                what: "another sweep".into(),
-                until_ms: 0,
-            })))
-        }
+        Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(format!("cannot hold the scrubber off: {e}")),
         Err(_) => Err("the Raft node is not running".into()),
     }

@@ -492,8 +492,8 @@ pub enum Command {
     },
     /// An operator's switch for the scrubber (pause, resume, a pass now).
     ScrubSet(crate::scrub::ScrubSwitch),
-    /// Hold the scrubber off while another sweep runs (refused with `ScrubStale` while another
-    /// node holds it); a hold ending at or before `now_ms` releases.
+    /// Hold the scrubber off while another sweep runs on `hold.by`; a hold ending at or before
+    /// `now_ms` releases that node's hold.
     ScrubHold {
         /// The hold.
         hold: crate::scrub::Hold,
@@ -572,8 +572,8 @@ pub enum Refusal {
     /// A write was placed by a layout that no longer holds (a node it chose has left): the
     /// client retries, and the retry places by the current layout.
     PlacedOffLayout,
-    /// A scrub step or hold that no longer matches the replicated scrub state (a deposed
-    /// leader's step, a pass that ended, another node's hold).
+    /// A scrub step that no longer matches the replicated scrub state (a deposed leader's
+    /// step, a pass that ended).
     ScrubStale,
 }
 
@@ -1102,7 +1102,8 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
             Ok(Applied::default())
         }
         Command::ScrubHold { hold, now_ms } => {
-            Ok(answer(crate::scrub::hold(store, hold, *now_ms)?))
+            crate::scrub::hold(store, hold, *now_ms)?;
+            Ok(Applied::default())
         }
         Command::Tombstone {
             node,

@@ -184,8 +184,9 @@ pub struct PassDone {
     pub tally: Tally,
 }
 
-/// A sweep that holds the scrubber off until `until_ms` (`hamster repair`), so two sweeps do
-/// not rebuild the same shard.
+/// A sweep that holds the scrubber off until `until_ms` (`hamster repair`), so the scrubber and
+/// that sweep do not rebuild the same shard. Each node holds at most one; the scrubber waits
+/// while any is in force.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hold {
     /// The node running it.
@@ -209,16 +210,17 @@ pub struct ScrubState {
     pub paused: bool,
     /// An operator asked for a pass now (cleared when one begins).
     pub now_asked: bool,
-    /// A sweep holding the scrubber off.
-    pub hold: Option<Hold>,
+    /// Sweeps holding the scrubber off, by the node running them.
+    #[serde(default)]
+    pub holds: std::collections::BTreeMap<u64, Hold>,
     /// Shards rebuilt by the scrubber over every pass.
     pub healed_total: u64,
 }
 
 impl ScrubState {
-    /// Whether a hold is in force at `now_ms`.
+    /// A hold in force at `now_ms`, if any.
     pub fn held(&self, now_ms: u64) -> Option<&Hold> {
-        self.hold.as_ref().filter(|h| h.until_ms > now_ms)
+        self.holds.values().find(|h| h.until_ms > now_ms)
     }
 
     /// Whether a new pass is due at `now_ms` when passes begin `every_ms` apart.
@@ -316,22 +318,18 @@ pub fn set<S: MetaStore>(store: &mut S, switch: ScrubSwitch) -> Result<(), S::Er
     store.put_scrub(&s)
 }
 
-/// Applies `ScrubHold`: `hold` replaces any hold (a hold whose `until_ms` is 0 releases).
-/// Refused with `ScrubStale` when another node's hold is still in force at `now_ms`.
-pub fn hold<S: MetaStore>(
-    store: &mut S,
-    hold: &Hold,
-    now_ms: u64,
-) -> Result<Option<Refusal>, S::Error> {
+/// Applies `ScrubHold`: `hold` replaces its node's hold; one whose `until_ms` is not after
+/// `now_ms` releases it. Holds of other nodes that lapsed by `now_ms` are dropped (a sweep
+/// whose process died leaves one behind).
+pub fn hold<S: MetaStore>(store: &mut S, hold: &Hold, now_ms: u64) -> Result<(), S::Error> {
     let mut s = state(store)?;
-    if let Some(h) = s.held(now_ms) {
-        if h.by != hold.by {
-            return Ok(Some(Refusal::ScrubStale));
-        }
+    s.holds.retain(|_, h| h.until_ms > now_ms);
+    if hold.until_ms > now_ms {
+        s.holds.insert(hold.by, hold.clone());
+    } else {
+        s.holds.remove(&hold.by);
     }
-    s.hold = (hold.until_ms > now_ms).then(|| hold.clone());
-    store.put_scrub(&s)?;
-    Ok(None)
+    store.put_scrub(&s)
 }
 
 #[cfg(test)]
@@ -436,23 +434,23 @@ mod tests {
     }
 
     #[test]
-    fn a_hold_belongs_to_one_node_until_it_lapses() {
+    fn holds_are_per_node_and_lapse() {
         let mut s = MemStore::default();
         let h = |by, until_ms| Hold {
             by,
             what: "repair".into(),
             until_ms,
         };
-        assert_eq!(hold(&mut s, &h(1, 100), 0).unwrap(), None);
-        assert_eq!(
-            hold(&mut s, &h(2, 200), 50).unwrap(),
-            Some(Refusal::ScrubStale)
-        );
-        assert_eq!(hold(&mut s, &h(1, 300), 50).unwrap(), None, "renewed");
-        assert_eq!(s.scrub().unwrap().unwrap().held(299).unwrap().by, 1);
-        assert!(s.scrub().unwrap().unwrap().held(300).is_none());
-        assert_eq!(hold(&mut s, &h(2, 400), 301).unwrap(), None, "lapsed");
-        assert_eq!(hold(&mut s, &h(2, 0), 302).unwrap(), None, "released");
-        assert!(s.scrub().unwrap().unwrap().hold.is_none());
+        let st = |s: &MemStore| s.scrub().unwrap().unwrap_or_default();
+        hold(&mut s, &h(1, 100), 0).unwrap();
+        hold(&mut s, &h(2, 200), 50).unwrap();
+        assert_eq!(st(&s).holds.len(), 2);
+        // Node 1 releases: node 2's hold still keeps the scrubber off.
+        hold(&mut s, &h(1, 0), 60).unwrap();
+        assert_eq!(st(&s).held(60).unwrap().by, 2);
+        assert!(st(&s).held(200).is_none(), "lapsed");
+        // A lapsed hold (its sweep died) is dropped by the next hold of anyone.
+        hold(&mut s, &h(3, 400), 250).unwrap();
+        assert_eq!(st(&s).holds.keys().copied().collect::<Vec<_>>(), vec![3]);
     }
 }
