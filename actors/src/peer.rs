@@ -85,7 +85,7 @@ pub fn parse_node_id(hex_id: &str) -> Option<NodeId> {
 pub enum PeerError {
     /// No connection to the peer could be opened (refused, timed out, backing off after such
     /// a failure), so the request was never sent; back off and retry, here or elsewhere.
-    #[error("node {to} at {addr} is unreachable: {reason}")]
+    #[error("node {to:016x} at {addr} is unreachable: {reason}")]
     NotConnected {
         /// The node dialled.
         to: NodeId,
@@ -96,7 +96,7 @@ pub enum PeerError {
     },
     /// The peer did not answer in time; the request may or may not have reached it. Back off
     /// and retry.
-    #[error("node {to} at {addr} is unreachable: {reason}")]
+    #[error("node {to:016x} at {addr} is unreachable: {reason}")]
     Unreachable {
         /// The node dialled.
         to: NodeId,
@@ -116,7 +116,7 @@ pub enum PeerError {
         found: String,
     },
     /// The connection broke or the answer was garbled; retry now.
-    #[error("the connection to node {to} failed: {reason}; retry")]
+    #[error("the connection to node {to:016x} failed: {reason}; retry")]
     Network {
         /// The node dialled.
         to: NodeId,
