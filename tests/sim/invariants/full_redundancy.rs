@@ -46,7 +46,10 @@ pub fn first_bad_shard(v: &ObjectVersion, disks: &BTreeMap<u64, ShardStore>) -> 
         for i in 0..n {
             let home = p.homes.get(i).copied().unwrap_or_default();
             let Some(store) = disks.get(&home) else {
-                return Some(format!("part {} shard {i}: no disk for home {home}", p.part));
+                return Some(format!(
+                    "part {} shard {i}: no disk for home {home}",
+                    p.part
+                ));
             };
             let index = u16::try_from(i).unwrap_or(u16::MAX);
             let whole = store
@@ -61,10 +64,7 @@ pub fn first_bad_shard(v: &ObjectVersion, disks: &BTreeMap<u64, ShardStore>) -> 
                     }
                 });
             if let Err(e) = whole {
-                return Some(format!(
-                    "part {} shard {i} on node {home}: {e}",
-                    p.part
-                ));
+                return Some(format!("part {} shard {i} on node {home}: {e}", p.part));
             }
         }
     }

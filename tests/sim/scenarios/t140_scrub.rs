@@ -41,13 +41,27 @@ const CI_SEEDS_LEADER: u64 = 4;
 const CI_SEEDS_RACE: u64 = 6;
 /// Passes begin this long apart in the scenarios that wait for passes by themselves.
 const SCRUB_EVERY: Duration = Duration::from_secs(20);
+/// Passes begin this long apart in the slow scenarios: longer than any of them runs.
+const SLOW_EVERY: Duration = Duration::from_secs(3600);
 /// Longest a scenario waits for the scrubber (simulated time).
 const SCRUB_WAIT_MAX: Duration = Duration::from_secs(300);
 /// How often the waits look at the replicated state (simulated time).
 const SCRUB_POLL: Duration = Duration::from_millis(100);
-/// A slow pace, so a pass over the leader-crash scenario's buckets takes several steps and
-/// tens of seconds (each of those parts costs its homes about 25 KiB).
-const SLOW_BYTES_PER_S: u64 = 8 * 1024;
+/// A slow pace, so a pass over the leader-crash scenario's buckets takes tens of seconds over
+/// several steps (a 100 KiB part is two 4+2 stripes of 16 KiB blocks: 192 KiB of shards,
+/// about 3 s at this pace with no layout to spread it over).
+const SLOW_BYTES_PER_S: u64 = 64 * 1024;
+/// Coded bodies (4+2: above the simulation's small-object size), several stripes each.
+const BODY_BYTES: std::ops::Range<usize> = 64 * 1024..200 * 1024;
+/// Objects in the race scenario: many small parts in the scrubber's one step, so it asks
+/// whether it is held off often (before each part) and a repair (which takes well under a
+/// second here) lands among those looks.
+const RACE_OBJECTS: usize = 24;
+/// One stripe each: a fraction of a second of the slow pace per part.
+const RACE_BODY_BYTES: std::ops::Range<usize> = 16 * 1024..40 * 1024;
+/// Longest the race scenario's repair starts after the operator asked for a pass: about as
+/// long as that pass takes at [`SLOW_BYTES_PER_S`].
+const RACE_DELAY_MS_MAX: u64 = 15_000;
 /// Buckets besides the shared one in the leader-crash scenario: two steps each (objects,
 /// then uploads), so there is a pass to be in the middle of.
 const EXTRA_BUCKETS: [&str; 3] = ["scrub-a", "scrub-b", "scrub-c"];
@@ -59,6 +73,16 @@ fn config() -> ScrubConfig {
         every: SCRUB_EVERY,
         yield_in_flight: 0,
         ..ScrubConfig::default()
+    }
+}
+
+/// [`config`] at [`SLOW_BYTES_PER_S`], with only the first pass beginning by itself: later
+/// ones begin when asked, so a scenario finds the scrubber idle between them.
+fn slow() -> ScrubConfig {
+    ScrubConfig {
+        bytes_per_s: SLOW_BYTES_PER_S,
+        every: SLOW_EVERY,
+        ..config()
     }
 }
 
@@ -173,7 +197,7 @@ async fn unverified(
     Ok(bad)
 }
 
-/// PUTs `count` coded bodies (4+2: above the simulation's small-object size) as `prefix-i`
+/// PUTs `count` coded bodies of sizes in `len` as `prefix-i`
 /// through `node`; every one must be acknowledged.
 async fn put_coded(
     sim: &Sim,
@@ -182,10 +206,11 @@ async fn put_coded(
     node: u64,
     prefix: &str,
     count: usize,
+    len: std::ops::Range<usize>,
 ) -> Result<Vec<String>, String> {
     let mut keys = Vec::new();
     for i in 0..count {
-        let len = rng.gen_range(64 * 1024..200 * 1024);
+        let len = rng.gen_range(len.clone());
         let data = body(rng, len);
         let key = format!("{prefix}-{i}");
         if put(sim, model, node, &key, &data).await != Some(200) {
@@ -199,7 +224,7 @@ async fn put_coded(
 async fn rot_healed(sim: Rc<Sim>) -> Result<(), String> {
     let (mut rng, coordinator) = opening(&sim, "t140", config()).await?;
     let model = Model::default();
-    let keys = put_coded(&sim, &model, &mut rng, coordinator, "obj", 5).await?;
+    let keys = put_coded(&sim, &model, &mut rng, coordinator, "obj", 5, BODY_BYTES).await?;
     let before = wait_idle(&sim).await?;
     // Rotted between passes, on the disks alone: nobody reads the object afterwards.
     let victim = &keys[sim.pick(0..keys.len() as u64) as usize];
@@ -244,7 +269,16 @@ async fn rot_healed(sim: Rc<Sim>) -> Result<(), String> {
 async fn floor_healed(sim: Rc<Sim>) -> Result<(), String> {
     let (mut rng, coordinator) = opening(&sim, "t141", config()).await?;
     let model = Model::default();
-    put_coded(&sim, &model, &mut rng, coordinator, "healthy", 3).await?;
+    put_coded(
+        &sim,
+        &model,
+        &mut rng,
+        coordinator,
+        "healthy",
+        3,
+        BODY_BYTES,
+    )
+    .await?;
     // A home that is neither the coordinator nor the leader goes down, so what is tested is
     // the ack floor and the healing, not an election.
     let leader = sim.wait_leader().await?;
@@ -255,7 +289,7 @@ async fn floor_healed(sim: Rc<Sim>) -> Result<(), String> {
         .collect();
     let down = others[sim.pick(0..others.len() as u64) as usize];
     sim.crash(down).await?;
-    let floor = put_coded(&sim, &model, &mut rng, coordinator, "floor", 1).await?;
+    let floor = put_coded(&sim, &model, &mut rng, coordinator, "floor", 1, BODY_BYTES).await?;
     let (id, part) = part_of(&sim, coordinator, BUCKET, &floor[0]).await?;
     let missing = unverified(&sim, coordinator, id, &part).await?;
     if missing.len() != 1 || part.homes[missing[0]] != down {
@@ -265,13 +299,14 @@ async fn floor_healed(sim: Rc<Sim>) -> Result<(), String> {
             part.homes
         ));
     }
-    // While the home is down, a pass sees the part degraded (5 of 6), not full.
+    // While the home is down, a pass sees every part degraded (5 of 6: each of the six
+    // nodes is a home of every 4+2 part), none full.
     let pass = scrub_state(&sim).await?.pass;
     let seen = wait_pass_after(&sim, pass).await?;
     let tally = seen.last.as_ref().map(|l| l.tally).unwrap_or_default();
-    if tally.degraded.parts != 1 || tally.full.parts != 3 {
+    if tally.degraded.parts != 4 || tally.full.parts != 0 {
         return Err(format!(
-            "with node {down} down a pass should count 1 part degraded and 3 full: {tally:?}"
+            "with node {down} down a pass should count all 4 parts degraded: {tally:?}"
         ));
     }
     sim.restart(down).await?;
@@ -318,10 +353,7 @@ fn walk_order(c: &Cursor) -> (String, Stage, Option<String>, String) {
 }
 
 async fn leader_crash_resumes(sim: Rc<Sim>) -> Result<(), String> {
-    let scrub = ScrubConfig {
-        bytes_per_s: SLOW_BYTES_PER_S,
-        ..config()
-    };
+    let scrub = slow();
     let (mut rng, coordinator) = opening(&sim, "t142", scrub).await?;
     let model = Model::default();
     for name in EXTRA_BUCKETS {
@@ -339,29 +371,23 @@ async fn leader_crash_resumes(sim: Rc<Sim>) -> Result<(), String> {
         }
         for i in 0..2 {
             let data = body(&mut rng, 100 * 1024);
-            let a = send(
-                &sim,
-                coordinator,
-                "PUT",
-                &format!("/{name}/o{i}"),
-                "",
-                data,
-            )
-            .await;
+            let a = send(&sim, coordinator, "PUT", &format!("/{name}/o{i}"), "", data).await;
             if a.as_ref().map(|a| a.status) != Some(200) {
-                return Err(format!(
-                    "PUT {name}/o{i}: {:?}",
-                    a.map(|a| a.status)
-                ));
+                return Err(format!("PUT {name}/o{i}: {:?}", a.map(|a| a.status)));
             }
         }
     }
-    put_coded(&sim, &model, &mut rng, coordinator, "obj", 2).await?;
+    put_coded(&sim, &model, &mut rng, coordinator, "obj", 2, BODY_BYTES).await?;
     // A pass begun after every write, in the middle of its walk: at least one step taken.
     let idle = wait_idle(&sim).await?;
     let pass = idle.pass + 1;
+    sim.propose_on_leader(Command::ScrubSet(ScrubSwitch::Now))
+        .await?;
     let mid = wait_scrub(&sim, "a scrub pass has taken a step", |s| {
-        s.pass == pass && s.running.as_ref().is_some_and(|r| r.cursor != Cursor::default())
+        s.pass == pass
+            && s.running
+                .as_ref()
+                .is_some_and(|r| r.cursor != Cursor::default())
     })
     .await?;
     let before = mid.running.clone().ok_or("no pass running")?.cursor;
@@ -374,8 +400,7 @@ async fn leader_crash_resumes(sim: Rc<Sim>) -> Result<(), String> {
     }
     // The new leader's first step (or the pass ending) moves the cursor on from where it was.
     let moved = wait_scrub(&sim, "the new leader's scrubber stepped", |s| {
-        s.pass != pass
-            || s.running.as_ref().is_none_or(|r| r.cursor != before)
+        s.pass != pass || s.running.as_ref().is_none_or(|r| r.cursor != before)
     })
     .await?;
     if moved.pass != pass {
@@ -409,14 +434,26 @@ async fn leader_crash_resumes(sim: Rc<Sim>) -> Result<(), String> {
 }
 
 async fn repair_races_scrub(sim: Rc<Sim>) -> Result<(), String> {
-    let (mut rng, coordinator) = opening(&sim, "t143", config()).await?;
+    // Slow enough that the pass's one step takes tens of seconds: the repair lands before,
+    // during or after it, as the seed picks.
+    let scrub = slow();
+    let (mut rng, coordinator) = opening(&sim, "t143", scrub).await?;
     let model = Model::default();
-    let keys = put_coded(&sim, &model, &mut rng, coordinator, "obj", 6).await?;
+    let keys = put_coded(
+        &sim,
+        &model,
+        &mut rng,
+        coordinator,
+        "obj",
+        RACE_OBJECTS,
+        RACE_BODY_BYTES,
+    )
+    .await?;
     let idle = wait_idle(&sim).await?;
     let leader = sim.wait_leader().await?;
-    // Two shards of each of three objects rot.
+    // Two shards of every object rot.
     let mut rotted = 0u64;
-    for key in keys.iter().take(3) {
+    for key in &keys {
         let (id, part) = part_of(&sim, leader, BUCKET, key).await?;
         let a = sim.pick(0..6) as usize;
         let b = (a + 1 + sim.pick(0..5) as usize) % 6;
@@ -440,7 +477,7 @@ async fn repair_races_scrub(sim: Rc<Sim>) -> Result<(), String> {
     if asked.refused.is_some() {
         return Err(format!("scrub --now was refused: {:?}", asked.refused));
     }
-    sim.sleep_ms(sim.pick(0..3_000)).await;
+    sim.sleep_ms(sim.pick(0..RACE_DELAY_MS_MAX)).await;
     let report = repair::repair(
         &state.raft,
         &state.data,
@@ -460,6 +497,11 @@ async fn repair_races_scrub(sim: Rc<Sim>) -> Result<(), String> {
     }
     let after = wait_pass_after(&sim, idle.pass).await?;
     let healed = after.healed_total - idle.healed_total;
+    event!(
+        sim.trace,
+        "{rotted} shards rotted: repair rebuilt {}, the scrubber {healed}",
+        report.shards_rebuilt
+    );
     if report.shards_rebuilt + healed != rotted {
         return Err(format!(
             "{rotted} shards rotted, but repair rebuilt {} and the scrubber {healed}",
