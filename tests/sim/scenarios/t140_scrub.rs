@@ -311,13 +311,9 @@ async fn floor_healed(sim: Rc<Sim>) -> Result<(), String> {
     }
     sim.restart(down).await?;
     sim.converge().await?;
-    // The pass running now (if any) may have passed the part by; the next one may not.
-    let at_restart = scrub_state(&sim).await?;
-    let within = if at_restart.running.is_some() {
-        at_restart.pass
-    } else {
-        at_restart.pass + 1
-    };
+    // The pass running now (if any) may have passed the part by while its home was down;
+    // the next one begins with every home up and may not: so at most two passes.
+    let within = scrub_state(&sim).await?.pass + 1;
     let healed = wait_scrub(&sim, "two scrub passes after the restart", |s| {
         s.last.as_ref().is_some_and(|l| l.pass >= within)
     })
@@ -353,8 +349,7 @@ fn walk_order(c: &Cursor) -> (String, Stage, Option<String>, String) {
 }
 
 async fn leader_crash_resumes(sim: Rc<Sim>) -> Result<(), String> {
-    let scrub = slow();
-    let (mut rng, coordinator) = opening(&sim, "t142", scrub).await?;
+    let (mut rng, coordinator) = opening(&sim, "t142", slow()).await?;
     let model = Model::default();
     for name in EXTRA_BUCKETS {
         let cmd = Command::CreateBucket(BucketRecord {
@@ -393,6 +388,7 @@ async fn leader_crash_resumes(sim: Rc<Sim>) -> Result<(), String> {
     let before = mid.running.clone().ok_or("no pass running")?.cursor;
     let old = sim.wait_leader().await?;
     sim.crash(old).await?;
+    let crashed_ms = hamster_actors::clock::Clock::now_ms(sim.clock.as_ref());
     event!(sim.trace, "leader {old} crashed mid-pass at {before:?}");
     let new = sim.wait_leader().await?;
     if new == old {
@@ -429,15 +425,21 @@ async fn leader_crash_resumes(sim: Rc<Sim>) -> Result<(), String> {
             "pass {pass} should end counting each of {parts} parts once: {last:?}"
         ));
     }
+    // Ended after the crash, so by the new leader's scrubber (the old leader is down).
+    if last.done_ms < crashed_ms {
+        return Err(format!(
+            "pass {pass} ended at {} ms, before leader {old} crashed at {crashed_ms} ms",
+            last.done_ms
+        ));
+    }
     sim.restart(old).await?;
     sim.finish(&model).await
 }
 
 async fn repair_races_scrub(sim: Rc<Sim>) -> Result<(), String> {
-    // Slow enough that the pass's one step takes tens of seconds: the repair lands before,
+    // Slow enough that the pass's one step takes about ten seconds: the repair lands before,
     // during or after it, as the seed picks.
-    let scrub = slow();
-    let (mut rng, coordinator) = opening(&sim, "t143", scrub).await?;
+    let (mut rng, coordinator) = opening(&sim, "t143", slow()).await?;
     let model = Model::default();
     let keys = put_coded(
         &sim,
