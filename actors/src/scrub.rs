@@ -334,6 +334,18 @@ struct Walk {
     nodes: u64,
 }
 
+/// What one step did.
+enum Stepped {
+    /// It scrubbed its page: the cursor moves to `to`, adding `tally`; `done` ends the pass.
+    Moved {
+        to: Cursor,
+        tally: Tally,
+        done: bool,
+    },
+    /// It was told to stop half way, after rebuilding `rebuilt` shards.
+    Stopped { rebuilt: u64 },
+}
+
 /// One part to verify, and how to name it in a log line.
 struct Item {
     body: ObjectId,
@@ -404,12 +416,16 @@ impl Walk {
             };
             self.yield_to_clients().await;
             self.stopped()?;
-            let Some((to, tally, done)) = self.step(&run.cursor).await? else {
-                debug!(
-                    pass = state.pass,
-                    "scrub step stopped half way; looking again"
-                );
-                continue;
+            let (to, tally, done) = match self.step(&run.cursor).await? {
+                Stepped::Moved { to, tally, done } => (to, tally, done),
+                Stepped::Stopped { rebuilt } => {
+                    debug!(
+                        pass = state.pass,
+                        "scrub step stopped half way; looking again"
+                    );
+                    self.count_rebuilt(state.pass, &run.cursor, rebuilt).await;
+                    continue;
+                }
             };
             let accepted = self
                 .propose(Command::ScrubStep {
@@ -473,9 +489,45 @@ impl Walk {
         }
     }
 
+    /// Counts the shards a step that stopped half way had already rebuilt: the step is not
+    /// committed and, retaken, finds those shards whole, so unless they are counted now no
+    /// pass, no total and no metric would ever show them. The cursor stays where it is.
+    async fn count_rebuilt(&self, pass: u64, at: &Cursor, rebuilt: u64) {
+        if rebuilt == 0 {
+            return;
+        }
+        let tally = Tally {
+            shards_rebuilt: rebuilt,
+            ..Tally::default()
+        };
+        let counted = self
+            .propose(Command::ScrubStep {
+                pass,
+                from: at.clone(),
+                to: at.clone(),
+                tally,
+                done: false,
+                now_ms: self.clock.now_ms(),
+            })
+            .await;
+        match counted {
+            Ok(true) => self.metrics.scrub_shards_rebuilt.inc_by(rebuilt),
+            Ok(false) => {
+                debug!(
+                    pass,
+                    rebuilt,
+                    "shards rebuilt by a stopped step not counted: the pass moved under it"
+                )
+            }
+            Err(e) => {
+                debug!(pass, rebuilt, error = %e, "shards rebuilt by a stopped step not counted")
+            }
+        }
+    }
+
     /// Scrubs one page after `from`: answers where it ended, what it found and whether the
-    /// pass is complete; `None` when told to stop half way.
-    async fn step(&self, from: &Cursor) -> Result<Option<(Cursor, Tally, bool)>, String> {
+    /// pass is complete, or, when told to stop half way, how many shards it rebuilt first.
+    async fn step(&self, from: &Cursor) -> Result<Stepped, String> {
         let mut buckets: Vec<String> = self
             .node
             .send(ListBuckets)
@@ -488,7 +540,11 @@ impl Walk {
         buckets.sort();
         // The bucket the cursor is in, or the next one if it was deleted.
         let Some(bucket) = buckets.iter().find(|b| **b >= from.bucket).cloned() else {
-            return Ok(Some((from.clone(), Tally::default(), true)));
+            return Ok(Stepped::Moved {
+                to: from.clone(),
+                tally: Tally::default(),
+                done: true,
+            });
         };
         let mut at = if bucket == from.bucket {
             from.clone()
@@ -502,9 +558,12 @@ impl Walk {
             Stage::Objects => self.object_page(&mut at).await?,
             Stage::Uploads => self.upload_page(&mut at).await?,
         };
-        let Some(tally) = self.scrub_items(items).await else {
-            return Ok(None);
-        };
+        let (tally, stopped) = self.scrub_items(items).await;
+        if stopped {
+            return Ok(Stepped::Stopped {
+                rebuilt: tally.shards_rebuilt,
+            });
+        }
         if finished {
             match at.stage {
                 Stage::Objects => {
@@ -521,12 +580,22 @@ impl Walk {
                                 ..Cursor::default()
                             }
                         }
-                        None => return Ok(Some((at, tally, true))),
+                        None => {
+                            return Ok(Stepped::Moved {
+                                to: at,
+                                tally,
+                                done: true,
+                            })
+                        }
                     }
                 }
             }
         }
-        Ok(Some((at, tally, false)))
+        Ok(Stepped::Moved {
+            to: at,
+            tally,
+            done: false,
+        })
     }
 
     /// The parts of up to [`STEP_KEYS`] keys after the cursor (every version of each), moving
@@ -607,10 +676,11 @@ impl Walk {
         held || transition_open(&self.node).await
     }
 
-    /// Verifies and heals `items`, [`SCRUB_PARALLEL`] at once, at the pace. Answers `None`
-    /// when told to stop half way (the step is not committed; the part already healed stay
-    /// healed, and the next step verifies them again).
-    async fn scrub_items(&self, items: Vec<Item>) -> Option<Tally> {
+    /// Verifies and heals `items`, [`SCRUB_PARALLEL`] at once, at the pace. Answers what it
+    /// found, and `true` when told to stop half way (then the tally covers only the parts
+    /// taken before: the step is not committed, the parts already healed stay healed, and the
+    /// next step verifies them again).
+    async fn scrub_items(&self, items: Vec<Item>) -> (Tally, bool) {
         let budget_nodes = self.nodes;
         let aborted = AtomicBool::new(false);
         let aborted = &aborted;
@@ -632,9 +702,6 @@ impl Walk {
             .buffer_unordered(SCRUB_PARALLEL)
             .collect()
             .await;
-        if aborted.load(Ordering::SeqCst) {
-            return None;
-        }
         let mut tally = Tally::default();
         for (item, healed) in results.into_iter().flatten() {
             tally.count(healed.health, item.part.size);
@@ -664,7 +731,7 @@ impl Walk {
                 }
             }
         }
-        Some(tally)
+        (tally, aborted.load(Ordering::SeqCst))
     }
 }
 

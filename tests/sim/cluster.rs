@@ -1,5 +1,5 @@
 //! The simulated cluster: real `RaftNode` actors (and, where a scenario asks, their membership
-//! `Steward`s and `LayoutManager`s) on the [`SimNet`], each with its own LMDB directory.
+//! `Steward`s, `LayoutManager`s and `Scrubber`s) on the [`SimNet`], each with its own LMDB directory.
 //!
 //! A crash is modelled on the disk as well as the network: the node's committed LMDB state is
 //! copied at the instant of the crash into the directory its next incarnation starts from, so
@@ -29,6 +29,7 @@ use hamster_actors::raft::{NodeInfo, Propose, RaftNode, RaftNodeConfig, Shutdown
 use hamster_actors::reclaim;
 use hamster_actors::s3::uploads::{UploadGate, UploadLimits};
 use hamster_actors::s3::{Offload, S3Config, S3State};
+use hamster_actors::scrub::{ScrubConfig, Scrubber};
 use hamster_actors::shards::ShardStore;
 use hamster_actors::steward::Steward;
 use hamster_actors::transfer::ShardService;
@@ -113,6 +114,8 @@ struct SimNode {
     steward: Option<Addr<Steward>>,
     /// The node's layout manager, while running (if the scenario runs them).
     layout: Option<Addr<LayoutManager>>,
+    /// The node's scrubber, while running (if the scenario runs them).
+    scrubber: Option<Addr<Scrubber>>,
     /// Replace voters silent this long, if this node runs a steward.
     steward_down_after: Option<Duration>,
     /// The node's recorded cluster epoch, across incarnations (as `<data>/epoch` is).
@@ -141,6 +144,8 @@ pub struct Sim {
     retired: RefCell<BTreeSet<u64>>,
     /// How every node started from now on runs its layout manager, if the scenario asked.
     layout_config: RefCell<Option<LayoutConfig>>,
+    /// How every node started from now on runs its scrubber, if the scenario asked.
+    scrub_config: RefCell<Option<ScrubConfig>>,
 }
 
 /// A temporary directory on a memory file system when there is one (fsync is free there).
@@ -166,6 +171,7 @@ impl Sim {
             root: temp_root(),
             retired: RefCell::new(BTreeSet::new()),
             layout_config: RefCell::new(None),
+            scrub_config: RefCell::new(None),
         })
     }
 
@@ -226,6 +232,7 @@ impl Sim {
                 disk: SimDisk::new(fork(self.seed, "disk", id, 0)),
                 steward: None,
                 layout: None,
+                scrubber: None,
                 steward_down_after: steward,
                 epoch: Arc::default(),
                 fenced: None,
@@ -361,6 +368,18 @@ impl Sim {
             )
             .start()
         });
+        let scrub_config = *self.scrub_config.borrow();
+        let scrubber = scrub_config.map(|config| {
+            let clock: Arc<dyn Clock> = self.clock.clone();
+            Scrubber::new(
+                addr.clone(),
+                s3.data.clone(),
+                clock,
+                s3.metrics.clone(),
+                config,
+            )
+            .start()
+        });
         let mut nodes = self.nodes.borrow_mut();
         let node = nodes.get_mut(&id).expect("node just registered");
         node.incarnation = incarnation;
@@ -368,13 +387,14 @@ impl Sim {
         node.s3 = Some(s3);
         node.steward = steward;
         node.layout = layout;
+        node.scrubber = scrubber;
         Ok(())
     }
 
     /// Crashes node `id`: it drops off the network at once, and its next incarnation starts
     /// from what its store had committed at this instant.
     pub async fn crash(&self, id: u64) -> Result<(), String> {
-        let (addr, steward, layout, old_dir, new_dir, disk) = {
+        let (addr, steward, layout, scrubber, old_dir, new_dir, disk) = {
             let mut nodes = self.nodes.borrow_mut();
             let node = nodes.get_mut(&id).ok_or(format!("no node {id}"))?;
             let Some(addr) = node.addr.take() else {
@@ -391,6 +411,7 @@ impl Sim {
                 addr,
                 node.steward.take(),
                 node.layout.take(),
+                node.scrubber.take(),
                 old,
                 next,
                 node.disk.clone(),
@@ -409,6 +430,9 @@ impl Sim {
         if let Some(l) = layout {
             l.do_send(StopLayoutManager);
         }
+        if let Some(s) = scrubber {
+            s.do_send(StopScrubber);
+        }
         // The dying incarnation is stopped so that it releases its store; nothing it does
         // from here on reaches the copy its successor starts from.
         let _ = tokio::time::timeout(STOP_WAIT_MAX, addr.send(Shutdown)).await;
@@ -417,12 +441,17 @@ impl Sim {
 
     /// Stops node `id` cleanly (its store closed, everything committed kept).
     pub async fn stop(&self, id: u64) -> Result<(), String> {
-        let (addr, steward, layout) = {
+        let (addr, steward, layout, scrubber) = {
             let mut nodes = self.nodes.borrow_mut();
             let node = nodes.get_mut(&id).ok_or(format!("no node {id}"))?;
             node.service.unbind();
             node.s3 = None;
-            (node.addr.take(), node.steward.take(), node.layout.take())
+            (
+                node.addr.take(),
+                node.steward.take(),
+                node.layout.take(),
+                node.scrubber.take(),
+            )
         };
         self.net.crash(id);
         if let Some(s) = steward {
@@ -430,6 +459,9 @@ impl Sim {
         }
         if let Some(l) = layout {
             l.do_send(StopLayoutManager);
+        }
+        if let Some(s) = scrubber {
+            s.do_send(StopScrubber);
         }
         if let Some(addr) = addr {
             event!(self.trace, "node {id} stop");
@@ -729,6 +761,12 @@ impl Sim {
         *self.layout_config.borrow_mut() = Some(config);
     }
 
+    /// Has every node started from now on run a scrubber paced by `config` (it walks only
+    /// where its node leads).
+    pub fn run_scrubbers(&self, config: ScrubConfig) {
+        *self.scrub_config.borrow_mut() = Some(config);
+    }
+
     /// The data-plane layout node `id` has applied (`None` if it is down or has none).
     pub async fn layout(&self, id: u64) -> Option<Layout> {
         let addr = self.addr(id)?;
@@ -778,6 +816,18 @@ struct StopLayoutManager;
 impl actix::Handler<StopLayoutManager> for LayoutManager {
     type Result = ();
     fn handle(&mut self, _msg: StopLayoutManager, ctx: &mut Self::Context) {
+        actix::ActorContext::stop(ctx);
+    }
+}
+
+/// Stops a scrubber (its walk stops with it).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct StopScrubber;
+
+impl actix::Handler<StopScrubber> for Scrubber {
+    type Result = ();
+    fn handle(&mut self, _msg: StopScrubber, ctx: &mut Self::Context) {
         actix::ActorContext::stop(ctx);
     }
 }

@@ -11,9 +11,12 @@
 //! - [`shards_agree`]: current versions' shard files exist and decode to the bytes sent.
 //! - [`placed_shards`]: after a layout transition, every part's shards sit on distinct homes
 //!   and no disk keeps a shard that no part lists there.
+//! - [`full_redundancy`]: once the scrubber has had its passes with every home up, every
+//!   shard of every current part is whole on its home.
 
 pub mod acked_writes;
 pub mod election_safety;
+pub mod full_redundancy;
 pub mod log_matching;
 pub mod placed_shards;
 pub mod read_your_writes;

@@ -52,7 +52,7 @@ async fn opening(
 }
 
 /// Five voters and a learner: every node a data-plane home, profile 4+2.
-async fn six_nodes(sim: &Rc<Sim>) -> Result<(), String> {
+pub(crate) async fn six_nodes(sim: &Rc<Sim>) -> Result<(), String> {
     sim.form(5).await?;
     sim.start(6, false, None).await?;
     let leader = sim.wait_leader().await?;
