@@ -686,16 +686,18 @@ impl Walk {
         let aborted = &aborted;
         let results: Vec<_> = stream::iter(items)
             .map(|item| async move {
-                if aborted.load(Ordering::SeqCst) || self.told_to_stop().await {
-                    aborted.store(true, Ordering::SeqCst);
-                    return None;
-                }
                 let n = u64::from(item.part.k) + u64::from(item.part.m);
                 let per_node = Geometry::of_part(&item.part)
                     .shard_data_len()
                     .saturating_mul(n)
                     / budget_nodes;
                 self.pacer.take(per_node).await;
+                // Looked at after the wait for the pace, right before the part is touched: a
+                // hold that landed meanwhile keeps it untouched.
+                if aborted.load(Ordering::SeqCst) || self.told_to_stop().await {
+                    aborted.store(true, Ordering::SeqCst);
+                    return None;
+                }
                 let healed = heal_part(&self.data, item.body, &item.part, &item.what).await;
                 Some((item, healed))
             })

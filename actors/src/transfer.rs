@@ -67,6 +67,33 @@ struct Inner {
     sessions: Mutex<BTreeMap<SessionKey, Session>>,
     /// Answers of recently finished transfers, oldest first.
     finished: Mutex<VecDeque<(SessionKey, ShardResponse)>>,
+    /// Shard reads and writes being answered now: the load a sweep's checks give way to.
+    busy: std::sync::atomic::AtomicUsize,
+}
+
+/// Reads and writes in flight above which a shard check (a sweep's `Verify`) waits: hashing a
+/// whole shard competes for the disk and the CPU with the requests clients are waiting for.
+const VERIFY_YIELD_BUSY: usize = 2;
+/// How long a check waits for the load to fall before it goes ahead anyway (a node that is
+/// never idle is still checked, slowly).
+const VERIFY_YIELD_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often a waiting check looks at the load again.
+const VERIFY_YIELD_STEP: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// One read or write counted in [`Inner::busy`] until dropped.
+struct Busy<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Busy<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Busy(count)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A cheap clonable handle on this node's shard service.
@@ -122,6 +149,7 @@ impl ShardService {
                 removed: std::sync::OnceLock::new(),
                 sessions: Mutex::new(BTreeMap::new()),
                 finished: Mutex::new(VecDeque::new()),
+                busy: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
     }
@@ -191,6 +219,7 @@ impl ShardService {
                     m,
                     block_bytes,
                 };
+                let _busy = Busy::new(&self.inner.busy);
                 (self.write(key, seq, open, finish, body).await, Vec::new())
             }
             ShardRequest::Abort { transfer } => {
@@ -211,8 +240,14 @@ impl ShardService {
                 blake3,
                 offset,
                 len,
-            } => self.read(name, blake3, offset, len).await,
-            ShardRequest::Verify { name, blake3 } => (self.verify(name, blake3).await, Vec::new()),
+            } => {
+                let _busy = Busy::new(&self.inner.busy);
+                self.read(name, blake3, offset, len).await
+            }
+            ShardRequest::Verify { name, blake3 } => {
+                self.yield_to_load().await;
+                (self.verify(name, blake3).await, Vec::new())
+            }
             ShardRequest::Delete { ids } => (self.delete(ids).await, Vec::new()),
             ShardRequest::DeleteShard { name } => (self.delete_shard(name).await, Vec::new()),
         }
@@ -386,6 +421,19 @@ impl ShardService {
                 failed(ShardFailure::Io, "the blocking pool dropped the read"),
                 Vec::new(),
             ),
+        }
+    }
+
+    /// Waits, up to [`VERIFY_YIELD_MAX`], while this node answers more than
+    /// [`VERIFY_YIELD_BUSY`] shard reads and writes: the scrubber, driven from the leader,
+    /// gives way to client load on every home this way, not only on the leader.
+    async fn yield_to_load(&self) {
+        let mut waited = std::time::Duration::ZERO;
+        while self.inner.busy.load(Ordering::SeqCst) > VERIFY_YIELD_BUSY
+            && waited < VERIFY_YIELD_MAX
+        {
+            tokio::time::sleep(VERIFY_YIELD_STEP).await;
+            waited += VERIFY_YIELD_STEP;
         }
     }
 
