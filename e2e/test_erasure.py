@@ -32,13 +32,13 @@ MIB = 1024 * 1024
 SMALL_OBJECT_BYTES = 128 * 1024
 
 
-
 def counter(node, name: str) -> int:
     """The value of the unlabelled counter `name` in `node`'s /metrics."""
     for line in node.metrics_text().splitlines():
         if line.startswith(name + " "):
             return int(float(line.split()[1]))
     raise AssertionError(f"{name} not exported")
+
 
 def shard_index(p: Path) -> tuple[str, int, int]:
     """(body id, part, shard index) from a shard file name `<id>.<part>.<index>`."""
