@@ -365,6 +365,7 @@ mod tests {
             stale_shards: 0,
             scrub: None,
             now_ms: 0,
+            heal_soon: 0,
         };
         (report, layout)
     }

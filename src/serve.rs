@@ -307,6 +307,14 @@ fn resolve(addr: &str, what: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("{what} address {addr:?} resolves to nothing"))
 }
 
+/// Adds this node's heal-soon count to a status answer.
+fn with_heal_soon(mut answer: ControlResponse, data: &DataPlane) -> ControlResponse {
+    if let ControlResponse::Status(r) = &mut answer {
+        r.heal_soon = data.heals_waiting() as u64;
+    }
+    answer
+}
+
 /// Answers `hamster scrub`: commits the operator's switch, if any (a follower passes it on
 /// to the leader), then reports the replicated state.
 async fn scrub_control(
@@ -754,14 +762,18 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         let tokens = token_admin.clone();
         let (repair_raft, repair_data, repair_metrics) = repair_ctx.clone();
         let layout_manager = layout_ctx.clone();
+        let heal_data = repair_data.clone();
         Box::pin(async move {
             match req {
-                ControlRequest::Status => {
-                    status_report(&ctx.0, &ctx.1, ctx.2.clone(), &ctx.3, Some(&ctx.4), &ctx.5).await
-                }
-                ControlRequest::NodeStatus => {
-                    status_report(&ctx.0, &ctx.1, ctx.2.clone(), &ctx.3, None, &ctx.5).await
-                }
+                ControlRequest::Status => with_heal_soon(
+                    status_report(&ctx.0, &ctx.1, ctx.2.clone(), &ctx.3, Some(&ctx.4), &ctx.5)
+                        .await,
+                    &heal_data,
+                ),
+                ControlRequest::NodeStatus => with_heal_soon(
+                    status_report(&ctx.0, &ctx.1, ctx.2.clone(), &ctx.3, None, &ctx.5).await,
+                    &heal_data,
+                ),
                 ControlRequest::CreateKey { name } => keys.create(&name).await,
                 ControlRequest::ListKeys => keys.list().await,
                 ControlRequest::DeleteKey { name } => keys.delete(&name).await,
@@ -1436,5 +1448,6 @@ async fn status_report(
             .and_then(Result::ok)
             .map(Box::new),
         now_ms: SystemClock.now_ms(),
+        heal_soon: 0,
     })
 }

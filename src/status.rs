@@ -149,6 +149,13 @@ fn write_report(o: &mut String, r: &StatusReport) -> std::fmt::Result {
     if let Some(scrub) = &r.scrub {
         crate::scrub_cli::write_scrub(o, scrub, r.now_ms)?;
     }
+    if r.heal_soon > 0 {
+        writeln!(
+            o,
+            "written degraded: {} keys this node stored while a home was down; their missing shards are rebuilt as soon as it answers",
+            r.heal_soon
+        )?;
+    }
     writeln!(o, "members:")?;
     writeln!(
         o,

@@ -72,6 +72,7 @@ fn report() -> StatusReport {
         stale_shards: 0,
         scrub: None,
         now_ms: 0,
+        heal_soon: 0,
     }
 }
 

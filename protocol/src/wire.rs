@@ -403,6 +403,11 @@ pub struct StatusReport {
     /// This node's clock when it answered, Unix ms (to judge the scrub times by).
     #[serde(default)]
     pub now_ms: u64,
+    /// Keys this node wrote with fewer than all shards since its last start whose missing
+    /// shards are not rebuilt yet (their homes have not answered): degraded at once, before
+    /// any scrub pass counts them.
+    #[serde(default)]
+    pub heal_soon: u64,
 }
 
 /// The answer to [`ControlRequest::Scrub`].
@@ -526,6 +531,7 @@ mod tests {
                 ..Default::default()
             })),
             now_ms: 1_700_000_000_000,
+            heal_soon: 3,
         }
     }
 
