@@ -23,7 +23,8 @@ use hamster_actors::peer::RaftService;
 use hamster_actors::raft::db::MetaDb;
 use hamster_actors::raft::epoch::Epoch;
 use hamster_actors::raft::node::{
-    AddLearner, ChangeMembership, CompactLog, GetLayout, Network, StartOptions, WatchMetrics,
+    AddLearner, ChangeMembership, CompactLog, GetLayout, GetObject, Network, StartOptions,
+    WatchMetrics,
 };
 use hamster_actors::raft::{NodeInfo, Propose, RaftNode, RaftNodeConfig, Shutdown};
 use hamster_actors::reclaim;
@@ -33,7 +34,7 @@ use hamster_actors::scrub::{ScrubConfig, Scrubber};
 use hamster_actors::shards::ShardStore;
 use hamster_actors::steward::Steward;
 use hamster_actors::transfer::ShardService;
-use hamster_protocol::meta::{Applied, Command, ObjectId};
+use hamster_protocol::meta::{Applied, Command, ObjectId, ObjectVersion, PartLayout};
 use hamster_protocol::placement::Layout;
 use hamster_protocol::shard::{parse_shard_file_name, shard_file_name};
 use openraft::ServerState;
@@ -765,6 +766,42 @@ impl Sim {
     /// where its node leads).
     pub fn run_scrubbers(&self, config: ScrubConfig) {
         *self.scrub_config.borrow_mut() = Some(config);
+    }
+
+    /// The current version of `bucket/key` as node `id` knows it.
+    pub async fn current_version(
+        &self,
+        id: u64,
+        bucket: &str,
+        key: &str,
+    ) -> Result<ObjectVersion, String> {
+        let addr = self.addr(id).ok_or(format!("node {id} is down"))?;
+        let list = addr
+            .send(GetObject {
+                bucket: bucket.into(),
+                key: key.into(),
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        list.as_ref()
+            .and_then(|l| l.current())
+            .cloned()
+            .ok_or(format!("{key} has no current version"))
+    }
+
+    /// The body and the only part of `bucket/key`'s current version, as node `id` knows it.
+    pub async fn only_part(
+        &self,
+        id: u64,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(ObjectId, PartLayout), String> {
+        let v = self.current_version(id, bucket, key).await?;
+        match v.parts.as_slice() {
+            [p] => Ok((v.part_body(p), p.clone())),
+            parts => Err(format!("{key} has {} parts, not one", parts.len())),
+        }
     }
 
     /// The data-plane layout node `id` has applied (`None` if it is down or has none).

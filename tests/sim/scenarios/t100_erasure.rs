@@ -17,7 +17,6 @@
 
 use std::rc::Rc;
 
-use hamster_actors::raft::node::GetObject;
 use hamster_actors::repair;
 use hamster_protocol::meta::ObjectId;
 use hamster_protocol::wire::RepairReport;
@@ -171,19 +170,7 @@ async fn get_range(
 
 /// The body and homes of the first part of `key`'s current version, as `node` knows them.
 async fn first_part(sim: &Sim, node: u64, key: &str) -> Result<(ObjectId, Vec<u64>), String> {
-    let addr = sim.addr(node).ok_or(format!("node {node} is down"))?;
-    let list = addr
-        .send(GetObject {
-            bucket: BUCKET.into(),
-            key: key.into(),
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    let v = list
-        .as_ref()
-        .and_then(|l| l.current())
-        .ok_or(format!("{key} has no current version"))?;
+    let v = sim.current_version(node, BUCKET, key).await?;
     let p = v.parts.first().ok_or("no parts")?;
     Ok((v.part_body(p), p.homes.clone()))
 }

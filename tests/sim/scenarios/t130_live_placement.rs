@@ -18,9 +18,8 @@ use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use hamster_actors::data::PROBE_EVERY;
-use hamster_actors::raft::node::{AddLearner, GetObject};
+use hamster_actors::raft::node::AddLearner;
 use hamster_protocol::liveness::FAILURES_TO_DOWN;
-use hamster_protocol::meta::{ObjectId, PartLayout};
 use hamster_protocol::placement;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -80,27 +79,6 @@ fn next_body(rng: &mut ChaCha8Rng, i: usize) -> Vec<u8> {
         rng.gen_range(small..BODY_BYTES_MAX)
     };
     body(rng, len)
-}
-
-/// The body and the only part of `key`'s current version, as `node` knows it.
-async fn part_of(sim: &Sim, node: u64, key: &str) -> Result<(ObjectId, PartLayout), String> {
-    let addr = sim.addr(node).ok_or(format!("node {node} is down"))?;
-    let list = addr
-        .send(GetObject {
-            bucket: BUCKET.into(),
-            key: key.into(),
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    let v = list
-        .as_ref()
-        .and_then(|l| l.current())
-        .ok_or(format!("{key} has no current version"))?;
-    match v.parts.as_slice() {
-        [p] => Ok((v.part_body(p), p.clone())),
-        parts => Err(format!("{key} has {} parts, not one", parts.len())),
-    }
 }
 
 /// Whether `coordinator`'s data plane knows every node of `nodes` to be down.
@@ -178,7 +156,7 @@ async fn dead_members(sim: Rc<Sim>) -> Result<(), String> {
                 ))
             }
         }
-        let (_, p) = part_of(&sim, coordinator, &key).await?;
+        let (_, p) = sim.only_part(coordinator, BUCKET, &key).await?;
         event!(sim.trace, "{key}: {}+{} on {:?}", p.k, p.m, p.homes);
         let distinct: BTreeSet<u64> = p.homes.iter().copied().collect();
         let shards = usize::from(p.k) + usize::from(p.m);
@@ -267,7 +245,7 @@ async fn member_comes_back(sim: Rc<Sim>) -> Result<(), String> {
         if put(&sim, &model, coordinator, &key, &data).await != Some(200) {
             return Err(format!("PUT {key} with every member up was refused"));
         }
-        let (body_id, p) = part_of(&sim, coordinator, &key).await?;
+        let (body_id, p) = sim.only_part(coordinator, BUCKET, &key).await?;
         let canonical = placement::place(&layout, &body_id, p.part, p.homes.len())
             .map_err(|e| e.to_string())?;
         if p.homes != canonical {

@@ -19,7 +19,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use hamster_actors::raft::node::{GetObject, GetScrub};
+use hamster_actors::raft::node::GetScrub;
 use hamster_actors::repair;
 use hamster_actors::scrub::ScrubConfig;
 use hamster_protocol::meta::{BucketRecord, Command, ObjectId, PartLayout, Refusal};
@@ -154,32 +154,6 @@ async fn wait_pass_after(sim: &Sim, pass: u64) -> Result<ScrubState, String> {
     .await
 }
 
-/// The body and the only part of `key`'s current version in `bucket`, as `node` knows it.
-async fn part_of(
-    sim: &Sim,
-    node: u64,
-    bucket: &str,
-    key: &str,
-) -> Result<(ObjectId, PartLayout), String> {
-    let addr = sim.addr(node).ok_or(format!("node {node} is down"))?;
-    let list = addr
-        .send(GetObject {
-            bucket: bucket.into(),
-            key: key.into(),
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    let v = list
-        .as_ref()
-        .and_then(|l| l.current())
-        .ok_or(format!("{key} has no current version"))?;
-    match v.parts.as_slice() {
-        [p] => Ok((v.part_body(p), p.clone())),
-        parts => Err(format!("{key} has {} parts, not one", parts.len())),
-    }
-}
-
 /// The shards of `part` that do not verify on their homes, asked through `node`'s data plane.
 async fn unverified(
     sim: &Sim,
@@ -228,7 +202,7 @@ async fn rot_healed(sim: Rc<Sim>) -> Result<(), String> {
     let before = wait_idle(&sim).await?;
     // Rotted between passes, on the disks alone: nobody reads the object afterwards.
     let victim = &keys[sim.pick(0..keys.len() as u64) as usize];
-    let (id, part) = part_of(&sim, coordinator, BUCKET, victim).await?;
+    let (id, part) = sim.only_part(coordinator, BUCKET, victim).await?;
     let a = sim.pick(0..6) as usize;
     let b = (a + 1 + sim.pick(0..5) as usize) % 6;
     for index in [a, b] {
@@ -290,7 +264,7 @@ async fn floor_healed(sim: Rc<Sim>) -> Result<(), String> {
     let down = others[sim.pick(0..others.len() as u64) as usize];
     sim.crash(down).await?;
     let floor = put_coded(&sim, &model, &mut rng, coordinator, "floor", 1, BODY_BYTES).await?;
-    let (id, part) = part_of(&sim, coordinator, BUCKET, &floor[0]).await?;
+    let (id, part) = sim.only_part(coordinator, BUCKET, &floor[0]).await?;
     let missing = unverified(&sim, coordinator, id, &part).await?;
     if missing.len() != 1 || part.homes[missing[0]] != down {
         return Err(format!(
@@ -456,7 +430,7 @@ async fn repair_races_scrub(sim: Rc<Sim>) -> Result<(), String> {
     // Two shards of every object rot.
     let mut rotted = 0u64;
     for key in &keys {
-        let (id, part) = part_of(&sim, leader, BUCKET, key).await?;
+        let (id, part) = sim.only_part(leader, BUCKET, key).await?;
         let a = sim.pick(0..6) as usize;
         let b = (a + 1 + sim.pick(0..5) as usize) % 6;
         for index in [a, b] {
