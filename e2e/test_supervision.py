@@ -42,7 +42,7 @@ UNREADY_WAIT = 20.0
 # Building the feature binary from a warm target dir recompiles two crates.
 BUILD_TIMEOUT = 1800
 SUPERVISED = ["raft_node", "layout_manager", "steward", "watermark_keeper", "space_monitor",
-              "reclaimer", "liveness"]
+              "reclaimer", "liveness", "scrubber"]
 
 
 def _cargo(args: list[str], target: Path) -> None:
