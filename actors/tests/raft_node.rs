@@ -11,6 +11,7 @@ use std::path::Path;
 use actix::Addr;
 use hamster_actors::raft::db::MetaDb;
 use hamster_actors::raft::query;
+use hamster_actors::raft::snapshot::SnapFile;
 use hamster_actors::raft::state_machine::StateMachine;
 use hamster_actors::raft::{
     GetAccessKey, GetBucket, GetObject, ListBuckets, ListObjects, NodeInfo, Propose, ProposeError,
@@ -508,8 +509,13 @@ async fn t70_snapshot_build_and_install_round_trip() {
         .await
         .unwrap();
     let mut sm_b = StateMachine::new(db_b.clone(), tx);
-    let data = snap.snapshot.clone();
-    sm_b.install_snapshot(&snap.meta, data).await.unwrap();
+    // As a member receives it: copied into a file in its own snapshot directory.
+    let mut data = SnapFile::receive(&db_b.snapshot_dir()).unwrap();
+    let mut sent = snap.snapshot;
+    tokio::io::copy(&mut *sent, &mut data).await.unwrap();
+    sm_b.install_snapshot(&snap.meta, Box::new(data))
+        .await
+        .unwrap();
     assert_eq!(dump(&db_b), state_a);
     assert_eq!(sm_b.applied_state().await.unwrap(), applied_a);
     let again = sm_b

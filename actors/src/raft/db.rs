@@ -3,7 +3,9 @@
 //! machine and the node's readers all share one [`MetaDb`]; they differ only in which tables
 //! they touch.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hamster_protocol::layout::StaleShard;
@@ -11,8 +13,12 @@ use hamster_protocol::meta::ObjectId;
 use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
 
-/// Named databases we create; `max_dbs` is set from this.
-const TABLE_COUNT: u32 = 11;
+/// Named databases we create; `max_dbs` is set from this: the log, its pointers, the state
+/// machine pointers, the snapshot pointer, and two sets of [`StateTables`].
+const TABLE_COUNT: u32 = 4 + 2 * StateTables::COUNT;
+
+/// The `sm_meta` key naming the live set of [`StateTables`] (one byte, 0 or 1; absent is 0).
+pub const LIVE_SET_KEY: &[u8] = b"live_set";
 
 /// How long [`MetaDb::open`] waits for a previous environment on the same path (a node that is
 /// still shutting down in this process) to close before giving up.
@@ -33,21 +39,20 @@ pub enum DbError {
     /// A stored record did not decode, or a record did not encode.
     #[error("record encoding: {0}")]
     Json(#[from] serde_json::Error),
+    /// A snapshot file could not be read or written.
+    #[error("snapshot file: {0}")]
+    Io(#[from] std::io::Error),
     /// A stored key or record broke a format rule.
     #[error("corrupt metadata store: {0}")]
     Corrupt(String),
 }
 
-/// The environment and its tables. Cloning is cheap (the environment is reference counted).
-#[derive(Clone)]
-pub struct MetaDb {
-    /// The environment. Read transactions are not tied to a thread (`WithoutTls`) so a read
-    /// may be taken in one task and finished in another.
-    pub env: Env<WithoutTls>,
-    /// Raft log: big-endian u64 index → JSON entry.
-    pub log: Table,
-    /// Raft log pointers: `vote`, `committed`, `purged` → JSON.
-    pub raft: Table,
+/// The replicated state machine's record tables. The environment holds two sets: the live one,
+/// named by `sm_meta` [`LIVE_SET_KEY`], and a spare one a snapshot install fills before it
+/// makes it live in one commit (ADR-0009). Every reader picks the live set inside its own
+/// transaction, so a read never mixes the two.
+#[derive(Clone, Copy)]
+pub struct StateTables {
     /// Buckets: name → JSON `BucketRecord`.
     pub buckets: Table,
     /// Objects: `bucket + "/" + key` → JSON `VersionList`. Bucket names hold no '/', so the
@@ -59,15 +64,61 @@ pub struct MetaDb {
     pub uploads: Table,
     /// Join tokens: SHA-256 of the secret (64 hex digits) → JSON `JoinTokenRecord`.
     pub tokens: Table,
-    /// State machine pointers: `applied`, `membership` → JSON.
-    pub sm_meta: Table,
-    /// The current snapshot: `meta` → JSON `SnapshotMeta`, `data` → snapshot bytes.
-    pub snapshot: Table,
     /// Shards unlinked by layout moves and not yet deleted on their nodes:
     /// [`stale_key`] → empty. Node first, so one node's list is one range.
     pub stale: Table,
     /// Parts a layout transition must look at again: big-endian u64 sequence → JSON `Revisit`.
     pub revisits: Table,
+}
+
+impl StateTables {
+    /// Tables in one set.
+    pub const COUNT: u32 = 7;
+
+    /// The set's tables in snapshot order, each with its snapshot table number.
+    pub fn numbered(&self) -> [(u8, Table); Self::COUNT as usize] {
+        [
+            (1, self.buckets),
+            (2, self.objects),
+            (3, self.keys),
+            (4, self.uploads),
+            (5, self.tokens),
+            (6, self.stale),
+            (7, self.revisits),
+        ]
+    }
+
+    /// The table a snapshot numbers `n`.
+    pub fn by_number(&self, n: u8) -> Option<Table> {
+        self.numbered()
+            .into_iter()
+            .find_map(|(i, t)| (i == n).then_some(t))
+    }
+}
+
+/// The environment and its tables. Cloning is cheap (the environment is reference counted).
+#[derive(Clone)]
+pub struct MetaDb {
+    /// The environment. Read transactions are not tied to a thread (`WithoutTls`) so a read
+    /// may be taken in one task and finished in another.
+    pub env: Env<WithoutTls>,
+    /// The directory of the environment; snapshot files live in its `snapshots` folder.
+    pub dir: Arc<PathBuf>,
+    /// Raft log: big-endian u64 index → JSON entry.
+    pub log: Table,
+    /// Raft log pointers: `vote`, `committed`, `purged` → JSON.
+    pub raft: Table,
+    /// State machine pointers: `applied`, `membership`, `layout`, `scrub`, [`LIVE_SET_KEY`].
+    pub sm_meta: Table,
+    /// The current snapshot: which file holds it and what it covers.
+    pub snapshot: Table,
+    /// The two sets of state tables; [`MetaDb::state`] picks the live one.
+    pub sets: [StateTables; 2],
+    /// Bytes of log entries appended since the store was opened: what the snapshot policy
+    /// measures the log's growth by.
+    pub log_bytes: Arc<AtomicU64>,
+    /// Size of the newest snapshot file built or installed here (0 before the first).
+    pub snapshot_bytes: Arc<AtomicU64>,
 }
 
 impl MetaDb {
@@ -109,49 +160,74 @@ impl MetaDb {
         let wtxn = env.write_txn()?;
         let tables = env
             .create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_, DbError> {
-                let mut t = |name| opener.create_database::<Bytes, Bytes>(wtxn, Some(name));
-                Ok(CommitOrAbort::<_, ()>::Commit((
+                let mut t = |name: &str| opener.create_database::<Bytes, Bytes>(wtxn, Some(name));
+                let (log, raft, sm_meta, snapshot) = (
                     t("raft_log")?,
                     t("raft_state")?,
-                    t("buckets")?,
-                    t("objects")?,
-                    t("keys")?,
                     t("sm_meta")?,
                     t("snapshot")?,
-                    t("uploads")?,
-                    t("tokens")?,
-                    t("stale_shards")?,
-                    t("revisits")?,
+                );
+                // The first set keeps the names the tables had before there were two.
+                let mut set = |suffix: &str| {
+                    let mut n = |name: &str| t(&format!("{name}{suffix}"));
+                    Ok::<_, heed::Error>((
+                        n("buckets")?,
+                        n("objects")?,
+                        n("keys")?,
+                        n("uploads")?,
+                        n("tokens")?,
+                        n("stale_shards")?,
+                        n("revisits")?,
+                    ))
+                };
+                let sets = [set("")?, set(".b")?];
+                Ok(CommitOrAbort::<_, ()>::Commit((
+                    log, raft, sm_meta, snapshot, sets,
                 )))
             })?
             .unwrap_commit();
-        let (
-            log,
-            raft,
-            buckets,
-            objects,
-            keys,
-            sm_meta,
-            snapshot,
-            uploads,
-            tokens,
-            stale,
-            revisits,
-        ) = tables;
+        let (log, raft, sm_meta, snapshot, sets) = tables;
+        let sets = sets.map(
+            |(buckets, objects, keys, uploads, tokens, stale, revisits)| StateTables {
+                buckets,
+                objects,
+                keys,
+                uploads,
+                tokens,
+                stale,
+                revisits,
+            },
+        );
         Ok(MetaDb {
             env,
+            dir: Arc::new(dir.to_path_buf()),
             log,
             raft,
-            buckets,
-            objects,
-            keys,
             sm_meta,
             snapshot,
-            uploads,
-            tokens,
-            stale,
-            revisits,
+            sets,
+            log_bytes: Arc::default(),
+            snapshot_bytes: Arc::default(),
         })
+    }
+
+    /// The index of the live set of state tables as `txn` sees it.
+    pub fn live_set(&self, txn: &heed::RoTxn) -> Result<usize, DbError> {
+        match self.sm_meta.get(txn, LIVE_SET_KEY)? {
+            None | Some([0]) => Ok(0),
+            Some([1]) => Ok(1),
+            Some(other) => Err(DbError::Corrupt(format!("live table set {other:?}"))),
+        }
+    }
+
+    /// The live state tables as `txn` sees them.
+    pub fn state(&self, txn: &heed::RoTxn) -> Result<StateTables, DbError> {
+        Ok(self.sets[self.live_set(txn)?])
+    }
+
+    /// Where snapshot files are kept.
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.dir.join("snapshots")
     }
 
     /// The longest key LMDB accepts in this build.

@@ -126,6 +126,7 @@ impl LogStore {
     }
 
     fn append_batch(&self, entries: impl Iterator<Item = Entry>) -> Result<(), DbError> {
+        let mut bytes = 0u64;
         self.write(|txn| {
             let mut prev: Option<u64> = None;
             for entry in entries {
@@ -136,11 +137,17 @@ impl LogStore {
                         "append of {index} after {prev:?}"
                     )));
                 }
-                put_json(&self.db.log, txn, &index_key(index), &entry)?;
+                let encoded = serde_json::to_vec(&entry)?;
+                self.db.log.put(txn, &index_key(index), &encoded)?;
+                bytes += encoded.len() as u64;
                 prev = Some(index);
             }
             Ok(())
-        })
+        })?;
+        self.db
+            .log_bytes
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     fn truncate_from(&self, index: u64) -> Result<(), DbError> {

@@ -7,6 +7,7 @@
 //! - [`db`]: the LMDB environment and its tables.
 //! - [`log_store`]: the Raft log.
 //! - [`state_machine`]: `meta::apply` over LMDB, and snapshots.
+//! - [`snapshot`]: snapshot files: building, the framing, installing.
 //! - [`query`]: reads of the state machine.
 //! - [`recover`]: reading and rewriting a stopped member's membership (`hamster recover`).
 //! - [`network`]: how RPCs reach peers: `NoPeers` for a lone node, `PeerNetwork` over the
@@ -21,6 +22,7 @@ pub mod node;
 pub mod query;
 pub mod recover;
 pub mod runtime;
+pub mod snapshot;
 pub mod state_machine;
 pub mod types;
 

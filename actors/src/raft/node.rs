@@ -45,8 +45,12 @@ pub const HEARTBEAT_MS: u64 = 100;
 pub const ELECTION_TIMEOUT_MIN_MS: u64 = 300;
 /// Upper end of the election timeout range.
 pub const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
-/// A snapshot is built after this many entries since the last one.
-pub const SNAPSHOT_LOGS_SINCE_LAST: u64 = 5000;
+/// The log grows by at least this many bytes between two snapshots (ADR-0009)...
+pub const SNAPSHOT_LOG_BYTES_MIN: u64 = 64 << 20;
+/// ...and by at most this many, whatever the state's size.
+pub const SNAPSHOT_LOG_BYTES_MAX: u64 = 1 << 30;
+/// How often a member checks whether its log has grown enough for a snapshot.
+pub const SNAPSHOT_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Entries kept behind a snapshot so a briefly lagging follower catches up from the log.
 pub const SNAPSHOT_LOGS_KEPT: u64 = 1000;
 /// How long `start` waits for this node to lead with everything committed applied.
@@ -538,6 +542,8 @@ pub struct RaftNode {
     catch_up_waiting: Vec<oneshot::Sender<Result<(), ProposeError>>>,
     /// Whether a read-index round is out.
     catch_up_in_flight: bool,
+    /// The store's `log_bytes` when the last snapshot was asked for.
+    log_bytes_at_snapshot: u64,
     /// Test builds only: makes the Raft core's next log append panic.
     #[cfg(feature = "fault-injection")]
     panic_switch: Arc<std::sync::atomic::AtomicBool>,
@@ -559,13 +565,22 @@ struct Pending {
 /// Most commands one log entry carries; bounds entry size and apply-transaction length.
 pub const BATCH_COMMANDS_MAX: usize = 256;
 
+/// Whether a log that grew by `log_bytes` since the last snapshot calls for a new one, when
+/// that snapshot was `snapshot_bytes` long: once the log has grown by half the state's size
+/// (so building costs at most about twice what the log wrote), within
+/// [`SNAPSHOT_LOG_BYTES_MIN`]..=[`SNAPSHOT_LOG_BYTES_MAX`].
+pub fn snapshot_due(log_bytes: u64, snapshot_bytes: u64) -> bool {
+    log_bytes >= (snapshot_bytes / 2).clamp(SNAPSHOT_LOG_BYTES_MIN, SNAPSHOT_LOG_BYTES_MAX)
+}
+
 fn raft_config() -> anyhow::Result<openraft::Config> {
     let config = openraft::Config {
         cluster_name: "hamster-meta".into(),
         heartbeat_interval: HEARTBEAT_MS,
         election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
         election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_LOGS_SINCE_LAST),
+        // Snapshots are triggered by log bytes (`snapshot_due`), not by entry count.
+        snapshot_policy: SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: SNAPSHOT_LOGS_KEPT,
         snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
         install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT_MS,
@@ -662,6 +677,7 @@ impl RaftNode {
             leading_since: None,
             catch_up_waiting: Vec::new(),
             catch_up_in_flight: false,
+            log_bytes_at_snapshot: 0,
             #[cfg(feature = "fault-injection")]
             panic_switch,
         };
@@ -782,6 +798,7 @@ impl Actor for RaftNode {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_MAX);
+        ctx.run_interval(SNAPSHOT_CHECK_EVERY, |act, ctx| act.snapshot_if_due(ctx));
         // A member of a newer cluster epoch said a recover dropped this node: its state is
         // stale, so its Raft member stops taking part at once (no votes, no proposals).
         let mut fenced = self.epoch.fenced();
@@ -795,6 +812,32 @@ impl Actor for RaftNode {
                 }
                 tracing::error!("dropped from the cluster by a recover; the Raft member stops");
                 let _ = raft.shutdown().await;
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+impl RaftNode {
+    /// Asks openraft for a snapshot once the log has grown enough ([`snapshot_due`]); the
+    /// build streams from a read transaction while applies go on.
+    fn snapshot_if_due(&mut self, ctx: &mut Context<Self>) {
+        let Some(db) = &self.db else { return };
+        let logged = db.log_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        let since = logged.saturating_sub(self.log_bytes_at_snapshot);
+        if !snapshot_due(
+            since,
+            db.snapshot_bytes.load(std::sync::atomic::Ordering::Relaxed),
+        ) {
+            return;
+        }
+        self.log_bytes_at_snapshot = logged;
+        let raft = self.raft.clone();
+        ctx.spawn(
+            async move {
+                if let Err(e) = raft.trigger().snapshot().await {
+                    tracing::warn!(error = %e, "could not start a snapshot");
+                }
             }
             .into_actor(self),
         );
@@ -1789,5 +1832,23 @@ impl Handler<RaftRpc> for RaftNode {
                 },
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Small states snapshot every 64 MiB of log, large ones once the log reached half their
+    /// size, and no state waits for more than 1 GiB of log.
+    #[test]
+    fn snapshots_follow_the_log_bytes() {
+        assert!(!snapshot_due(SNAPSHOT_LOG_BYTES_MIN - 1, 0));
+        assert!(snapshot_due(SNAPSHOT_LOG_BYTES_MIN, 10 << 20));
+        let state = 600 << 20;
+        assert!(!snapshot_due(state / 2 - 1, state));
+        assert!(snapshot_due(state / 2, state));
+        assert!(snapshot_due(SNAPSHOT_LOG_BYTES_MAX, 40 << 30));
+        assert!(!snapshot_due(SNAPSHOT_LOG_BYTES_MAX - 1, 40 << 30));
     }
 }

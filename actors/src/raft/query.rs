@@ -22,13 +22,13 @@ use super::node::ListUploads;
 
 /// One bucket.
 pub fn bucket(db: &MetaDb, txn: &RoTxn, name: &str) -> Result<Option<BucketRecord>, DbError> {
-    get_json(&db.buckets, txn, name.as_bytes())
+    get_json(&db.state(txn)?.buckets, txn, name.as_bytes())
 }
 
 /// Every bucket, in name order.
 pub fn buckets(db: &MetaDb, txn: &RoTxn) -> Result<Vec<BucketRecord>, DbError> {
     let mut out = Vec::new();
-    for item in db.buckets.iter(txn)? {
+    for item in db.state(txn)?.buckets.iter(txn)? {
         let (name, bytes) = item?;
         let b: BucketRecord = serde_json::from_slice(bytes)?;
         // Pair check: the record under a name is that name's record.
@@ -50,14 +50,14 @@ pub fn versions(
     bucket: &str,
     key: &str,
 ) -> Result<Option<VersionList>, DbError> {
-    get_json(&db.objects, txn, &object_key(bucket, key))
+    get_json(&db.state(txn)?.objects, txn, &object_key(bucket, key))
 }
 
 /// Nodes admitted by a join token, with where they run (tokens used before that was recorded
 /// are left out).
 pub fn admitted(db: &MetaDb, txn: &RoTxn) -> Result<BTreeMap<u64, NodeInfo>, DbError> {
     let mut out = BTreeMap::new();
-    for item in db.tokens.iter(txn)? {
+    for item in db.state(txn)?.tokens.iter(txn)? {
         let (_, bytes) = item?;
         let t: JoinTokenRecord = serde_json::from_slice(bytes)?;
         if let (Some(id), Some(info)) = (t.used_by, t.joined) {
@@ -69,13 +69,13 @@ pub fn admitted(db: &MetaDb, txn: &RoTxn) -> Result<BTreeMap<u64, NodeInfo>, DbE
 
 /// One access key.
 pub fn access_key(db: &MetaDb, txn: &RoTxn, id: &str) -> Result<Option<AccessKey>, DbError> {
-    get_json(&db.keys, txn, id.as_bytes())
+    get_json(&db.state(txn)?.keys, txn, id.as_bytes())
 }
 
 /// Every access key, in access key id order.
 pub fn access_keys(db: &MetaDb, txn: &RoTxn) -> Result<Vec<AccessKey>, DbError> {
     let mut out = Vec::new();
-    for item in db.keys.iter(txn)? {
+    for item in db.state(txn)?.keys.iter(txn)? {
         let (id, bytes) = item?;
         let k: AccessKey = serde_json::from_slice(bytes)?;
         // Pair check: the record under an id is that id's record.
@@ -99,7 +99,7 @@ pub fn upload(
     upload_id: &str,
 ) -> Result<Option<Upload>, DbError> {
     let k = upload_storage_key(bucket, key, upload_id);
-    get_json(&db.uploads, txn, k.as_bytes())
+    get_json(&db.state(txn)?.uploads, txn, k.as_bytes())
 }
 
 /// A page of a bucket's uploads in (key, upload id) order. Storage order is not quite that
@@ -109,7 +109,7 @@ pub fn list_uploads(db: &MetaDb, txn: &RoTxn, q: &ListUploads) -> Result<Vec<Upl
     let start = format!("{}/{}", q.bucket, q.prefix);
     let range = (Bound::Included(start.as_bytes()), Bound::Unbounded);
     let mut best: BTreeMap<(String, String), Upload> = BTreeMap::new();
-    for item in db.uploads.range(txn, &range)? {
+    for item in db.state(txn)?.uploads.range(txn, &range)? {
         let (raw, bytes) = item?;
         if !raw.starts_with(start.as_bytes()) {
             break;
@@ -143,7 +143,13 @@ pub fn list_uploads(db: &MetaDb, txn: &RoTxn, q: &ListUploads) -> Result<Vec<Upl
 pub fn bucket_has_keys(db: &MetaDb, txn: &RoTxn, bucket: &str) -> Result<bool, DbError> {
     let (start, end) = bucket_range(bucket);
     let range = (Bound::Included(&start[..]), Bound::Excluded(&end[..]));
-    Ok(db.objects.range(txn, &range)?.next().transpose()?.is_some())
+    Ok(db
+        .state(txn)?
+        .objects
+        .range(txn, &range)?
+        .next()
+        .transpose()?
+        .is_some())
 }
 
 /// The stored data-plane layout, if any.
@@ -158,7 +164,7 @@ pub fn scrub(db: &MetaDb, txn: &RoTxn) -> Result<hamster_protocol::scrub::ScrubS
 
 /// How many keys and multipart uploads are stored (LMDB keeps the counts: no walk).
 pub fn stored_counts(db: &MetaDb, txn: &RoTxn) -> Result<u64, DbError> {
-    Ok(db.objects.len(txn)? + db.uploads.len(txn)?)
+    Ok(db.state(txn)?.objects.len(txn)? + db.state(txn)?.uploads.len(txn)?)
 }
 
 /// The nodes that have stale shards listed, in id order: one seek per node, not a walk.
@@ -167,7 +173,7 @@ pub fn stale_nodes(db: &MetaDb, txn: &RoTxn) -> Result<Vec<u64>, DbError> {
     let mut from = 0u64.to_be_bytes();
     loop {
         let range = (Bound::Included(&from[..]), Bound::Unbounded);
-        let Some(item) = db.stale.range(txn, &range)?.next() else {
+        let Some(item) = db.state(txn)?.stale.range(txn, &range)?.next() else {
             return Ok(out);
         };
         let (k, _) = item?;
@@ -200,7 +206,12 @@ pub fn stale_page(
         None => Bound::Unbounded,
     };
     let mut out = Vec::new();
-    for item in db.stale.range(txn, &(lower, upper))?.take(limit) {
+    for item in db
+        .state(txn)?
+        .stale
+        .range(txn, &(lower, upper))?
+        .take(limit)
+    {
         let (k, _) = item?;
         out.push(stale_from_key(k)?);
     }
@@ -209,7 +220,7 @@ pub fn stale_page(
 
 /// How many stale shards are listed (LMDB keeps the count: no walk).
 pub fn stale_count(db: &MetaDb, txn: &RoTxn) -> Result<u64, DbError> {
-    Ok(db.stale.len(txn)?)
+    Ok(db.state(txn)?.stale.len(txn)?)
 }
 
 /// Up to `limit` revisits after sequence number `after`, in order.
@@ -222,7 +233,7 @@ pub fn revisit_page(
     let from = after.saturating_add(1).to_be_bytes();
     let range = (Bound::Included(&from[..]), Bound::Unbounded);
     let mut out = Vec::new();
-    for item in db.revisits.range(txn, &range)?.take(limit) {
+    for item in db.state(txn)?.revisits.range(txn, &range)?.take(limit) {
         let (k, v) = item?;
         let k: [u8; 8] = k
             .try_into()
@@ -235,12 +246,12 @@ pub fn revisit_page(
 /// Every object id any stored version points to: what orphan-shard recovery must keep.
 pub fn referenced_objects(db: &MetaDb, txn: &RoTxn) -> Result<BTreeSet<ObjectId>, DbError> {
     let mut out = BTreeSet::new();
-    for item in db.objects.iter(txn)? {
+    for item in db.state(txn)?.objects.iter(txn)? {
         let (_, bytes) = item?;
         let list: VersionList = serde_json::from_slice(bytes)?;
         out.extend(list.versions.iter().flat_map(|v| v.bodies()));
     }
-    for item in db.uploads.iter(txn)? {
+    for item in db.state(txn)?.uploads.iter(txn)? {
         let (_, bytes) = item?;
         let upload: hamster_protocol::meta::Upload = serde_json::from_slice(bytes)?;
         out.extend(upload.parts.values().filter_map(|p| p.layout.body));
@@ -255,7 +266,7 @@ pub fn list_objects(
     bucket: &str,
     params: &ListParams,
 ) -> Result<Page<ObjectVersion>, DbError> {
-    let mut cursor = ObjectCursor::new(&db.objects, txn, bucket);
+    let mut cursor = ObjectCursor::new(&db.state(txn)?.objects, txn, bucket);
     let page = paginate(&mut cursor, params);
     // The paginator cannot see storage errors; the cursor keeps the first one and ends early,
     // so a failed read never passes for a short listing.

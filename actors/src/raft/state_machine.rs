@@ -7,8 +7,8 @@
 //! announced only after that transaction commits, so the reclaimer never deletes shards a
 //! rolled-back state still references.
 
-use std::io::Cursor;
 use std::ops::Bound;
+use std::sync::atomic::Ordering;
 
 use hamster_protocol::layout::{Revisit, StaleShard};
 use hamster_protocol::meta::{
@@ -23,8 +23,9 @@ use openraft::{EntryPayload, OptionalSend, StorageIOError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::db::{get_json, object_key, put_json, stale_from_key, stale_key, DbError, MetaDb};
+use super::db::{get_json, object_key, put_json, stale_key, DbError, MetaDb};
 use super::query;
+use super::snapshot::{self, Filling, SnapFile};
 use super::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -35,13 +36,17 @@ pub(crate) const MEMBERSHIP_KEY: &[u8] = b"membership";
 pub(crate) const LAYOUT_KEY: &[u8] = b"layout";
 /// Where the scrubber's state is kept, in the state machine pointers table.
 pub(crate) const SCRUB_KEY: &[u8] = b"scrub";
-const SNAPSHOT_META_KEY: &[u8] = b"meta";
-const SNAPSHOT_DATA_KEY: &[u8] = b"data";
+/// The snapshot table key of the current snapshot's [`CurrentSnapshot`].
+const SNAPSHOT_CURRENT_KEY: &[u8] = b"current";
+/// Where stores written before snapshots were files kept the snapshot's meta and its bytes.
+const LEGACY_META_KEY: &[u8] = b"meta";
+const LEGACY_DATA_KEY: &[u8] = b"data";
 
-/// Format marker of [`SnapshotBody`]; bumped when the layout changes.
+/// Format marker of [`SnapshotBody`], the format-1 snapshot.
 const SNAPSHOT_FORMAT_V1: u32 = 1;
 
-/// The state machine tables as one serialisable value.
+/// A format-1 snapshot: the state machine tables as one JSON document. Snapshots are framed
+/// files now (`snapshot`); this is still read from a member that sends one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotBody {
     /// [`SNAPSHOT_FORMAT_V1`].
@@ -86,11 +91,19 @@ impl MetaStore for TxnStore<'_, '_> {
     }
 
     fn put_bucket(&mut self, bucket: &BucketRecord) -> Result<(), DbError> {
-        put_json(&self.db.buckets, self.txn, bucket.name.as_bytes(), bucket)
+        put_json(
+            &self.db.state(self.txn)?.buckets,
+            self.txn,
+            bucket.name.as_bytes(),
+            bucket,
+        )
     }
 
     fn delete_bucket(&mut self, name: &str) -> Result<(), DbError> {
-        self.db.buckets.delete(self.txn, name.as_bytes())?;
+        self.db
+            .state(self.txn)?
+            .buckets
+            .delete(self.txn, name.as_bytes())?;
         Ok(())
     }
 
@@ -103,25 +116,42 @@ impl MetaStore for TxnStore<'_, '_> {
     }
 
     fn put_versions(&mut self, bucket: &str, key: &str, v: &VersionList) -> Result<(), DbError> {
-        put_json(&self.db.objects, self.txn, &object_key(bucket, key), v)
+        put_json(
+            &self.db.state(self.txn)?.objects,
+            self.txn,
+            &object_key(bucket, key),
+            v,
+        )
     }
 
     fn delete_versions(&mut self, bucket: &str, key: &str) -> Result<(), DbError> {
-        self.db.objects.delete(self.txn, &object_key(bucket, key))?;
+        self.db
+            .state(self.txn)?
+            .objects
+            .delete(self.txn, &object_key(bucket, key))?;
         Ok(())
     }
 
     fn put_access_key(&mut self, key: &AccessKey) -> Result<(), DbError> {
-        put_json(&self.db.keys, self.txn, key.access_key.as_bytes(), key)
+        put_json(
+            &self.db.state(self.txn)?.keys,
+            self.txn,
+            key.access_key.as_bytes(),
+            key,
+        )
     }
 
     fn access_key(&self, access_key: &str) -> Result<Option<AccessKey>, DbError> {
-        get_json(&self.db.keys, self.txn, access_key.as_bytes())
+        get_json(
+            &self.db.state(self.txn)?.keys,
+            self.txn,
+            access_key.as_bytes(),
+        )
     }
 
     fn access_keys(&self) -> Result<Vec<AccessKey>, DbError> {
         let mut out = Vec::new();
-        for item in self.db.keys.iter(self.txn)? {
+        for item in self.db.state(self.txn)?.keys.iter(self.txn)? {
             let (_, v) = item?;
             out.push(serde_json::from_slice(v)?);
         }
@@ -129,13 +159,16 @@ impl MetaStore for TxnStore<'_, '_> {
     }
 
     fn delete_access_key(&mut self, access_key: &str) -> Result<(), DbError> {
-        self.db.keys.delete(self.txn, access_key.as_bytes())?;
+        self.db
+            .state(self.txn)?
+            .keys
+            .delete(self.txn, access_key.as_bytes())?;
         Ok(())
     }
 
     fn upload(&self, bucket: &str, key: &str, id: &str) -> Result<Option<Upload>, DbError> {
         get_json(
-            &self.db.uploads,
+            &self.db.state(self.txn)?.uploads,
             self.txn,
             upload_storage_key(bucket, key, id).as_bytes(),
         )
@@ -143,30 +176,43 @@ impl MetaStore for TxnStore<'_, '_> {
 
     fn put_upload(&mut self, u: &Upload) -> Result<(), DbError> {
         let k = upload_storage_key(&u.bucket, &u.key, &u.upload_id);
-        put_json(&self.db.uploads, self.txn, k.as_bytes(), u)
+        put_json(&self.db.state(self.txn)?.uploads, self.txn, k.as_bytes(), u)
     }
 
     fn delete_upload(&mut self, bucket: &str, key: &str, id: &str) -> Result<(), DbError> {
         self.db
+            .state(self.txn)?
             .uploads
             .delete(self.txn, upload_storage_key(bucket, key, id).as_bytes())?;
         Ok(())
     }
 
     fn join_token(&self, secret_sha256: &str) -> Result<Option<JoinTokenRecord>, DbError> {
-        get_json(&self.db.tokens, self.txn, secret_sha256.as_bytes())
+        get_json(
+            &self.db.state(self.txn)?.tokens,
+            self.txn,
+            secret_sha256.as_bytes(),
+        )
     }
 
     fn put_join_token(&mut self, t: &JoinTokenRecord) -> Result<(), DbError> {
-        put_json(&self.db.tokens, self.txn, t.secret_sha256.as_bytes(), t)
+        put_json(
+            &self.db.state(self.txn)?.tokens,
+            self.txn,
+            t.secret_sha256.as_bytes(),
+            t,
+        )
     }
 
     fn join_tokens(&self) -> Result<Vec<JoinTokenRecord>, DbError> {
-        read_all(&self.db.tokens, self.txn)
+        read_all(&self.db.state(self.txn)?.tokens, self.txn)
     }
 
     fn delete_join_token(&mut self, secret_sha256: &str) -> Result<(), DbError> {
-        self.db.tokens.delete(self.txn, secret_sha256.as_bytes())?;
+        self.db
+            .state(self.txn)?
+            .tokens
+            .delete(self.txn, secret_sha256.as_bytes())?;
         Ok(())
     }
 
@@ -187,12 +233,18 @@ impl MetaStore for TxnStore<'_, '_> {
     }
 
     fn add_stale(&mut self, s: &StaleShard) -> Result<(), DbError> {
-        self.db.stale.put(self.txn, &stale_key(s), &[])?;
+        self.db
+            .state(self.txn)?
+            .stale
+            .put(self.txn, &stale_key(s), &[])?;
         Ok(())
     }
 
     fn drop_stale(&mut self, s: &StaleShard) -> Result<(), DbError> {
-        self.db.stale.delete(self.txn, &stale_key(s))?;
+        self.db
+            .state(self.txn)?
+            .stale
+            .delete(self.txn, &stale_key(s))?;
         Ok(())
     }
 
@@ -204,13 +256,14 @@ impl MetaStore for TxnStore<'_, '_> {
             None => Bound::Unbounded,
         };
         self.db
+            .state(self.txn)?
             .stale
             .delete_range(self.txn, &(Bound::Included(&first[..]), upper))?;
         Ok(())
     }
 
     fn add_revisit(&mut self, r: &Revisit) -> Result<(), DbError> {
-        let next = match self.db.revisits.last(self.txn)? {
+        let next = match self.db.state(self.txn)?.revisits.last(self.txn)? {
             Some((k, _)) => {
                 let k: [u8; 8] = k
                     .try_into()
@@ -219,16 +272,24 @@ impl MetaStore for TxnStore<'_, '_> {
             }
             None => 1,
         };
-        put_json(&self.db.revisits, self.txn, &next.to_be_bytes(), r)
+        put_json(
+            &self.db.state(self.txn)?.revisits,
+            self.txn,
+            &next.to_be_bytes(),
+            r,
+        )
     }
 
     fn drop_revisit(&mut self, seq: u64) -> Result<(), DbError> {
-        self.db.revisits.delete(self.txn, &seq.to_be_bytes())?;
+        self.db
+            .state(self.txn)?
+            .revisits
+            .delete(self.txn, &seq.to_be_bytes())?;
         Ok(())
     }
 
     fn has_revisit(&self) -> Result<bool, DbError> {
-        Ok(self.db.revisits.first(self.txn)?.is_some())
+        Ok(self.db.state(self.txn)?.revisits.first(self.txn)?.is_some())
     }
 }
 
@@ -255,6 +316,9 @@ pub struct StateMachine {
 impl StateMachine {
     /// A state machine over `db`'s tables that reports freed bodies on `freed_tx`.
     pub fn new(db: MetaDb, freed_tx: UnboundedSender<Vec<ObjectId>>) -> Self {
+        if let Err(e) = remove_stray_snapshot_files(&db) {
+            tracing::warn!(error = %e, "could not clear old snapshot files");
+        }
         StateMachine {
             db,
             freed_tx,
@@ -343,88 +407,206 @@ impl StateMachine {
         meta::apply(&mut store, cmd)
     }
 
-    fn install(&self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), DbError> {
-        let body: SnapshotBody = serde_json::from_slice(&data)?;
-        if body.format != SNAPSHOT_FORMAT_V1 {
-            return Err(DbError::Corrupt(format!("snapshot format {}", body.format)));
+    /// Installs a received snapshot: fills the spare table set from the file, then makes it
+    /// live together with the applied pointer, the membership and the snapshot pointer, in one
+    /// commit. Until that commit the old state is untouched.
+    async fn install(&self, meta: &SnapshotMeta, file: &mut SnapFile) -> Result<(), DbError> {
+        let mut filling = Filling::begin(&self.db)?;
+        let legacy = is_legacy(file)?;
+        if legacy {
+            let body = read_legacy(file)?;
+            filling.put_all(&self.db, legacy_records(&body)?).await?;
+        } else {
+            filling.read_framed(&self.db, file).await?;
         }
+        let dir = self.db.snapshot_dir();
+        // A framed file is kept as the current snapshot; an old-format one is replaced by a
+        // framed snapshot of the state it installed, built once that state is live.
+        let kept = if legacy {
+            None
+        } else {
+            Some(snapshot::keep_received(file, &dir, &meta.snapshot_id)?)
+        };
         let mut txn = self.db.env.write_txn()?;
-        self.db.buckets.clear(&mut txn)?;
-        self.db.objects.clear(&mut txn)?;
-        self.db.keys.clear(&mut txn)?;
-        self.db.uploads.clear(&mut txn)?;
-        self.db.tokens.clear(&mut txn)?;
-        self.db.stale.clear(&mut txn)?;
-        self.db.revisits.clear(&mut txn)?;
-        for s in &body.stale {
-            self.db.stale.put(&mut txn, &stale_key(s), &[])?;
-        }
-        for (seq, r) in &body.revisits {
-            put_json(&self.db.revisits, &mut txn, &seq.to_be_bytes(), r)?;
-        }
-        for t in &body.tokens {
-            put_json(&self.db.tokens, &mut txn, t.secret_sha256.as_bytes(), t)?;
-        }
-        for u in &body.uploads {
-            let k = upload_storage_key(&u.bucket, &u.key, &u.upload_id);
-            put_json(&self.db.uploads, &mut txn, k.as_bytes(), u)?;
-        }
-        for b in &body.buckets {
-            put_json(&self.db.buckets, &mut txn, b.name.as_bytes(), b)?;
-        }
-        for (k, v) in &body.objects {
-            if !k.contains('/') {
-                return Err(DbError::Corrupt(format!(
-                    "snapshot object key {k:?} has no bucket"
-                )));
-            }
-            put_json(&self.db.objects, &mut txn, k.as_bytes(), v)?;
-        }
-        for k in &body.keys {
-            put_json(&self.db.keys, &mut txn, k.access_key.as_bytes(), k)?;
-        }
-        match &body.layout {
-            Some(l) => put_json(&self.db.sm_meta, &mut txn, LAYOUT_KEY, l)?,
+        filling.go_live(&self.db, &mut txn)?;
+        match &meta.last_log_id {
+            Some(applied) => put_json(&self.db.sm_meta, &mut txn, APPLIED_KEY, applied)?,
             None => {
-                self.db.sm_meta.delete(&mut txn, LAYOUT_KEY)?;
+                self.db.sm_meta.delete(&mut txn, APPLIED_KEY)?;
             }
         }
-        match &body.scrub {
-            Some(s) => put_json(&self.db.sm_meta, &mut txn, SCRUB_KEY, s)?,
-            None => {
-                self.db.sm_meta.delete(&mut txn, SCRUB_KEY)?;
-            }
-        }
-        put_json(&self.db.sm_meta, &mut txn, APPLIED_KEY, &meta.last_log_id)?;
         put_json(
             &self.db.sm_meta,
             &mut txn,
             MEMBERSHIP_KEY,
             &meta.last_membership,
         )?;
-        put_json(&self.db.snapshot, &mut txn, SNAPSHOT_META_KEY, meta)?;
-        self.db.snapshot.put(&mut txn, SNAPSHOT_DATA_KEY, &data)?;
+        match &kept {
+            Some(path) => set_current(&self.db, &mut txn, meta, path)?,
+            None => drop_current(&self.db, &mut txn)?,
+        }
         txn.commit()?;
+        filling.clear_old(&self.db)?;
+        match kept {
+            Some(path) => {
+                self.db
+                    .snapshot_bytes
+                    .store(std::fs::metadata(&path)?.len(), Ordering::Relaxed);
+                snapshot::remove_others(&dir, Some(&path), false)?;
+            }
+            None => {
+                SnapshotBuilder {
+                    db: self.db.clone(),
+                }
+                .build()
+                .await?;
+            }
+        }
         Ok(())
     }
 
-    fn current_snapshot(&self) -> Result<Option<Snapshot>, DbError> {
-        let txn = self.db.env.read_txn()?;
-        let Some(meta) = get_json::<SnapshotMeta>(&self.db.snapshot, &txn, SNAPSHOT_META_KEY)?
-        else {
-            return Ok(None);
+    async fn current_snapshot(&self) -> Result<Option<Snapshot>, DbError> {
+        let (current, legacy) = {
+            let txn = self.db.env.read_txn()?;
+            let current: Option<CurrentSnapshot> =
+                get_json(&self.db.snapshot, &txn, SNAPSHOT_CURRENT_KEY)?;
+            let legacy = self.db.snapshot.get(&txn, LEGACY_META_KEY)?.is_some();
+            (current, legacy)
         };
-        let data = self
-            .db
-            .snapshot
-            .get(&txn, SNAPSHOT_DATA_KEY)?
-            .ok_or_else(|| DbError::Corrupt("snapshot meta without data".into()))?
-            .to_vec();
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        }))
+        let builder = SnapshotBuilder {
+            db: self.db.clone(),
+        };
+        match current {
+            Some(c) => match SnapFile::open(&self.db.snapshot_dir().join(&c.file)) {
+                Ok(file) => Ok(Some(Snapshot {
+                    meta: c.meta,
+                    snapshot: Box::new(file),
+                })),
+                // The file is gone (removed by hand): a new one of the current state serves.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::warn!(file = %c.file, "snapshot file missing; building a new one");
+                    Ok(Some(builder.build().await?))
+                }
+                Err(e) => Err(e.into()),
+            },
+            // A store written before snapshots were files: replace its stored snapshot with a
+            // file of the current state (a later snapshot than the stored one, equally valid).
+            None if legacy => Ok(Some(builder.build().await?)),
+            None => Ok(None),
+        }
     }
+}
+
+/// Where the current snapshot is kept: its file in the snapshot directory and what it covers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CurrentSnapshot {
+    meta: SnapshotMeta,
+    file: String,
+}
+
+/// Points the snapshot table at `path` as the snapshot `meta` describes.
+fn set_current(
+    db: &MetaDb,
+    txn: &mut RwTxn,
+    meta: &SnapshotMeta,
+    path: &std::path::Path,
+) -> Result<(), DbError> {
+    let file = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| DbError::Corrupt(format!("snapshot file {}", path.display())))?
+        .to_string();
+    let current = CurrentSnapshot {
+        meta: meta.clone(),
+        file,
+    };
+    put_json(&db.snapshot, txn, SNAPSHOT_CURRENT_KEY, &current)?;
+    drop_legacy(db, txn)
+}
+
+/// Removes every file in the snapshot directory but the current snapshot's: snapshots it
+/// replaced, and builds or receipts a stop cut short.
+fn remove_stray_snapshot_files(db: &MetaDb) -> Result<(), DbError> {
+    let current: Option<CurrentSnapshot> = {
+        let txn = db.env.read_txn()?;
+        get_json(&db.snapshot, &txn, SNAPSHOT_CURRENT_KEY)?
+    };
+    let dir = db.snapshot_dir();
+    let keep = current.map(|c| dir.join(c.file));
+    snapshot::remove_others(&dir, keep.as_deref(), true)?;
+    Ok(())
+}
+
+/// Forgets the current snapshot (an install whose own file is about to replace it).
+fn drop_current(db: &MetaDb, txn: &mut RwTxn) -> Result<(), DbError> {
+    db.snapshot.delete(txn, SNAPSHOT_CURRENT_KEY)?;
+    drop_legacy(db, txn)
+}
+
+fn drop_legacy(db: &MetaDb, txn: &mut RwTxn) -> Result<(), DbError> {
+    db.snapshot.delete(txn, LEGACY_META_KEY)?;
+    db.snapshot.delete(txn, LEGACY_DATA_KEY)?;
+    Ok(())
+}
+
+/// Whether `file` holds a format-1 snapshot (one JSON document) rather than a framed one.
+fn is_legacy(file: &mut SnapFile) -> Result<bool, DbError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let f = file.file_mut();
+    f.seek(SeekFrom::Start(0))?;
+    let mut first = [0u8; 1];
+    let n = f.read(&mut first)?;
+    Ok(n == 1 && first[0] == b'{')
+}
+
+fn read_legacy(file: &mut SnapFile) -> Result<SnapshotBody, DbError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let f = file.file_mut();
+    f.seek(SeekFrom::Start(0))?;
+    let mut data = Vec::new();
+    f.read_to_end(&mut data)?;
+    let body: SnapshotBody = serde_json::from_slice(&data)?;
+    if body.format != SNAPSHOT_FORMAT_V1 {
+        return Err(DbError::Corrupt(format!("snapshot format {}", body.format)));
+    }
+    Ok(body)
+}
+
+/// The records a format-1 snapshot describes, numbered as a framed snapshot numbers them.
+fn legacy_records(body: &SnapshotBody) -> Result<Vec<snapshot::Record>, DbError> {
+    fn json<T: Serialize>(v: &T) -> Result<Vec<u8>, DbError> {
+        Ok(serde_json::to_vec(v)?)
+    }
+    let mut out = Vec::new();
+    for b in &body.buckets {
+        out.push((1, b.name.as_bytes().to_vec(), json(b)?));
+    }
+    for (k, v) in &body.objects {
+        out.push((2, k.as_bytes().to_vec(), json(v)?));
+    }
+    for k in &body.keys {
+        out.push((3, k.access_key.as_bytes().to_vec(), json(k)?));
+    }
+    for u in &body.uploads {
+        let key = upload_storage_key(&u.bucket, &u.key, &u.upload_id);
+        out.push((4, key.into_bytes(), json(u)?));
+    }
+    for t in &body.tokens {
+        out.push((5, t.secret_sha256.as_bytes().to_vec(), json(t)?));
+    }
+    for s in &body.stale {
+        out.push((6, stale_key(s).to_vec(), Vec::new()));
+    }
+    for (seq, r) in &body.revisits {
+        out.push((7, seq.to_be_bytes().to_vec(), json(r)?));
+    }
+    if let Some(l) = &body.layout {
+        out.push((8, LAYOUT_KEY.to_vec(), json(l)?));
+    }
+    if let Some(s) = &body.scrub {
+        out.push((8, SCRUB_KEY.to_vec(), json(s)?));
+    }
+    Ok(out)
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -452,22 +634,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapFile>, StorageError> {
+        SnapFile::receive(&self.db.snapshot_dir())
+            .map(Box::new)
+            .map_err(|e| StorageIOError::write_snapshot(None, &e).into())
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        mut snapshot: Box<SnapFile>,
     ) -> Result<(), StorageError> {
         let signature = Some(meta.signature());
-        self.install(meta, snapshot.into_inner())
+        self.install(meta, &mut snapshot)
+            .await
             .map_err(|e| StorageIOError::write_snapshot(signature, &e).into())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         self.current_snapshot()
+            .await
             .map_err(|e| StorageIOError::read_snapshot(None, &e).into())
     }
 }
@@ -478,38 +664,48 @@ pub struct SnapshotBuilder {
 }
 
 impl SnapshotBuilder {
-    fn build(&self) -> Result<Snapshot, DbError> {
-        let (meta, data) = {
-            let txn = self.db.env.read_txn()?;
-            let applied: Option<LogId> = get_json(&self.db.sm_meta, &txn, APPLIED_KEY)?;
-            let membership: StoredMembership =
-                get_json(&self.db.sm_meta, &txn, MEMBERSHIP_KEY)?.unwrap_or_default();
-            let body = read_body(&self.db, &txn)?;
-            let snapshot_id = match &applied {
-                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.leader_id.node_id, l.index),
-                None => "empty".to_string(),
-            };
-            let meta = SnapshotMeta {
-                last_log_id: applied,
-                last_membership: membership,
-                snapshot_id,
-            };
-            (meta, serde_json::to_vec(&body)?)
+    async fn build(&self) -> Result<Snapshot, DbError> {
+        let txn = self.db.env.clone().static_read_txn()?;
+        let applied: Option<LogId> = get_json(&self.db.sm_meta, &txn, APPLIED_KEY)?;
+        let membership: StoredMembership =
+            get_json(&self.db.sm_meta, &txn, MEMBERSHIP_KEY)?.unwrap_or_default();
+        let snapshot_id = match &applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.leader_id.node_id, l.index),
+            None => "empty".to_string(),
         };
+        let meta = SnapshotMeta {
+            last_log_id: applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        let dir = self.db.snapshot_dir();
+        let mut file = snapshot::write(&self.db, txn, &dir, &meta.snapshot_id).await?;
+        self.db
+            .snapshot_bytes
+            .store(file.file_mut().metadata()?.len(), Ordering::Relaxed);
         let mut txn = self.db.env.write_txn()?;
-        let stored: Option<SnapshotMeta> = get_json(&self.db.snapshot, &txn, SNAPSHOT_META_KEY)?;
+        let stored: Option<CurrentSnapshot> =
+            get_json(&self.db.snapshot, &txn, SNAPSHOT_CURRENT_KEY)?;
         // An install may have stored a newer snapshot while we were reading; never go back.
         if stored
             .as_ref()
-            .is_none_or(|s| s.last_log_id <= meta.last_log_id)
+            .is_none_or(|s| s.meta.last_log_id <= meta.last_log_id)
         {
-            put_json(&self.db.snapshot, &mut txn, SNAPSHOT_META_KEY, &meta)?;
-            self.db.snapshot.put(&mut txn, SNAPSHOT_DATA_KEY, &data)?;
+            set_current(&self.db, &mut txn, &meta, file.path())?;
             txn.commit()?;
+            snapshot::remove_others(&dir, Some(file.path()), false)?;
+        } else {
+            drop(txn);
+            // Still readable through the open handle by whoever asked for it. The install
+            // that stored the newer one may have removed it already.
+            match std::fs::remove_file(file.path()) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
         }
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(file),
         })
     }
 }
@@ -517,51 +713,9 @@ impl SnapshotBuilder {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         self.build()
+            .await
             .map_err(|e| StorageIOError::write_snapshot(None, &e).into())
     }
-}
-
-/// Reads every state machine table.
-fn read_body(db: &MetaDb, txn: &heed::RoTxn) -> Result<SnapshotBody, DbError> {
-    let buckets = query::buckets(db, txn)?;
-    let mut objects = Vec::new();
-    for item in db
-        .objects
-        .range(txn, &(Bound::<&[u8]>::Unbounded, Bound::Unbounded))?
-    {
-        let (k, v) = item?;
-        let key = String::from_utf8(k.to_vec())
-            .map_err(|_| DbError::Corrupt("object key is not UTF-8".into()))?;
-        objects.push((key, serde_json::from_slice(v)?));
-    }
-    let mut keys = Vec::new();
-    for item in db.keys.iter(txn)? {
-        let (_, v) = item?;
-        keys.push(serde_json::from_slice(v)?);
-    }
-    let mut uploads = Vec::new();
-    for item in db.uploads.iter(txn)? {
-        let (_, v) = item?;
-        uploads.push(serde_json::from_slice(v)?);
-    }
-    Ok(SnapshotBody {
-        format: SNAPSHOT_FORMAT_V1,
-        buckets,
-        objects,
-        keys,
-        uploads,
-        tokens: read_all(&db.tokens, txn)?,
-        layout: get_json(&db.sm_meta, txn, LAYOUT_KEY)?,
-        stale: {
-            let mut out = Vec::new();
-            for item in db.stale.iter(txn)? {
-                out.push(stale_from_key(item?.0)?);
-            }
-            out
-        },
-        revisits: query::revisit_page(db, txn, 0, usize::MAX)?,
-        scrub: get_json(&db.sm_meta, txn, SCRUB_KEY)?,
-    })
 }
 
 /// Every record of a JSON table, in key order.
@@ -579,20 +733,196 @@ fn read_all<T: serde::de::DeserializeOwned>(
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
     use super::*;
 
     fn hash(c: char) -> String {
         c.to_string().repeat(64)
     }
 
-    /// Join tokens, used marks included, travel in the snapshot body, and a body written
-    /// before tokens existed still installs (with none).
-    #[actix_rt::test]
-    async fn join_tokens_round_trip_through_a_snapshot() {
-        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let db_a = MetaDb::open(dir_a.path(), 1 << 26).await.unwrap();
+    async fn open(dir: &std::path::Path) -> (MetaDb, StateMachine) {
+        let db = MetaDb::open(dir, 1 << 28).await.unwrap();
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let sm_a = StateMachine::new(db_a.clone(), tx.clone());
+        (db.clone(), StateMachine::new(db, tx))
+    }
+
+    fn digest(db: &MetaDb) -> [u8; 32] {
+        snapshot::state_digest(db, &db.env.read_txn().unwrap()).unwrap()
+    }
+
+    fn applied(db: &MetaDb) -> Option<LogId> {
+        get_json(&db.sm_meta, &db.env.read_txn().unwrap(), APPLIED_KEY).unwrap()
+    }
+
+    /// Writes `records` random records into the live tables (keys as each table's readers
+    /// expect them to look, values arbitrary bytes: the snapshot copies them as stored) and
+    /// random state pointers, and stamps an applied log id.
+    fn fill_random(db: &MetaDb, rng: &mut ChaCha8Rng, records: usize, index: u64) {
+        let mut txn = db.env.write_txn().unwrap();
+        let tables = db.state(&txn).unwrap();
+        for _ in 0..records {
+            let (n, table) = tables.numbered()[rng.gen_range(0..7)];
+            let mut key: Vec<u8> = (0..rng.gen_range(1..40))
+                .map(|_| rng.gen_range(b'a'..=b'z'))
+                .collect();
+            if n == 2 {
+                key.insert(rng.gen_range(0..key.len()), b'/');
+            }
+            let len = if rng.gen_ratio(1, 50) {
+                rng.gen_range(0..20_000)
+            } else {
+                rng.gen_range(0..300)
+            };
+            let value: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+            table.put(&mut txn, &key, &value).unwrap();
+        }
+        if rng.gen_bool(0.7) {
+            db.sm_meta
+                .put(
+                    &mut txn,
+                    LAYOUT_KEY,
+                    format!("layout {}", rng.gen::<u32>()).as_bytes(),
+                )
+                .unwrap();
+        }
+        if rng.gen_bool(0.7) {
+            db.sm_meta
+                .put(
+                    &mut txn,
+                    SCRUB_KEY,
+                    format!("scrub {}", rng.gen::<u32>()).as_bytes(),
+                )
+                .unwrap();
+        }
+        let log_id = LogId::new(openraft::CommittedLeaderId::new(3, 1), index);
+        put_json(&db.sm_meta, &mut txn, APPLIED_KEY, &Some(log_id)).unwrap();
+        txn.commit().unwrap();
+    }
+
+    /// A copy of `file`'s bytes, cut to `len` and with byte `flip` (if any) changed, as a
+    /// received snapshot file.
+    fn received(db: &MetaDb, file: &mut SnapFile, len: usize, flip: Option<usize>) -> SnapFile {
+        use std::io::{Seek, SeekFrom};
+        let mut bytes = Vec::new();
+        file.file_mut().seek(SeekFrom::Start(0)).unwrap();
+        file.file_mut().read_to_end(&mut bytes).unwrap();
+        bytes.truncate(len);
+        if let Some(i) = flip {
+            bytes[i] ^= 0x20;
+        }
+        let mut out = SnapFile::receive(&db.snapshot_dir()).unwrap();
+        out.file_mut().write_all(&bytes).unwrap();
+        out
+    }
+
+    fn file_len(file: &mut SnapFile) -> usize {
+        file.file_mut().metadata().unwrap().len() as usize
+    }
+
+    /// Random states, small and large (slices and install batches crossed), built into a
+    /// snapshot file and installed over another random state, come out byte for byte equal.
+    #[actix_rt::test]
+    async fn a_streamed_snapshot_reproduces_the_state() {
+        let mut rng = ChaCha8Rng::seed_from_u64(18);
+        for (round, records) in [0usize, 1, 7, 300, 2_500, 6_000].into_iter().enumerate() {
+            let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let (db_a, _sm_a) = open(dir_a.path()).await;
+            let (db_b, sm_b) = open(dir_b.path()).await;
+            fill_random(&db_a, &mut rng, records, 100 + round as u64);
+            fill_random(&db_b, &mut rng, 200, 5);
+            let built = SnapshotBuilder { db: db_a.clone() }.build().await.unwrap();
+            assert_eq!(built.meta.last_log_id, applied(&db_a));
+            let mut file = built.snapshot;
+            let len = file_len(&mut file);
+            let mut copy = received(&db_b, &mut file, len, None);
+            sm_b.install(&built.meta, &mut copy).await.unwrap();
+            assert_eq!(digest(&db_b), digest(&db_a), "{records} records");
+            assert_eq!(applied(&db_b), applied(&db_a));
+            // The received file is now B's current snapshot, and the only file kept.
+            let current = sm_b.current_snapshot().await.unwrap().unwrap();
+            assert_eq!(current.meta.last_log_id, built.meta.last_log_id);
+            let kept = std::fs::read_dir(db_b.snapshot_dir()).unwrap().count();
+            assert_eq!(kept, 1);
+        }
+    }
+
+    /// A snapshot cut short at any point, or with any byte changed, is refused, and the member
+    /// keeps its old state and can still take the whole snapshot afterwards.
+    #[actix_rt::test]
+    async fn a_damaged_or_interrupted_install_leaves_the_old_state() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (db_a, _sm_a) = open(dir_a.path()).await;
+        let (db_b, sm_b) = open(dir_b.path()).await;
+        fill_random(&db_a, &mut rng, 120, 40);
+        fill_random(&db_b, &mut rng, 30, 9);
+        let (before, applied_before) = (digest(&db_b), applied(&db_b));
+        let built = SnapshotBuilder { db: db_a.clone() }.build().await.unwrap();
+        let mut file = built.snapshot;
+        let len = file_len(&mut file);
+        let mut cuts: Vec<usize> = (0..len).step_by(len / 97 + 1).collect();
+        cuts.extend(len.saturating_sub(40)..len);
+        for cut in cuts {
+            let mut part = received(&db_b, &mut file, cut, None);
+            assert!(
+                sm_b.install(&built.meta, &mut part).await.is_err(),
+                "cut at {cut}"
+            );
+            assert_eq!(digest(&db_b), before, "cut at {cut}");
+            assert_eq!(applied(&db_b), applied_before);
+        }
+        for flip in (0..len).step_by(len / 53 + 1) {
+            let mut bad = received(&db_b, &mut file, len, Some(flip));
+            assert!(
+                sm_b.install(&built.meta, &mut bad).await.is_err(),
+                "flip at {flip}"
+            );
+            assert_eq!(digest(&db_b), before, "flip at {flip}");
+        }
+        let mut whole = received(&db_b, &mut file, len, None);
+        sm_b.install(&built.meta, &mut whole).await.unwrap();
+        assert_eq!(digest(&db_b), digest(&db_a));
+    }
+
+    /// A stop in the middle of an install (batches already committed into the spare tables)
+    /// reopens on the old state; the next install replaces it whole.
+    #[actix_rt::test]
+    async fn a_stop_mid_install_reopens_on_the_old_state() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (db_a, _sm_a) = open(dir_a.path()).await;
+        fill_random(&db_a, &mut rng, 20_000, 70);
+        let built = SnapshotBuilder { db: db_a.clone() }.build().await.unwrap();
+        let mut file = built.snapshot;
+        let len = file_len(&mut file);
+        let before = {
+            let (db_b, sm_b) = open(dir_b.path()).await;
+            fill_random(&db_b, &mut rng, 50, 3);
+            // More than one install batch arrives before the cut.
+            let mut part = received(&db_b, &mut file, len - 100, None);
+            assert!(sm_b.install(&built.meta, &mut part).await.is_err());
+            let spare = db_b.sets[1 - db_b.live_set(&db_b.env.read_txn().unwrap()).unwrap()];
+            assert!(spare.objects.len(&db_b.env.read_txn().unwrap()).unwrap() > 0);
+            digest(&db_b)
+        };
+        let (db_b, sm_b) = open(dir_b.path()).await;
+        assert_eq!(digest(&db_b), before);
+        let mut whole = received(&db_b, &mut file, len, None);
+        sm_b.install(&built.meta, &mut whole).await.unwrap();
+        assert_eq!(digest(&db_b), digest(&db_a));
+    }
+
+    /// A format-1 snapshot (one JSON document, as members before framed snapshots send) still
+    /// installs, join tokens and their used marks included, and a body written before tokens
+    /// existed installs with none; the member then keeps a framed snapshot of that state.
+    #[actix_rt::test]
+    async fn a_format_one_snapshot_still_installs() {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (db_a, sm_a) = open(dir_a.path()).await;
         let mut txn = db_a.env.write_txn().unwrap();
         for cmd in [
             Command::AddJoinToken {
@@ -615,25 +945,77 @@ mod tests {
             assert_eq!(sm_a.apply_command(&mut txn, &cmd).unwrap().refused, None);
         }
         txn.commit().unwrap();
-        let body = read_body(&db_a, &db_a.env.read_txn().unwrap()).unwrap();
-        assert_eq!(body.tokens.len(), 2);
-        assert_eq!(body.tokens[1].used_by, Some(7));
-
-        let db_b = MetaDb::open(dir_b.path(), 1 << 26).await.unwrap();
-        let sm_b = StateMachine::new(db_b.clone(), tx);
+        let tokens: Vec<JoinTokenRecord> = {
+            let txn = db_a.env.read_txn().unwrap();
+            read_all(&db_a.state(&txn).unwrap().tokens, &txn).unwrap()
+        };
+        let body = SnapshotBody {
+            format: SNAPSHOT_FORMAT_V1,
+            buckets: Vec::new(),
+            objects: Vec::new(),
+            keys: Vec::new(),
+            uploads: Vec::new(),
+            tokens,
+            layout: None,
+            stale: Vec::new(),
+            revisits: Vec::new(),
+            scrub: None,
+        };
+        let (db_b, sm_b) = open(dir_b.path()).await;
         let meta = SnapshotMeta::default();
-        sm_b.install(&meta, serde_json::to_vec(&body).unwrap())
+        let mut file = SnapFile::receive(&db_b.snapshot_dir()).unwrap();
+        file.file_mut()
+            .write_all(&serde_json::to_vec(&body).unwrap())
             .unwrap();
-        assert_eq!(
-            read_body(&db_b, &db_b.env.read_txn().unwrap()).unwrap(),
-            body
-        );
+        sm_b.install(&meta, &mut file).await.unwrap();
+        assert_eq!(digest(&db_b), digest(&db_a));
+        let installed = {
+            let txn = db_b.env.read_txn().unwrap();
+            let tokens: Vec<JoinTokenRecord> =
+                read_all(&db_b.state(&txn).unwrap().tokens, &txn).unwrap();
+            tokens
+        };
+        assert_eq!(installed.len(), 2);
+        assert_eq!(installed[1].used_by, Some(7));
+        assert!(sm_b.current_snapshot().await.unwrap().is_some());
 
         let mut old = serde_json::to_value(&body).unwrap();
         old.as_object_mut().unwrap().remove("tokens");
-        sm_b.install(&meta, serde_json::to_vec(&old).unwrap())
+        let mut file = SnapFile::receive(&db_b.snapshot_dir()).unwrap();
+        file.file_mut()
+            .write_all(&serde_json::to_vec(&old).unwrap())
             .unwrap();
-        let installed = read_body(&db_b, &db_b.env.read_txn().unwrap()).unwrap();
-        assert!(installed.tokens.is_empty());
+        sm_b.install(&meta, &mut file).await.unwrap();
+        let txn = db_b.env.read_txn().unwrap();
+        assert_eq!(db_b.state(&txn).unwrap().tokens.len(&txn).unwrap(), 0);
+    }
+
+    /// A store that kept its snapshot inside LMDB (format 1) serves a framed file of its
+    /// current state instead, and drops the old copy.
+    #[actix_rt::test]
+    async fn a_snapshot_kept_in_lmdb_is_replaced_by_a_file() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let dir = tempfile::tempdir().unwrap();
+        let (db, sm) = open(dir.path()).await;
+        fill_random(&db, &mut rng, 40, 12);
+        let mut txn = db.env.write_txn().unwrap();
+        put_json(
+            &db.snapshot,
+            &mut txn,
+            LEGACY_META_KEY,
+            &SnapshotMeta::default(),
+        )
+        .unwrap();
+        db.snapshot.put(&mut txn, LEGACY_DATA_KEY, b"{}").unwrap();
+        txn.commit().unwrap();
+        let current = sm.current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta.last_log_id, applied(&db));
+        let txn = db.env.read_txn().unwrap();
+        assert!(db.snapshot.get(&txn, LEGACY_DATA_KEY).unwrap().is_none());
+        assert!(db
+            .snapshot
+            .get(&txn, SNAPSHOT_CURRENT_KEY)
+            .unwrap()
+            .is_some());
     }
 }

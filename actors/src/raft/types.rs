@@ -2,8 +2,6 @@
 //! `Command`, never object bytes — INV-1), what applying one answers (`Applied`), how a member
 //! is described (`NodeInfo`), and which async runtime openraft runs on (the seeded one).
 
-use std::io::Cursor;
-
 pub use hamster_protocol::meta::NodeInfo;
 use hamster_protocol::meta::{Applied, Batch};
 
@@ -17,7 +15,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = NodeInfo,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = super::snapshot::SnapFile,
         AsyncRuntime = HamsterRuntime,
 );
 

@@ -49,7 +49,8 @@ fn referenced(db: &MetaDb) -> Result<BTreeSet<Placed>, String> {
         }
         Ok(())
     };
-    for item in db.objects.iter(&txn).map_err(|e| e.to_string())? {
+    let tables = db.state(&txn).map_err(|e| e.to_string())?;
+    for item in tables.objects.iter(&txn).map_err(|e| e.to_string())? {
         let (_, bytes) = item.map_err(|e| e.to_string())?;
         let list: VersionList = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         for v in &list.versions {
@@ -63,7 +64,7 @@ fn referenced(db: &MetaDb) -> Result<BTreeSet<Placed>, String> {
             }
         }
     }
-    for item in db.uploads.iter(&txn).map_err(|e| e.to_string())? {
+    for item in tables.uploads.iter(&txn).map_err(|e| e.to_string())? {
         let (_, bytes) = item.map_err(|e| e.to_string())?;
         let upload: Upload = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         for p in upload.parts.values() {
