@@ -32,8 +32,9 @@ use hamster_actors::node::{
 use hamster_actors::peer::{raft_protocol, PeerLink, RaftService};
 use hamster_actors::raft::epoch::Epoch;
 use hamster_actors::raft::node::{
-    AddLearner, AdoptEpoch, CatchUp, GetAccessKey, GetLayout, GetScrub, Network, Propose, RaftNode,
-    RaftNodeConfig, RaftStatus, RemoveMember, Shutdown, StaleCount, StartOptions, WatchMetrics,
+    AddLearner, AdoptEpoch, CatchUp, GetAccessKey, GetLayout, GetReader, GetScrub, Network,
+    Propose, RaftNode, RaftNodeConfig, RaftStatus, RemoveMember, Shutdown, StaleCount,
+    StartOptions, WatchMetrics,
 };
 use hamster_actors::raft::NodeInfo;
 use hamster_actors::reclaim::{self, SweepGuard};
@@ -881,9 +882,14 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
 
     let mut s3_handle = None;
     if let Some(addr) = &s.s3 {
+        let reader = raft
+            .send(GetReader)
+            .await
+            .context("the metadata node stopped during start-up")?;
         let state = Arc::new(S3State {
             offload: s3::Offload::Pool,
             raft: raft.clone(),
+            reader,
             shards: shards.clone(),
             data: data.clone(),
             metrics: metrics.clone(),

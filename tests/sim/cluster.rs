@@ -23,8 +23,8 @@ use hamster_actors::peer::RaftService;
 use hamster_actors::raft::db::MetaDb;
 use hamster_actors::raft::epoch::Epoch;
 use hamster_actors::raft::node::{
-    AddLearner, ChangeMembership, CompactLog, GetLayout, GetObject, Network, StartOptions,
-    WatchMetrics,
+    AddLearner, ChangeMembership, CompactLog, GetLayout, GetObject, GetReader, Network,
+    StartOptions, WatchMetrics,
 };
 use hamster_actors::raft::{NodeInfo, Propose, RaftNode, RaftNodeConfig, Shutdown};
 use hamster_actors::reclaim;
@@ -344,8 +344,13 @@ impl Sim {
             DATA_CONFIG,
             liveness,
         );
+        let reader = addr
+            .send(GetReader)
+            .await
+            .map_err(|e| format!("node {id}: {e}"))?;
         let s3 = Arc::new(S3State {
             raft: addr.clone(),
+            reader,
             shards,
             data,
             metrics,

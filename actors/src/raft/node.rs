@@ -205,6 +205,148 @@ pub enum ReadError {
     Storage(String),
 }
 
+/// A read of the local replica that needs nothing from the Raft actor: any holder of a
+/// [`MetaReader`] answers it on its own thread, from one LMDB read transaction. Whether the
+/// replica is current enough is the caller's business (`CatchUp` first where it must be).
+pub trait LocalRead {
+    /// What the read answers.
+    type Output;
+    /// Answers from `txn`.
+    fn read_in(&self, db: &MetaDb, txn: &heed::RoTxn) -> Result<Self::Output, DbError>;
+}
+
+/// A handle for reading the local replica without queueing behind the Raft actor's
+/// proposals and Raft traffic. Cloning is cheap. It holds the store only while a read runs,
+/// so a [`Shutdown`] still closes the store; reads after that answer [`ReadError::Closed`].
+#[derive(Clone, Default)]
+pub struct MetaReader {
+    slot: Arc<std::sync::RwLock<Option<MetaDb>>>,
+}
+
+impl MetaReader {
+    fn over(db: MetaDb) -> MetaReader {
+        MetaReader {
+            slot: Arc::new(std::sync::RwLock::new(Some(db))),
+        }
+    }
+
+    /// Answers `q` from the local replica as it is now.
+    pub fn read<Q: LocalRead>(&self, q: &Q) -> Result<Q::Output, ReadError> {
+        let db = self
+            .slot
+            .read()
+            .map_err(|_| ReadError::Closed)?
+            .clone()
+            .ok_or(ReadError::Closed)?;
+        let txn = db
+            .env
+            .read_txn()
+            .map_err(|e| ReadError::Storage(e.to_string()))?;
+        q.read_in(&db, &txn)
+            .map_err(|e| ReadError::Storage(e.to_string()))
+    }
+
+    /// Lets go of the store: later reads answer `Closed`.
+    fn close(&self) {
+        if let Ok(mut slot) = self.slot.write() {
+            *slot = None;
+        }
+    }
+}
+
+/// This node's [`MetaReader`].
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "MetaReader")]
+pub struct GetReader;
+
+impl LocalRead for GetBucket {
+    type Output = Option<BucketRecord>;
+
+    fn read_in(&self, db: &MetaDb, txn: &heed::RoTxn) -> Result<Self::Output, DbError> {
+        query::bucket(db, txn, &self.0)
+    }
+}
+
+impl LocalRead for ListBuckets {
+    type Output = Vec<BucketRecord>;
+
+    fn read_in(&self, db: &MetaDb, txn: &heed::RoTxn) -> Result<Self::Output, DbError> {
+        query::buckets(db, txn)
+    }
+}
+
+impl LocalRead for GetObject {
+    type Output = Option<VersionList>;
+
+    fn read_in(&self, db: &MetaDb, txn: &heed::RoTxn) -> Result<Self::Output, DbError> {
+        query::versions(db, txn, &self.bucket, &self.key)
+    }
+}
+
+impl LocalRead for ListObjects {
+    type Output = Page<ObjectVersion>;
+
+    fn read_in(&self, db: &MetaDb, txn: &heed::RoTxn) -> Result<Self::Output, DbError> {
+        query::list_objects(db, txn, &self.bucket, &self.params)
+    }
+}
+
+impl LocalRead for GetUpload {
+    type Output = Option<Upload>;
+
+    fn read_in(&self, db: &MetaDb, txn: &heed::RoTxn) -> Result<Self::Output, DbError> {
+        query::upload(db, txn, &self.bucket, &self.key, &self.upload_id)
+    }
+}
+
+impl LocalRead for ListUploads {
+    type Output = Vec<Upload>;
+
+    fn read_in(&self, db: &MetaDb, txn: &heed::RoTxn) -> Result<Self::Output, DbError> {
+        query::list_uploads(db, txn, self)
+    }
+}
+
+impl LocalRead for GetAccessKey {
+    type Output = Option<AccessKey>;
+
+    fn read_in(&self, db: &MetaDb, txn: &heed::RoTxn) -> Result<Self::Output, DbError> {
+        query::access_key(db, txn, &self.0)
+    }
+}
+
+impl LocalRead for ListAccessKeys {
+    type Output = Vec<AccessKey>;
+
+    fn read_in(&self, db: &MetaDb, txn: &heed::RoTxn) -> Result<Self::Output, DbError> {
+        query::access_keys(db, txn)
+    }
+}
+
+impl LocalRead for GetLayout {
+    type Output = Option<Layout>;
+
+    fn read_in(&self, db: &MetaDb, txn: &heed::RoTxn) -> Result<Self::Output, DbError> {
+        query::layout(db, txn)
+    }
+}
+
+impl LocalRead for GetScrub {
+    type Output = hamster_protocol::scrub::ScrubState;
+
+    fn read_in(&self, db: &MetaDb, txn: &heed::RoTxn) -> Result<Self::Output, DbError> {
+        query::scrub(db, txn)
+    }
+}
+
+impl LocalRead for GetAdmitted {
+    type Output = BTreeMap<u64, NodeInfo>;
+
+    fn read_in(&self, db: &MetaDb, txn: &heed::RoTxn) -> Result<Self::Output, DbError> {
+        query::admitted(db, txn)
+    }
+}
+
 /// Commit `Command` through Raft and return what applying it answered. A `Refusal` is an
 /// answer (`Applied.refused`), not an error.
 #[derive(Debug, Clone, Message)]
@@ -525,6 +667,8 @@ pub struct RaftNode {
     raft: Raft,
     /// `None` once shut down.
     db: Option<MetaDb>,
+    /// Reads of the same store from other threads.
+    reader: MetaReader,
     max_key_bytes: usize,
     /// Proposals waiting for the batch in flight to land.
     pending: Vec<Pending>,
@@ -667,6 +811,7 @@ impl RaftNode {
         let node = RaftNode {
             node_id: cfg.node_id,
             raft,
+            reader: MetaReader::over(db.clone()),
             db: Some(db),
             max_key_bytes,
             pending: Vec::new(),
@@ -1181,6 +1326,19 @@ impl RaftNode {
         if self.in_flight || self.pending.is_empty() {
             return;
         }
+        // A follower that knows the leader sends the proposals there straight away; trying
+        // locally first would only be refused.
+        if let Some(leader) = self.other_leader() {
+            while !self.pending.is_empty() {
+                let take = self.pending.len().min(BATCH_COMMANDS_MAX);
+                let batch: Vec<Pending> = self.pending.drain(..take).collect();
+                let e = ProposeError::NotLeader {
+                    leader: Some(leader),
+                };
+                self.refused(e, batch, ctx);
+            }
+            return;
+        }
         let take = self.pending.len().min(BATCH_COMMANDS_MAX);
         let batch: Vec<Pending> = self.pending.drain(..take).collect();
         let cmds: Vec<Command> = batch.iter().map(|p| p.cmd.clone()).collect();
@@ -1205,6 +1363,18 @@ impl RaftNode {
 }
 
 impl RaftNode {
+    /// The leader this node knows of, when that is another node and this one can reach it.
+    fn other_leader(&self) -> Option<u64> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        match m.current_leader {
+            Some(l) if l != self.node_id && m.state != ServerState::Leader => {
+                self.link.as_ref().map(|_| l)
+            }
+            _ => None,
+        }
+    }
+
     /// Answers a batch this node could not commit: when it was refused because another node
     /// leads or none is known yet, proposals that may be forwarded go to the leader (see
     /// [`RaftNode::forward`]); the rest get the error.
@@ -1239,19 +1409,27 @@ impl RaftNode {
     }
 }
 
+impl Handler<GetReader> for RaftNode {
+    type Result = MessageResult<GetReader>;
+
+    fn handle(&mut self, _msg: GetReader, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.reader.clone())
+    }
+}
+
 impl Handler<GetBucket> for RaftNode {
     type Result = Result<Option<BucketRecord>, ReadError>;
 
     fn handle(&mut self, msg: GetBucket, _ctx: &mut Self::Context) -> Self::Result {
-        self.read(|db, txn| query::bucket(db, txn, &msg.0))
+        self.read(|db, txn| msg.read_in(db, txn))
     }
 }
 
 impl Handler<ListBuckets> for RaftNode {
     type Result = Result<Vec<BucketRecord>, ReadError>;
 
-    fn handle(&mut self, _msg: ListBuckets, _ctx: &mut Self::Context) -> Self::Result {
-        self.read(query::buckets)
+    fn handle(&mut self, msg: ListBuckets, _ctx: &mut Self::Context) -> Self::Result {
+        self.read(|db, txn| msg.read_in(db, txn))
     }
 }
 
@@ -1259,7 +1437,7 @@ impl Handler<GetObject> for RaftNode {
     type Result = Result<Option<VersionList>, ReadError>;
 
     fn handle(&mut self, msg: GetObject, _ctx: &mut Self::Context) -> Self::Result {
-        self.read(|db, txn| query::versions(db, txn, &msg.bucket, &msg.key))
+        self.read(|db, txn| msg.read_in(db, txn))
     }
 }
 
@@ -1267,7 +1445,7 @@ impl Handler<ListObjects> for RaftNode {
     type Result = Result<Page<ObjectVersion>, ReadError>;
 
     fn handle(&mut self, msg: ListObjects, _ctx: &mut Self::Context) -> Self::Result {
-        self.read(|db, txn| query::list_objects(db, txn, &msg.bucket, &msg.params))
+        self.read(|db, txn| msg.read_in(db, txn))
     }
 }
 
@@ -1275,7 +1453,7 @@ impl Handler<GetUpload> for RaftNode {
     type Result = Result<Option<Upload>, ReadError>;
 
     fn handle(&mut self, msg: GetUpload, _ctx: &mut Self::Context) -> Self::Result {
-        self.read(|db, txn| query::upload(db, txn, &msg.bucket, &msg.key, &msg.upload_id))
+        self.read(|db, txn| msg.read_in(db, txn))
     }
 }
 
@@ -1283,7 +1461,7 @@ impl Handler<ListUploads> for RaftNode {
     type Result = Result<Vec<Upload>, ReadError>;
 
     fn handle(&mut self, msg: ListUploads, _ctx: &mut Self::Context) -> Self::Result {
-        self.read(|db, txn| query::list_uploads(db, txn, &msg))
+        self.read(|db, txn| msg.read_in(db, txn))
     }
 }
 
@@ -1291,15 +1469,15 @@ impl Handler<GetAccessKey> for RaftNode {
     type Result = Result<Option<AccessKey>, ReadError>;
 
     fn handle(&mut self, msg: GetAccessKey, _ctx: &mut Self::Context) -> Self::Result {
-        self.read(|db, txn| query::access_key(db, txn, &msg.0))
+        self.read(|db, txn| msg.read_in(db, txn))
     }
 }
 
 impl Handler<ListAccessKeys> for RaftNode {
     type Result = Result<Vec<AccessKey>, ReadError>;
 
-    fn handle(&mut self, _msg: ListAccessKeys, _ctx: &mut Self::Context) -> Self::Result {
-        self.read(query::access_keys)
+    fn handle(&mut self, msg: ListAccessKeys, _ctx: &mut Self::Context) -> Self::Result {
+        self.read(|db, txn| msg.read_in(db, txn))
     }
 }
 
@@ -1335,16 +1513,16 @@ impl Handler<CountStored> for RaftNode {
 impl Handler<GetLayout> for RaftNode {
     type Result = Result<Option<Layout>, ReadError>;
 
-    fn handle(&mut self, _msg: GetLayout, _ctx: &mut Self::Context) -> Self::Result {
-        self.read(query::layout)
+    fn handle(&mut self, msg: GetLayout, _ctx: &mut Self::Context) -> Self::Result {
+        self.read(|db, txn| msg.read_in(db, txn))
     }
 }
 
 impl Handler<GetScrub> for RaftNode {
     type Result = Result<hamster_protocol::scrub::ScrubState, ReadError>;
 
-    fn handle(&mut self, _msg: GetScrub, _ctx: &mut Self::Context) -> Self::Result {
-        self.read(query::scrub)
+    fn handle(&mut self, msg: GetScrub, _ctx: &mut Self::Context) -> Self::Result {
+        self.read(|db, txn| msg.read_in(db, txn))
     }
 }
 
@@ -1383,8 +1561,8 @@ impl Handler<RevisitPage> for RaftNode {
 impl Handler<GetAdmitted> for RaftNode {
     type Result = Result<BTreeMap<u64, NodeInfo>, ReadError>;
 
-    fn handle(&mut self, _msg: GetAdmitted, _ctx: &mut Self::Context) -> Self::Result {
-        self.read(query::admitted)
+    fn handle(&mut self, msg: GetAdmitted, _ctx: &mut Self::Context) -> Self::Result {
+        self.read(|db, txn| msg.read_in(db, txn))
     }
 }
 
@@ -1657,6 +1835,7 @@ impl Handler<Shutdown> for RaftNode {
             }
         };
         Box::pin(stop_raft.into_actor(self).then(|_, act, _ctx| {
+            act.reader.close();
             let closing = act.db.take().map(MetaDb::into_closing_event);
             wait_closed(closing)
                 .into_actor(act)

@@ -1,31 +1,23 @@
 //! The S3 front's questions to the Raft node: proposals (the linearization point, INV-2) and
-//! local-replica reads, with mailbox and storage failures mapped to S3 errors.
+//! local-replica reads (off the Raft node's mailbox), with mailbox and storage failures mapped to S3 errors.
 
-use actix::dev::ToEnvelope;
-use actix::{Handler, Message};
 use hamster_protocol::meta::{Applied, BucketRecord, Command};
 use hamster_protocol::s3err::{S3Error, S3ErrorCode};
 use tracing::warn;
 
 use super::S3State;
-use crate::raft::node::{CatchUp, GetBucket, Propose, ProposeError, RaftNode};
+use crate::raft::node::{CatchUp, GetBucket, LocalRead, Propose, ProposeError, ReadError};
 
-/// Sends a read to the Raft node; storage failures become InternalError.
-pub async fn read<M, T, E>(state: &S3State, msg: M) -> Result<T, S3Error>
-where
-    M: Message<Result = Result<T, E>> + Send + 'static,
-    T: Send + 'static,
-    E: std::fmt::Display + Send + 'static,
-    RaftNode: Handler<M>,
-    <RaftNode as actix::Actor>::Context: ToEnvelope<RaftNode, M>,
-{
-    match state.raft.send(msg).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => {
+/// Reads the local replica on the caller's thread (not through the Raft node's mailbox);
+/// storage failures become InternalError, a closed store ServiceUnavailable.
+pub async fn read<Q: LocalRead>(state: &S3State, q: Q) -> Result<Q::Output, S3Error> {
+    match state.reader.read(&q) {
+        Ok(v) => Ok(v),
+        Err(ReadError::Closed) => Err(S3Error::new(S3ErrorCode::ServiceUnavailable)),
+        Err(e) => {
             warn!(error = %e, "metadata read failed");
             Err(S3Error::new(S3ErrorCode::InternalError))
         }
-        Err(_) => Err(S3Error::new(S3ErrorCode::ServiceUnavailable)),
     }
 }
 

@@ -126,6 +126,8 @@ impl Offload {
 pub struct S3State {
     /// The metadata node.
     pub raft: Addr<RaftNode>,
+    /// Reads of the local metadata replica, answered on the request's own thread.
+    pub reader: crate::raft::node::MetaReader,
     /// Local shard files.
     pub shards: Arc<ShardStore>,
     /// Where object bytes are written and read: this node and the parts' other homes.
