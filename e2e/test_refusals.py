@@ -1,0 +1,124 @@
+"""Nothing is silently accepted: a request for a feature Hamster does not carry out answers
+501 NotImplemented and changes nothing.
+
+Proves, with boto3 and plain signed forms, that object lock asked for in any way (retention and
+legal-hold headers on PutObject, CopyObject and CreateMultipartUpload, the same fields in a POST
+form, a lock-enabled CreateBucket, and the `?object-lock`, `?retention` and `?legal-hold`
+subresources) is refused with a message naming it, and that the refused request stored nothing:
+no object, no upload, no bucket.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import requests
+from botocore.exceptions import ClientError
+
+import harness
+from conftest import unique_bucket
+
+RETAIN_UNTIL = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def refused(call, *args, mentions: str = "", **kwargs) -> ClientError:
+    """Runs a boto3 call that must answer 501 NotImplemented, naming `mentions`."""
+    with pytest.raises(ClientError) as e:
+        call(*args, **kwargs)
+    assert harness.error_code(e.value) == "NotImplemented", e.value.response
+    assert harness.http_status(e.value) == 501
+    assert mentions in e.value.response["Error"].get("Message", ""), e.value.response
+    return e.value
+
+
+def absent(s3, bucket: str, key: str) -> bool:
+    with pytest.raises(ClientError) as e:
+        s3.head_object(Bucket=bucket, Key=key)
+    return harness.http_status(e.value) == 404
+
+
+def form_upload(s3, bucket: str, key: str, fields: dict[str, str]) -> requests.Response:
+    """A signed POST form whose policy covers `fields`, so only the feature check can refuse it."""
+    post = s3.generate_presigned_post(
+        Bucket=bucket, Key=key, Fields=dict(fields),
+        Conditions=[{k: v} for k, v in fields.items()], ExpiresIn=300)
+    return requests.post(post["url"], data=post["fields"], files={"file": ("f", b"form body")},
+                         timeout=60)
+
+
+# --- object lock --------------------------------------------------------------------------
+
+LOCK_ARGS = [
+    {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": RETAIN_UNTIL},
+    {"ObjectLockMode": "GOVERNANCE", "ObjectLockRetainUntilDate": RETAIN_UNTIL},
+    {"ObjectLockLegalHoldStatus": "ON"},
+]
+
+
+@pytest.mark.parametrize("lock", LOCK_ARGS)
+def test_put_with_object_lock_is_refused_and_stores_nothing(s3, bucket, lock):
+    refused(s3.put_object, Bucket=bucket, Key="worm", Body=b"keep me", mentions="Object lock",
+            **lock)
+    assert absent(s3, bucket, "worm")
+
+
+@pytest.mark.parametrize("lock", LOCK_ARGS)
+def test_copy_with_object_lock_is_refused(s3, bucket, lock):
+    s3.put_object(Bucket=bucket, Key="src", Body=b"source")
+    refused(s3.copy_object, Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"},
+            mentions="Object lock", **lock)
+    assert absent(s3, bucket, "dst")
+
+
+@pytest.mark.parametrize("lock", LOCK_ARGS)
+def test_multipart_with_object_lock_is_refused(s3, bucket, lock):
+    refused(s3.create_multipart_upload, Bucket=bucket, Key="big", mentions="Object lock", **lock)
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_lock_enabled_bucket_is_refused_and_not_created(s3):
+    name = unique_bucket("lock")
+    refused(s3.create_bucket, Bucket=name, ObjectLockEnabledForBucket=True,
+            mentions="x-amz-bucket-object-lock-enabled")
+    with pytest.raises(ClientError) as e:
+        s3.head_bucket(Bucket=name)
+    assert harness.http_status(e.value) == 404
+    # Asking for a bucket without lock is asking for what Hamster makes.
+    s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=False)
+    s3.delete_bucket(Bucket=name)
+
+
+@pytest.mark.parametrize("field", [
+    {"x-amz-object-lock-mode": "COMPLIANCE",
+     "x-amz-object-lock-retain-until-date": "2030-01-01T00:00:00Z"},
+    {"x-amz-object-lock-legal-hold": "ON"},
+])
+def test_form_upload_with_object_lock_is_refused(s3, bucket, field):
+    resp = form_upload(s3, bucket, "formed", field)
+    assert resp.status_code == 501, resp.text
+    assert "<Code>NotImplemented</Code>" in resp.text
+    assert "Object lock" in resp.text
+    assert absent(s3, bucket, "formed")
+
+
+def test_lock_configuration_subresource_is_not_served(s3, bucket):
+    with pytest.raises(ClientError) as e:
+        s3.get_object_lock_configuration(Bucket=bucket)
+    # Either answer is honest: not implemented, or AWS's "this bucket has no lock".
+    assert harness.error_code(e.value) in ("NotImplemented", "ObjectLockConfigurationNotFoundError")
+    refused(s3.put_object_lock_configuration, Bucket=bucket,
+            ObjectLockConfiguration={"ObjectLockEnabled": "Enabled", "Rule": {
+                "DefaultRetention": {"Mode": "COMPLIANCE", "Days": 1}}})
+
+
+def test_retention_and_legal_hold_subresources_are_refused(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    refused(s3.put_object_retention, Bucket=bucket, Key="k",
+            Retention={"Mode": "COMPLIANCE", "RetainUntilDate": RETAIN_UNTIL})
+    refused(s3.get_object_retention, Bucket=bucket, Key="k")
+    refused(s3.put_object_legal_hold, Bucket=bucket, Key="k", LegalHold={"Status": "ON"})
+    refused(s3.get_object_legal_hold, Bucket=bucket, Key="k")
+    # The refused requests left the object as it was, deletable at once.
+    s3.delete_object(Bucket=bucket, Key="k")
+    assert absent(s3, bucket, "k")

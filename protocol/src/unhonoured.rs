@@ -1,0 +1,121 @@
+//! The request features Hamster does not honour, and the one check that refuses them.
+//!
+//! A client that asks for object lock and gets a plain 200 believes its data is protected when
+//! it is not. So every request header (and every POST form field) that asks for a feature
+//! Hamster does not carry out is answered `NotImplemented` before anything is stored or read,
+//! and this module is the only list of them: the S3 front calls [`check`] once per request,
+//! not once per operation.
+
+use crate::s3err::{S3Error, S3ErrorCode};
+
+/// Where a request's parameters came from. A POST form names some features differently from
+/// the headers of the other operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carrier {
+    /// HTTP request headers (names are case-insensitive).
+    Headers,
+    /// The text fields of a POST Object form (names are case-insensitive).
+    Form,
+}
+
+/// The feature a parameter asks for, if Hamster does not honour it. `name` is lowercase and
+/// `value` trimmed.
+fn feature(name: &str, value: &str, _carrier: Carrier) -> Option<&'static str> {
+    match name {
+        "x-amz-object-lock-mode" | "x-amz-object-lock-retain-until-date" => {
+            Some("Object lock retention")
+        }
+        "x-amz-object-lock-legal-hold" => Some("Object lock legal hold"),
+        // `false` asks for a bucket without lock, which is what every bucket is.
+        "x-amz-bucket-object-lock-enabled" if !value.eq_ignore_ascii_case("false") => {
+            Some("Object lock on a bucket")
+        }
+        _ => None,
+    }
+}
+
+/// Refuses a request whose parameters ask for a feature Hamster does not honour, naming the
+/// feature and the parameter. When several do, the one with the smallest name is named, so the
+/// answer does not depend on the order the parameters arrived in.
+pub fn check<'a>(
+    params: impl IntoIterator<Item = (&'a str, &'a str)>,
+    carrier: Carrier,
+) -> Result<(), S3Error> {
+    let refused = params
+        .into_iter()
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.trim()))
+        .filter_map(|(name, value)| Some((feature(&name, value, carrier)?, name)))
+        .min_by(|a, b| a.1.cmp(&b.1));
+    match refused {
+        None => Ok(()),
+        Some((feature, name)) => Err(S3Error::with_message(
+            S3ErrorCode::NotImplemented,
+            format!("{feature} ({name}) is not implemented by Hamster; the request was refused and nothing was changed"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(params: &[(&str, &str)], carrier: Carrier) -> Option<String> {
+        check(params.iter().copied(), carrier).err().map(|e| {
+            assert_eq!(e.code, S3ErrorCode::NotImplemented);
+            e.message().to_string()
+        })
+    }
+
+    #[test]
+    fn ordinary_requests_pass() {
+        let plain = [
+            ("content-type", "text/plain"),
+            ("x-amz-meta-lock", "yes"),
+            ("x-amz-content-sha256", "UNSIGNED-PAYLOAD"),
+        ];
+        assert_eq!(refused(&plain, Carrier::Headers), None);
+        assert_eq!(refused(&plain, Carrier::Form), None);
+        assert_eq!(refused(&[], Carrier::Headers), None);
+    }
+
+    #[test]
+    fn object_lock_is_refused_wherever_it_is_asked_for() {
+        for carrier in [Carrier::Headers, Carrier::Form] {
+            for (name, value) in [
+                ("x-amz-object-lock-mode", "COMPLIANCE"),
+                ("X-Amz-Object-Lock-Mode", "GOVERNANCE"),
+                (
+                    "x-amz-object-lock-retain-until-date",
+                    "2030-01-01T00:00:00Z",
+                ),
+                ("x-amz-object-lock-legal-hold", "ON"),
+                ("x-amz-object-lock-legal-hold", "OFF"),
+                ("x-amz-bucket-object-lock-enabled", "true"),
+                ("x-amz-bucket-object-lock-enabled", "TRUE"),
+                ("x-amz-bucket-object-lock-enabled", "yes"),
+            ] {
+                let msg = refused(&[("content-type", "a/b"), (name, value)], carrier)
+                    .unwrap_or_else(|| panic!("{name}: {value} was accepted"));
+                assert!(msg.contains("Object lock"), "{msg}");
+                assert!(msg.contains(&name.to_ascii_lowercase()), "{msg}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_bucket_without_lock_is_what_hamster_makes() {
+        for value in ["false", "False", " false "] {
+            let params = [("x-amz-bucket-object-lock-enabled", value)];
+            assert_eq!(refused(&params, Carrier::Headers), None, "{value}");
+        }
+    }
+
+    #[test]
+    fn the_named_parameter_does_not_depend_on_arrival_order() {
+        let a = ("x-amz-object-lock-mode", "COMPLIANCE");
+        let b = ("x-amz-object-lock-legal-hold", "ON");
+        let first = refused(&[a, b], Carrier::Headers);
+        assert_eq!(first, refused(&[b, a], Carrier::Headers));
+        assert!(first.unwrap().contains("x-amz-object-lock-legal-hold"));
+    }
+}
