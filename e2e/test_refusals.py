@@ -5,7 +5,10 @@ Proves, with boto3 and plain signed forms, that object lock asked for in any way
 legal-hold headers on PutObject, CopyObject and CreateMultipartUpload, the same fields in a POST
 form, a lock-enabled CreateBucket, and the `?object-lock`, `?retention` and `?legal-hold`
 subresources) is refused with a message naming it, and that the refused request stored nothing:
-no object, no upload, no bucket.
+no object, no upload, no bucket. The same holds for server-side encryption: SSE-S3 (AES256
+too), SSE-KMS and SSE-C headers on PUT, GET, HEAD, copies, multipart uploads and parts, their
+POST form fields, and PutBucketEncryption; in particular a GET with a customer key does not
+return the (unencrypted) bytes.
 """
 
 from __future__ import annotations
@@ -122,3 +125,81 @@ def test_retention_and_legal_hold_subresources_are_refused(s3, bucket):
     # The refused requests left the object as it was, deletable at once.
     s3.delete_object(Bucket=bucket, Key="k")
     assert absent(s3, bucket, "k")
+
+
+# --- server-side encryption ---------------------------------------------------------------
+
+SSE_C = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": "k" * 32}
+SSE_ARGS = [
+    {"ServerSideEncryption": "AES256"},
+    {"ServerSideEncryption": "aws:kms"},
+    {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/mine",
+     "SSEKMSEncryptionContext": "e30=", "BucketKeyEnabled": True},
+    SSE_C,
+]
+
+
+@pytest.mark.parametrize("sse", SSE_ARGS)
+def test_encrypted_put_is_refused_and_stores_nothing(s3, bucket, sse):
+    refused(s3.put_object, Bucket=bucket, Key="secret", Body=b"plain text marker",
+            mentions="encrypt", **sse)
+    assert absent(s3, bucket, "secret")
+
+
+def test_read_with_customer_key_never_returns_the_bytes(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="plain", Body=b"stored unencrypted")
+    refused(s3.get_object, Bucket=bucket, Key="plain", mentions="SSE-C", **SSE_C)
+    with pytest.raises(ClientError) as e:
+        s3.head_object(Bucket=bucket, Key="plain", **SSE_C)
+    assert harness.http_status(e.value) == 501
+
+
+@pytest.mark.parametrize("sse", [
+    {"ServerSideEncryption": "AES256"},
+    SSE_C,
+    {"CopySourceSSECustomerAlgorithm": "AES256", "CopySourceSSECustomerKey": "k" * 32},
+])
+def test_encrypted_copy_is_refused(s3, bucket, sse):
+    s3.put_object(Bucket=bucket, Key="src", Body=b"source")
+    refused(s3.copy_object, Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"},
+            mentions="encrypt", **sse)
+    assert absent(s3, bucket, "dst")
+
+
+@pytest.mark.parametrize("sse", [{"ServerSideEncryption": "AES256"}, SSE_C])
+def test_encrypted_multipart_upload_is_refused(s3, bucket, sse):
+    refused(s3.create_multipart_upload, Bucket=bucket, Key="big", mentions="encrypt", **sse)
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_parts_with_customer_keys_are_refused(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="src", Body=b"source")
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="big")["UploadId"]
+    refused(s3.upload_part, Bucket=bucket, Key="big", UploadId=upload, PartNumber=1,
+            Body=b"part", mentions="SSE-C", **SSE_C)
+    refused(s3.upload_part_copy, Bucket=bucket, Key="big", UploadId=upload, PartNumber=2,
+            CopySource={"Bucket": bucket, "Key": "src"}, mentions="SSE-C",
+            CopySourceSSECustomerAlgorithm="AES256", CopySourceSSECustomerKey="k" * 32)
+    assert s3.list_parts(Bucket=bucket, Key="big", UploadId=upload).get("Parts", []) == []
+    s3.abort_multipart_upload(Bucket=bucket, Key="big", UploadId=upload)
+
+
+@pytest.mark.parametrize("field", [
+    {"x-amz-server-side-encryption": "AES256"},
+    {"x-amz-server-side-encryption-customer-algorithm": "AES256"},
+])
+def test_form_upload_with_encryption_is_refused(s3, bucket, field):
+    resp = form_upload(s3, bucket, "formed", field)
+    assert resp.status_code == 501, resp.text
+    assert "<Code>NotImplemented</Code>" in resp.text
+    assert absent(s3, bucket, "formed")
+
+
+def test_bucket_encryption_settings_are_not_accepted(s3, bucket):
+    refused(s3.put_bucket_encryption, Bucket=bucket, ServerSideEncryptionConfiguration={
+        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+    with pytest.raises(ClientError) as e:
+        s3.get_bucket_encryption(Bucket=bucket)
+    # Either answer is honest: not implemented, or AWS's "no encryption configured".
+    assert harness.error_code(e.value) in (
+        "NotImplemented", "ServerSideEncryptionConfigurationNotFoundError")

@@ -30,6 +30,20 @@ fn feature(name: &str, value: &str, _carrier: Carrier) -> Option<&'static str> {
         "x-amz-bucket-object-lock-enabled" if !value.eq_ignore_ascii_case("false") => {
             Some("Object lock on a bucket")
         }
+        n if n.starts_with("x-amz-copy-source-server-side-encryption-customer-") => {
+            Some("Reading a copy source encrypted with a customer key (SSE-C)")
+        }
+        n if n.starts_with("x-amz-server-side-encryption-customer-") => {
+            Some("Server-side encryption with a customer key (SSE-C)")
+        }
+        n if n.starts_with("x-amz-server-side-encryption-aws-kms-")
+            || n == "x-amz-server-side-encryption-context"
+            || n == "x-amz-server-side-encryption-bucket-key-enabled" =>
+        {
+            Some("Server-side encryption with KMS keys (SSE-KMS)")
+        }
+        // Any value, AES256 included: Hamster does not encrypt object data yet.
+        "x-amz-server-side-encryption" => Some("Server-side encryption"),
         _ => None,
     }
 }
@@ -108,6 +122,45 @@ mod tests {
             let params = [("x-amz-bucket-object-lock-enabled", value)];
             assert_eq!(refused(&params, Carrier::Headers), None, "{value}");
         }
+    }
+
+    #[test]
+    fn server_side_encryption_is_refused_in_every_form() {
+        for carrier in [Carrier::Headers, Carrier::Form] {
+            for (name, value) in [
+                ("x-amz-server-side-encryption", "AES256"),
+                ("x-amz-server-side-encryption", "aws:kms"),
+                ("x-amz-server-side-encryption", "aws:kms:dsse"),
+                (
+                    "x-amz-server-side-encryption-aws-kms-key-id",
+                    "arn:aws:kms:k",
+                ),
+                ("x-amz-server-side-encryption-context", "e30="),
+                ("x-amz-server-side-encryption-bucket-key-enabled", "false"),
+                ("x-amz-server-side-encryption-customer-algorithm", "AES256"),
+                ("x-amz-server-side-encryption-customer-key", "a2V5"),
+                ("x-amz-server-side-encryption-customer-key-md5", "bWQ1"),
+                ("x-amz-server-side-encryption-customer-key-MD5", "bWQ1"),
+                (
+                    "x-amz-copy-source-server-side-encryption-customer-algorithm",
+                    "AES256",
+                ),
+                (
+                    "x-amz-copy-source-server-side-encryption-customer-key",
+                    "a2V5",
+                ),
+                (
+                    "x-amz-copy-source-server-side-encryption-customer-key-md5",
+                    "bWQ1",
+                ),
+            ] {
+                let msg = refused(&[(name, value)], carrier)
+                    .unwrap_or_else(|| panic!("{name}: {value} was accepted"));
+                assert!(msg.contains("encrypt"), "{msg}");
+            }
+        }
+        let ssec = [("x-amz-server-side-encryption-customer-key", "a2V5")];
+        assert!(refused(&ssec, Carrier::Headers).unwrap().contains("SSE-C"));
     }
 
     #[test]
