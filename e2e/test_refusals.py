@@ -8,7 +8,11 @@ subresources) is refused with a message naming it, and that the refused request 
 no object, no upload, no bucket. The same holds for server-side encryption: SSE-S3 (AES256
 too), SSE-KMS and SSE-C headers on PUT, GET, HEAD, copies, multipart uploads and parts, their
 POST form fields, and PutBucketEncryption; in particular a GET with a customer key does not
-return the (unencrypted) bytes.
+return the (unencrypted) bytes. ACLs that would share access (`public-read`,
+`public-read-write`, `authenticated-read`, `x-amz-grant-*`) are refused on CreateBucket,
+PutObject, CopyObject, CreateMultipartUpload and POST forms, while the owner-only ones
+(`private`, `bucket-owner-full-control`, `bucket-owner-read`) keep working; `?torrent` is
+refused for GET, PUT and DELETE instead of answering as a plain GET.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import requests
 from botocore.exceptions import ClientError
 
 import harness
+import sigv4
 from conftest import unique_bucket
 
 RETAIN_UNTIL = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
@@ -203,3 +208,73 @@ def test_bucket_encryption_settings_are_not_accepted(s3, bucket):
     # Either answer is honest: not implemented, or AWS's "no encryption configured".
     assert harness.error_code(e.value) in (
         "NotImplemented", "ServerSideEncryptionConfigurationNotFoundError")
+
+
+# --- ACLs that would share access, and BitTorrent -----------------------------------------
+
+SHARING_ACLS = ["public-read", "public-read-write", "authenticated-read"]
+OWNER_ONLY_ACLS = ["private", "bucket-owner-full-control", "bucket-owner-read"]
+ALL_USERS = 'uri="http://acs.amazonaws.com/groups/global/AllUsers"'
+
+
+@pytest.mark.parametrize("acl", [{"ACL": a} for a in SHARING_ACLS] + [{"GrantRead": ALL_USERS}])
+def test_bucket_with_sharing_acl_is_refused_and_not_created(s3, acl):
+    name = unique_bucket("acl")
+    refused(s3.create_bucket, Bucket=name, mentions="ACL", **acl)
+    with pytest.raises(ClientError) as e:
+        s3.head_bucket(Bucket=name)
+    assert harness.http_status(e.value) == 404
+
+
+@pytest.mark.parametrize("acl", OWNER_ONLY_ACLS)
+def test_owner_only_acls_are_accepted(s3, acl):
+    name = unique_bucket("acl")
+    s3.create_bucket(Bucket=name, ACL=acl)
+    try:
+        s3.put_object(Bucket=name, Key="k", Body=b"mine", ACL=acl)
+        s3.copy_object(Bucket=name, Key="c", CopySource={"Bucket": name, "Key": "k"}, ACL=acl)
+        upload = s3.create_multipart_upload(Bucket=name, Key="m", ACL=acl)["UploadId"]
+        s3.abort_multipart_upload(Bucket=name, Key="m", UploadId=upload)
+        assert s3.get_object(Bucket=name, Key="c")["Body"].read() == b"mine"
+        grants = s3.get_object_acl(Bucket=name, Key="k")["Grants"]
+        assert [g["Permission"] for g in grants] == ["FULL_CONTROL"]
+    finally:
+        harness.empty_and_delete_bucket(s3, name)
+
+
+@pytest.mark.parametrize("acl", [{"ACL": a} for a in SHARING_ACLS]
+                         + [{"GrantRead": ALL_USERS}, {"GrantFullControl": 'id="someone"'}])
+def test_object_writes_with_sharing_acl_are_refused(s3, bucket, acl):
+    s3.put_object(Bucket=bucket, Key="src", Body=b"source")
+    refused(s3.put_object, Bucket=bucket, Key="shared", Body=b"x", mentions="ACL", **acl)
+    assert absent(s3, bucket, "shared")
+    refused(s3.copy_object, Bucket=bucket, Key="shared", mentions="ACL",
+            CopySource={"Bucket": bucket, "Key": "src"}, **acl)
+    assert absent(s3, bucket, "shared")
+    refused(s3.create_multipart_upload, Bucket=bucket, Key="shared", mentions="ACL", **acl)
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_form_upload_acl_field(s3, bucket):
+    resp = form_upload(s3, bucket, "public", {"acl": "public-read"})
+    assert resp.status_code == 501, resp.text
+    assert "<Code>NotImplemented</Code>" in resp.text
+    assert absent(s3, bucket, "public")
+    resp = form_upload(s3, bucket, "private", {"acl": "private"})
+    assert resp.status_code == 204, resp.text
+    assert s3.get_object(Bucket=bucket, Key="private")["Body"].read() == b"form body"
+
+
+def test_torrent_is_not_served(s3, shared_node, bucket):
+    s3.put_object(Bucket=bucket, Key="k", Body=b"not a torrent")
+    refused(s3.get_object_torrent, Bucket=bucket, Key="k", mentions="Torrent")
+    signer = sigv4.Signer(shared_node.access_key, shared_node.secret_key)
+    for method in ["PUT", "DELETE"]:
+        path = f"/{bucket}/k"
+        headers = signer.sign_headers(method, shared_node.s3_addr, path, {}, sigv4.EMPTY_SHA256,
+                                      query={"torrent": ""})
+        resp = requests.request(method, f"{shared_node.endpoint}{path}?torrent=", headers=headers,
+                                timeout=30)
+        assert resp.status_code == 501, (method, resp.text)
+        assert "<Code>NotImplemented</Code>" in resp.text
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"not a torrent"

@@ -18,10 +18,29 @@ pub enum Carrier {
     Form,
 }
 
+/// The canned ACLs that ask for nothing beyond what Hamster does. Hamster has one owner: every
+/// bucket and object belongs to the cluster's owner, whichever key wrote it, and access is
+/// governed by the keys' grants, not by ACLs. So `private` (owner FULL_CONTROL) is what every
+/// bucket and object already has, and `bucket-owner-full-control` and `bucket-owner-read`
+/// (object owner FULL_CONTROL, plus FULL_CONTROL or READ for the bucket's owner) grant the
+/// same single owner what it holds anyway; AWS itself ignores both on CreateBucket. Every
+/// other canned ACL shares access with others, which Hamster does not do.
+pub const OWNER_ONLY_CANNED_ACLS: [&str; 3] =
+    ["private", "bucket-owner-full-control", "bucket-owner-read"];
+
 /// The feature a parameter asks for, if Hamster does not honour it. `name` is lowercase and
 /// `value` trimmed.
-fn feature(name: &str, value: &str, _carrier: Carrier) -> Option<&'static str> {
+fn feature(name: &str, value: &str, carrier: Carrier) -> Option<&'static str> {
+    let acl = match carrier {
+        Carrier::Headers => "x-amz-acl",
+        Carrier::Form => "acl",
+    };
     match name {
+        n if n == acl && !OWNER_ONLY_CANNED_ACLS.contains(&value) => {
+            Some("An ACL that shares access with others")
+        }
+        // Explicit grants, even to the owner alone, are not applied: refused.
+        n if n.starts_with("x-amz-grant-") => Some("ACL grants"),
         "x-amz-object-lock-mode" | "x-amz-object-lock-retain-until-date" => {
             Some("Object lock retention")
         }
@@ -161,6 +180,48 @@ mod tests {
         }
         let ssec = [("x-amz-server-side-encryption-customer-key", "a2V5")];
         assert!(refused(&ssec, Carrier::Headers).unwrap().contains("SSE-C"));
+    }
+
+    #[test]
+    fn only_owner_only_acls_are_accepted() {
+        for value in OWNER_ONLY_CANNED_ACLS {
+            assert_eq!(refused(&[("x-amz-acl", value)], Carrier::Headers), None);
+            assert_eq!(refused(&[("acl", value)], Carrier::Form), None);
+        }
+        for value in [
+            "public-read",
+            "public-read-write",
+            "authenticated-read",
+            "aws-exec-read",
+            "log-delivery-write",
+            "Private",
+            "",
+        ] {
+            let msg = refused(&[("x-amz-acl", value)], Carrier::Headers)
+                .unwrap_or_else(|| panic!("x-amz-acl: {value} was accepted"));
+            assert!(msg.contains("ACL"), "{msg}");
+            assert!(
+                refused(&[("acl", value)], Carrier::Form).is_some(),
+                "{value}"
+            );
+        }
+        // A form's `acl` field is not a header: a header of that name asks for nothing.
+        assert_eq!(refused(&[("acl", "public-read")], Carrier::Headers), None);
+    }
+
+    #[test]
+    fn grant_headers_are_refused() {
+        for name in [
+            "x-amz-grant-read",
+            "x-amz-grant-write",
+            "x-amz-grant-read-acp",
+            "x-amz-grant-write-acp",
+            "x-amz-grant-full-control",
+        ] {
+            let msg = refused(&[(name, "id=\"owner\"")], Carrier::Headers)
+                .unwrap_or_else(|| panic!("{name} was accepted"));
+            assert!(msg.contains("ACL grants"), "{msg}");
+        }
     }
 
     #[test]
