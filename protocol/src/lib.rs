@@ -26,6 +26,7 @@ pub mod stripe;
 pub mod time;
 pub mod token;
 pub mod transfer;
+pub mod unhonoured;
 pub mod wire;
 pub mod xml;
 

@@ -271,6 +271,11 @@ impl PostForm {
         Ok(PostForm { fields: out })
     }
 
+    /// Every field as (lowercase name, value), in name order.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.fields.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
     /// A field's value.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.fields.get(name).map(String::as_str)

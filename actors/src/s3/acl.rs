@@ -1,7 +1,9 @@
 //! Access control lists, as far as Hamster has them: every bucket and object is private to the
 //! cluster's owner. GET `?acl` answers that policy; PUT `?acl` accepts only what restates it
-//! (the `private` canned ACL, or a policy granting FULL_CONTROL to the owner alone) and answers
+//! (an owner-only canned ACL, or a policy granting FULL_CONTROL to the owner alone) and answers
 //! NotImplemented for anything that would share access, rather than pretending to apply it.
+//! Canned ACL and grant headers are judged for every request, this one included, by
+//! `hamster_protocol::unhonoured` before the operation runs; only the body is judged here.
 
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
@@ -20,9 +22,6 @@ use crate::raft::node::GetObject;
 
 /// The display name shown for the owner, as in listings.
 const OWNER_DISPLAY_NAME: &str = "hamster";
-
-/// Canned ACLs that mean "only the owner" when there is a single owner.
-const PRIVATE_CANNED: [&str; 2] = ["private", "bucket-owner-full-control"];
 
 /// The refusal for any ACL that would grant access to someone other than the owner.
 fn not_private() -> S3Error {
@@ -82,7 +81,8 @@ pub async fn get_acl(x: &Exchange, object: bool) -> Result<HttpResponse, S3Error
     Ok(xml_ok(&x.echo, private_policy_xml(&x.state.owner_id)))
 }
 
-/// PutBucketAcl and PutObjectAcl: accepted only when the ACL asked for is the private one.
+/// PutBucketAcl and PutObjectAcl: accepted only when the ACL asked for is the private one. A
+/// sharing canned ACL or a grant header never gets here (see the module header).
 pub async fn put_acl(
     x: &Exchange,
     object: bool,
@@ -96,14 +96,6 @@ pub async fn put_acl(
     );
     let raw = body.read_all(XML_BODY_BYTES_MAX).await?;
     resolve(x, object).await?;
-    let grant_headers = x
-        .req
-        .headers()
-        .keys()
-        .any(|n| n.as_str().starts_with("x-amz-grant-"));
-    if grant_headers {
-        return Err(not_private());
-    }
     let has_body = !raw.iter().all(u8::is_ascii_whitespace);
     match header(&x.req, "x-amz-acl") {
         Some(_) if has_body => {
@@ -112,7 +104,6 @@ pub async fn put_acl(
                 "Specify an ACL either with the x-amz-acl header or in the request body, not both",
             ))
         }
-        Some(canned) if !PRIVATE_CANNED.contains(&canned.trim()) => return Err(not_private()),
         Some(_) => {}
         None if has_body => check_policy_body(&raw, &x.state.owner_id)?,
         None => {}

@@ -8,6 +8,7 @@ use actix_web::dev::Payload;
 use actix_web::{HttpRequest, HttpResponse};
 use hamster_protocol::http_head::{header_section_bytes, HEADER_SECTION_BYTES_MAX};
 use hamster_protocol::s3err::{S3Error, S3ErrorCode};
+use hamster_protocol::unhonoured;
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
@@ -143,6 +144,16 @@ fn copy_source_readable(
     }
 }
 
+/// Answers NotImplemented, before anything is read or stored, when the request's headers ask
+/// for a feature Hamster does not carry out (`hamster_protocol::unhonoured` lists them).
+pub(super) fn refuse_unhonoured(req: &HttpRequest) -> Result<(), S3Error> {
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.to_str().unwrap_or("")));
+    unhonoured::check(headers, unhonoured::Carrier::Headers)
+}
+
 async fn dispatch(
     state: &Arc<S3State>,
     req: HttpRequest,
@@ -175,6 +186,7 @@ async fn dispatch(
     if matches!(op, Op::CopyObject | Op::UploadPartCopy) {
         copy_source_readable(&auth, &req).map_err(|e| (op, e))?;
     }
+    refuse_unhonoured(&req).map_err(|e| (op, e))?;
     debug!(request_id = %echo.request_id, op = op.name(), key = %auth.access_key, "authenticated");
     let x = Exchange {
         state: state.clone(),

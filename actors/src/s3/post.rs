@@ -15,6 +15,7 @@ use hamster_protocol::meta::{Command, ObjectVersion};
 use hamster_protocol::names::validate_key;
 use hamster_protocol::post_policy::{self, Accepted, PostForm, SuccessAction, VerifyInput};
 use hamster_protocol::s3err::{S3Error, S3ErrorCode};
+use hamster_protocol::unhonoured;
 use md5::{Digest, Md5};
 
 use super::access::{self, Need};
@@ -50,6 +51,8 @@ pub async fn post_object(
     let form = PostForm::from_fields(parser.fields())?;
     let filename = parser.file().and_then(|f| f.filename.clone());
     let accepted = authorize(state, &form, bucket_name, filename.as_deref()).await?;
+    super::exchange::refuse_unhonoured(req)?;
+    unhonoured::check(form.fields(), unhonoured::Carrier::Form)?;
     validate_key(&accepted.key)?;
     let meta_bytes: usize = accepted
         .user_meta

@@ -265,7 +265,7 @@ fn classify_bucket(method: &str, t: &Target) -> Op {
     }
 }
 
-const OBJECT_SUBRESOURCES: [(&str, &str); 7] = [
+const OBJECT_SUBRESOURCES: [(&str, &str); 8] = [
     ("acl", "ObjectAcl"),
     ("tagging", "ObjectTagging"),
     ("retention", "ObjectRetention"),
@@ -273,6 +273,7 @@ const OBJECT_SUBRESOURCES: [(&str, &str); 7] = [
     ("restore", "RestoreObject"),
     ("select", "SelectObjectContent"),
     ("attributes", "GetObjectAttributes"),
+    ("torrent", "ObjectTorrent"),
 ];
 
 fn classify_object(method: &str, t: &Target) -> Op {
@@ -401,5 +402,11 @@ mod tests {
             classify("POST", &t(Some("b"), Some("k"), "")),
             Op::BadMethod
         );
+        for method in ["GET", "PUT", "DELETE"] {
+            assert_eq!(
+                classify(method, &t(Some("b"), Some("k"), "torrent")),
+                Op::Unsupported("ObjectTorrent")
+            );
+        }
     }
 }
