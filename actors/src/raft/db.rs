@@ -12,7 +12,7 @@ use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
 
 /// Named databases we create; `max_dbs` is set from this.
-const TABLE_COUNT: u32 = 11;
+const TABLE_COUNT: u32 = 12;
 
 /// How long [`MetaDb::open`] waits for a previous environment on the same path (a node that is
 /// still shutting down in this process) to close before giving up.
@@ -68,6 +68,9 @@ pub struct MetaDb {
     pub stale: Table,
     /// Parts a layout transition must look at again: big-endian u64 sequence → JSON `Revisit`.
     pub revisits: Table,
+    /// Bodies applied commits freed whose shard files this node has not deleted yet
+    /// (`super::freed`): local to the node, never in a snapshot.
+    pub freed: Table,
 }
 
 impl MetaDb {
@@ -122,6 +125,7 @@ impl MetaDb {
                     t("tokens")?,
                     t("stale_shards")?,
                     t("revisits")?,
+                    t("freed_bodies")?,
                 )))
             })?
             .unwrap_commit();
@@ -137,6 +141,7 @@ impl MetaDb {
             tokens,
             stale,
             revisits,
+            freed,
         ) = tables;
         Ok(MetaDb {
             env,
@@ -151,6 +156,7 @@ impl MetaDb {
             tokens,
             stale,
             revisits,
+            freed,
         })
     }
 

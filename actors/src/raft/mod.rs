@@ -7,6 +7,7 @@
 //! - [`db`]: the LMDB environment and its tables.
 //! - [`log_store`]: the Raft log.
 //! - [`state_machine`]: `meta::apply` over LMDB, and snapshots.
+//! - [`freed`]: the node-local queue of freed bodies the reclaimer drains.
 //! - [`query`]: reads of the state machine.
 //! - [`recover`]: reading and rewriting a stopped member's membership (`hamster recover`).
 //! - [`network`]: how RPCs reach peers: `NoPeers` for a lone node, `PeerNetwork` over the
@@ -15,6 +16,7 @@
 
 pub mod db;
 pub mod epoch;
+pub mod freed;
 pub mod log_store;
 pub mod network;
 pub mod node;
