@@ -229,7 +229,7 @@ pub async fn sweep_orphans(
         warn!(
             orphans = orphans.len(),
             stored = bodies.len(),
-            "not sweeping orphan shards: the metadata references fewer than half of the bodies on disk, which looks like lost or old metadata rather than interrupted writes; if a mass delete was cut short, start once with --sweep-all-orphans"
+            "not sweeping orphan shards: the metadata references fewer than half of the bodies on disk, which looks like lost or old metadata rather than interrupted writes; if that is expected (metadata restored from a backup on purpose, or a mass delete this node learnt of only through a snapshot), start once with --sweep-all-orphans"
         );
         return Ok(Swept::default());
     }
