@@ -146,8 +146,9 @@ pub struct ServeArgs {
     #[arg(long)]
     pub voter_down_after: Option<String>,
     /// Let this start's orphan sweep remove every unreferenced shard body, even most of the
-    /// store or while the metadata is behind the recorded watermark (after a mass delete the
-    /// node could not finish, or after restoring metadata from an old backup on purpose)
+    /// store or while the metadata is behind the recorded watermark (after restoring metadata
+    /// from an old backup on purpose, or a mass delete this node learnt of only through a
+    /// snapshot; deletes it applied itself are drained from its freed queue without this)
     #[arg(long)]
     pub sweep_all_orphans: bool,
     /// Silence after which an S3 request body is abandoned and its connection closed, e.g. 30s

@@ -33,11 +33,11 @@ use hamster_actors::peer::{raft_protocol, PeerLink, RaftService};
 use hamster_actors::raft::epoch::Epoch;
 use hamster_actors::raft::node::{
     AddLearner, AdoptEpoch, CatchUp, GetAccessKey, GetLayout, GetReader, GetScrub, Network,
-    Propose, RaftNode, RaftNodeConfig, RaftStatus, RemoveMember, Shutdown, StaleCount,
-    StartOptions, WatchMetrics,
+    OpenFreedQueue, Propose, RaftNode, RaftNodeConfig, RaftStatus, RemoveMember, Shutdown,
+    StaleCount, StartOptions, WatchMetrics,
 };
 use hamster_actors::raft::NodeInfo;
-use hamster_actors::reclaim::{self, SweepGuard};
+use hamster_actors::reclaim::{OrphanSweep, Reclaimer, SweepFence, SweepGuard};
 use hamster_actors::repair;
 use hamster_actors::s3::uploads::{UploadGate, UploadLimits};
 use hamster_actors::s3::{self, S3Config, S3State};
@@ -636,7 +636,6 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         .context("cannot start the metadata store")?;
     // Held to the end of the node's life; it acts only while this node leads.
     let _steward = supervision.start("steward", Steward::new(raft.clone(), s.voter_down_after));
-    // Before the S3 front opens, so no PUT of this node is in flight while it sweeps.
     let cluster_addr = resolve(&node.cluster_addr, "cluster")?;
     if mode == StartMode::Rebuild {
         // The leader fills the store over this node's own cluster port, which otherwise opens
@@ -664,7 +663,6 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
             .map(|w| w.applied_index),
         unbounded: s.sweep_all_orphans,
     };
-    reclaim::sweep_orphans(&raft, &shards, s3::Offload::Pool, guard).await?;
     let keeper = supervision.start(
         "watermark_keeper",
         WatermarkKeeper::new(
@@ -674,17 +672,31 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
             s3::Offload::Pool,
         ),
     );
-    let _reclaimer = reclaim::spawn_reclaimer(
+    // The fence watches from before the first shard write, so the orphan sweep (which runs
+    // in the background while the node serves) spares every body written meanwhile.
+    let fence = SweepFence::watching();
+    let shard_service = ShardService::new(shards.clone(), s3::Offload::Pool);
+    shard_service.set_space(space.clone());
+    shard_service.set_fence(fence.clone());
+    shard_service.set_ready();
+    let freed_queue = raft
+        .send(OpenFreedQueue)
+        .await
+        .context("the metadata store stopped while starting")?
+        .context("cannot open the freed queue")?;
+    let _reclaimer = Reclaimer::new(
+        freed_queue,
         shards.clone(),
         metrics.clone(),
         s3::Offload::Pool,
         freed_rx,
-        &supervision,
-    );
-    // Shard writes from other nodes are taken only now that the sweep is over.
-    let shard_service = ShardService::new(shards.clone(), s3::Offload::Pool);
-    shard_service.set_space(space.clone());
-    shard_service.set_ready();
+    )
+    .with_sweep(OrphanSweep {
+        raft: raft.clone(),
+        fence,
+        guard,
+    })
+    .spawn(&supervision);
     let members = raft
         .send(WatchMetrics)
         .await

@@ -43,6 +43,10 @@ pub struct Metrics {
     pub shard_bytes: IntGauge,
     /// Shard files reclaimed after the commit that unreferenced them.
     pub shards_reclaimed: IntCounter,
+    /// Bodies in this node's freed queue whose shard files are not deleted yet.
+    pub reclaim_pending_bodies: IntGauge,
+    /// Orphan bodies (referenced by nothing, queued nowhere) the start-up sweep removed.
+    pub orphan_bodies_swept: IntCounter,
     /// Shards repair verified against the replicated checksum.
     pub repair_shards_verified: IntCounter,
     /// Shards repair rebuilt from verified survivors.
@@ -109,6 +113,14 @@ impl Metrics {
             shards_reclaimed: counter(
                 "hamster_shards_reclaimed_total",
                 "Object bodies whose shard files were reclaimed",
+            ),
+            reclaim_pending_bodies: gauge(
+                "hamster_reclaim_pending_bodies",
+                "Freed object bodies whose shard files this node has still to delete",
+            ),
+            orphan_bodies_swept: counter(
+                "hamster_orphan_bodies_swept_total",
+                "Orphan object bodies the start-up sweep removed from this node",
             ),
             repair_shards_verified: counter(
                 "hamster_repair_shards_verified_total",
@@ -185,6 +197,7 @@ impl Metrics {
         r.register(Box::new(m.actor_restarts.clone()))
             .expect("unique metric");
         for c in [
+            &m.orphan_bodies_swept,
             &m.repair_shards_verified,
             &m.repair_shards_rebuilt,
             &m.repair_parts_unrecoverable,
@@ -201,6 +214,7 @@ impl Metrics {
             &m.layout_version,
             &m.layout_transition_open,
             &m.s3_in_flight,
+            &m.reclaim_pending_bodies,
         ] {
             r.register(Box::new(c.clone())).expect("unique metric");
         }

@@ -8,8 +8,11 @@
 //! are accepted strictly in order; a repeated block or finish (a retransmission) is answered
 //! again without writing twice.
 //!
-//! Until [`ShardService::set_ready`] (the start-up orphan sweep is done) writes are refused with
-//! [`ShardFailure::NotReady`], so the sweep never races a shard that is still being committed.
+//! Until [`ShardService::set_ready`] (the node is assembled) writes are refused with
+//! [`ShardFailure::NotReady`]. The start-up orphan sweep runs while writes go on: the
+//! [`SweepFence`] given with [`ShardService::set_fence`] notes every body a write starts on, so
+//! the sweep spares it, and refuses (also with `NotReady`) a write of a body the sweep is
+//! deleting, so the sweep never races a shard that is still being committed.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
@@ -28,6 +31,7 @@ use tracing::debug;
 use crate::control::{read_frame, write_frame, ClusterStream, ProtocolHandler};
 use crate::peer::parse_node_id;
 use crate::raft::types::NodeId;
+use crate::reclaim::SweepFence;
 use crate::s3::Offload;
 use crate::shards::{ShardError, ShardStore, ShardWriter};
 
@@ -64,6 +68,8 @@ struct Inner {
     space: std::sync::OnceLock<crate::space::Space>,
     /// Nodes removed from the cluster for good, whose connections are refused.
     removed: std::sync::OnceLock<crate::layout::Removed>,
+    /// What this start's orphan sweep lets new writes do (see [`SweepFence`]).
+    fence: std::sync::OnceLock<SweepFence>,
     sessions: Mutex<BTreeMap<SessionKey, Session>>,
     /// Answers of recently finished transfers, oldest first.
     finished: Mutex<VecDeque<(SessionKey, ShardResponse)>>,
@@ -147,6 +153,7 @@ impl ShardService {
                 ready: AtomicBool::new(false),
                 space: std::sync::OnceLock::new(),
                 removed: std::sync::OnceLock::new(),
+                fence: std::sync::OnceLock::new(),
                 sessions: Mutex::new(BTreeMap::new()),
                 finished: Mutex::new(VecDeque::new()),
                 busy: std::sync::atomic::AtomicUsize::new(0),
@@ -162,6 +169,12 @@ impl ShardService {
     /// Refuses connections from the nodes `removed` lists (kept current by the layout manager).
     pub fn set_removed(&self, removed: crate::layout::Removed) {
         let _ = self.inner.removed.set(removed);
+    }
+
+    /// Lets `fence` note and hold back new writes for this start's orphan sweep (set once,
+    /// before [`ShardService::set_ready`]).
+    pub fn set_fence(&self, fence: SweepFence) {
+        let _ = self.inner.fence.set(fence);
     }
 
     /// Whether `peer` was removed from the cluster for good.
@@ -273,6 +286,17 @@ impl ShardService {
                     return failed(
                         ShardFailure::Full,
                         "this node's disk is below its free-space reserve (--min-free)",
+                    );
+                }
+                if !self
+                    .inner
+                    .fence
+                    .get()
+                    .is_none_or(|f| f.admit(&open.name.id))
+                {
+                    return failed(
+                        ShardFailure::NotReady,
+                        "this node is removing the shards of this body as orphans",
                     );
                 }
                 None

@@ -7,9 +7,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix::Addr;
+use hamster_actors::metrics::Metrics;
 use hamster_actors::raft::db::MetaDb;
+use hamster_actors::raft::node::OpenFreedQueue;
 use hamster_actors::raft::query;
 use hamster_actors::raft::snapshot::SnapFile;
 use hamster_actors::raft::state_machine::StateMachine;
@@ -17,6 +21,9 @@ use hamster_actors::raft::{
     GetAccessKey, GetBucket, GetObject, ListBuckets, ListObjects, NodeInfo, Propose, ProposeError,
     RaftNode, RaftNodeConfig, RaftStatus, ReferencedObjects, Shutdown, TakeSnapshot,
 };
+use hamster_actors::reclaim::Reclaimer;
+use hamster_actors::s3::Offload;
+use hamster_actors::shards::ShardStore;
 use hamster_protocol::listing::{paginate, BTreeCursor, ListParams, Page};
 use hamster_protocol::meta::{
     AccessKey, Applied, BucketRecord, Command, ObjectId, ObjectVersion, Refusal, VersionList,
@@ -263,6 +270,72 @@ async fn t30_overwrite_sends_freed_ids() {
     assert!(freed.try_recv().is_err());
     let refs = addr.send(ReferencedObjects).await.unwrap().unwrap();
     assert_eq!(refs, BTreeSet::from([ObjectId([2; 16])]));
+    stop(addr).await;
+}
+
+/// The freed queue survives a crash between the commit that frees a body and the deletion of
+/// its shard files. The delete commits while no reclaimer runs (its wake-ups are dropped); the
+/// store is copied as a crash at that instant leaves it; a node started on the copy has the
+/// body queued, and its reclaimer deletes exactly that body's files (the live body's stay) and
+/// empties the queue.
+#[actix_rt::test]
+async fn t35_freed_queue_survives_a_crash_before_reclaim() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = Arc::new(ShardStore::open(&dir.path().join("shards")).unwrap());
+    for id in [1u8, 2] {
+        for index in 0..2u16 {
+            let mut w = shards
+                .create(ObjectId([id; 16]), 1, index, 1, 1, 4096)
+                .unwrap();
+            w.write(b"body").unwrap();
+            w.finish().unwrap();
+        }
+    }
+    let (addr, wakeups) = start(dir.path(), 12).await;
+    drop(wakeups);
+    propose(&addr, Command::CreateBucket(bucket("b"))).await;
+    propose(&addr, put("b", "gone", 1)).await;
+    propose(&addr, put("b", "kept", 2)).await;
+    let del = Command::DeleteObject {
+        bucket: "b".into(),
+        key: "gone".into(),
+    };
+    assert_eq!(propose(&addr, del).await.freed, vec![ObjectId([1; 16])]);
+    // The crash: the store exactly as committed now, in a directory of its own.
+    let crashed = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(crashed.path().join("meta")).unwrap();
+    std::fs::copy(
+        dir.path().join("meta").join("data.mdb"),
+        crashed.path().join("meta").join("data.mdb"),
+    )
+    .unwrap();
+    stop(addr).await;
+    assert_eq!(shards.list().unwrap().len(), 4, "nothing was deleted yet");
+
+    let (addr, wakeups) = start(crashed.path(), 13).await;
+    let queue = addr.send(OpenFreedQueue).await.unwrap().unwrap();
+    assert_eq!(queue.pending_bodies().unwrap(), 1);
+    let metrics = Metrics::new();
+    let _reclaimer = Reclaimer::new(
+        queue.clone(),
+        shards.clone(),
+        metrics.clone(),
+        Offload::Inline,
+        wakeups,
+    )
+    .spawn(&Default::default());
+    for _ in 0..500 {
+        if queue.pending_bodies().unwrap() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(queue.pending_bodies().unwrap(), 0, "the queue drained");
+    let left: BTreeSet<ObjectId> = shards.list().unwrap().iter().map(|s| s.id).collect();
+    assert_eq!(left, BTreeSet::from([ObjectId([2; 16])]));
+    assert_eq!(metrics.reclaim_pending_bodies.get(), 0);
+    assert_eq!(metrics.shards_reclaimed.get(), 1);
+    drop(queue);
     stop(addr).await;
 }
 

@@ -24,10 +24,10 @@ use hamster_actors::raft::db::MetaDb;
 use hamster_actors::raft::epoch::Epoch;
 use hamster_actors::raft::node::{
     AddLearner, ChangeMembership, CompactLog, GetLayout, GetObject, GetReader, Network,
-    StartOptions, WatchMetrics,
+    OpenFreedQueue, StartOptions, WatchMetrics,
 };
 use hamster_actors::raft::{NodeInfo, Propose, RaftNode, RaftNodeConfig, Shutdown};
-use hamster_actors::reclaim;
+use hamster_actors::reclaim::{OrphanSweep, Reclaimer, SweepFence};
 use hamster_actors::s3::uploads::{UploadGate, UploadLimits};
 use hamster_actors::s3::{Offload, S3Config, S3State};
 use hamster_actors::scrub::{ScrubConfig, Scrubber};
@@ -311,20 +311,30 @@ impl Sim {
             .map(Arc::new)
             .map_err(|e| format!("node {id}'s shard store: {e}"))?;
         let metrics = node_metrics;
-        reclaim::spawn_reclaimer(
+        // As production does: the fence watches from before the first shard write, and the
+        // reclaimer drains the freed queue and sweeps orphans while the node serves.
+        let fence = SweepFence::watching();
+        let shard_service = ShardService::new(shards.clone(), Offload::Inline);
+        shard_service.set_fence(fence.clone());
+        shard_service.set_ready();
+        let queue = addr
+            .send(OpenFreedQueue)
+            .await
+            .map_err(|e| format!("node {id}: {e}"))?
+            .map_err(|e| format!("node {id}'s freed queue: {e}"))?;
+        Reclaimer::new(
+            queue,
             shards.clone(),
             metrics.clone(),
             Offload::Inline,
             freed_rx,
-            &Default::default(),
-        );
-        // As production does: swept before the node's S3 front serves anything.
-        let swept = reclaim::sweep_orphans(&addr, &shards, Offload::Inline, Default::default())
-            .await
-            .map_err(|e| format!("node {id}'s orphan sweep: {e:#}"))?;
-        event!(self.trace, "node {id} swept {swept} orphan bodies");
-        let shard_service = ShardService::new(shards.clone(), Offload::Inline);
-        shard_service.set_ready();
+        )
+        .with_sweep(OrphanSweep {
+            raft: addr.clone(),
+            fence,
+            guard: Default::default(),
+        })
+        .spawn(&Default::default());
         let shard_link = self
             .net
             .attach_shards(id, incarnation, shard_service.clone());

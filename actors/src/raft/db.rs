@@ -14,8 +14,8 @@ use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
 
 /// Named databases we create; `max_dbs` is set from this: the log, its pointers, the state
-/// machine pointers, the snapshot pointer, and two sets of [`StateTables`].
-const TABLE_COUNT: u32 = 4 + 2 * StateTables::COUNT;
+/// machine pointers, the snapshot pointer, the freed queue, and two sets of [`StateTables`].
+const TABLE_COUNT: u32 = 5 + 2 * StateTables::COUNT;
 
 /// The `sm_meta` key naming the live set of [`StateTables`] (one byte, 0 or 1; absent is 0).
 pub const LIVE_SET_KEY: &[u8] = b"live_set";
@@ -114,6 +114,9 @@ pub struct MetaDb {
     pub snapshot: Table,
     /// The two sets of state tables; [`MetaDb::state`] picks the live one.
     pub sets: [StateTables; 2],
+    /// Bodies applied commits freed whose shard files this node has not deleted yet
+    /// (`super::freed`): local to the node, never in a snapshot.
+    pub freed: Table,
     /// Bytes of log entries appended since the store was opened: what the snapshot policy
     /// measures the log's growth by.
     pub log_bytes: Arc<AtomicU64>,
@@ -181,12 +184,13 @@ impl MetaDb {
                     ))
                 };
                 let sets = [set("")?, set(".b")?];
+                let freed = t("freed_bodies")?;
                 Ok(CommitOrAbort::<_, ()>::Commit((
-                    log, raft, sm_meta, snapshot, sets,
+                    log, raft, sm_meta, snapshot, sets, freed,
                 )))
             })?
             .unwrap_commit();
-        let (log, raft, sm_meta, snapshot, sets) = tables;
+        let (log, raft, sm_meta, snapshot, sets, freed) = tables;
         let sets = sets.map(
             |(buckets, objects, keys, uploads, tokens, stale, revisits)| StateTables {
                 buckets,
@@ -206,6 +210,7 @@ impl MetaDb {
             sm_meta,
             snapshot,
             sets,
+            freed,
             log_bytes: Arc::default(),
             snapshot_bytes: Arc::default(),
         })

@@ -7,6 +7,7 @@
 //! - [`db`]: the LMDB environment and its tables.
 //! - [`log_store`]: the Raft log.
 //! - [`state_machine`]: `meta::apply` over LMDB, and snapshots.
+//! - [`freed`]: the node-local queue of freed bodies the reclaimer drains.
 //! - [`snapshot`]: snapshot files: building, the framing, installing.
 //! - [`query`]: reads of the state machine.
 //! - [`recover`]: reading and rewriting a stopped member's membership (`hamster recover`).
@@ -16,6 +17,7 @@
 
 pub mod db;
 pub mod epoch;
+pub mod freed;
 pub mod log_store;
 pub mod network;
 pub mod node;

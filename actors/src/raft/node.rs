@@ -488,6 +488,11 @@ pub struct CountStored;
 #[rtype(result = "Result<BTreeSet<ObjectId>, ReadError>")]
 pub struct ReferencedObjects;
 
+/// A handle on this node's freed queue (`super::freed`), for the reclaimer.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<super::freed::FreedQueue, ReadError>")]
+pub struct OpenFreedQueue;
+
 /// This member's view of the group.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "RaftStatusReport")]
@@ -1571,6 +1576,15 @@ impl Handler<ReferencedObjects> for RaftNode {
 
     fn handle(&mut self, _msg: ReferencedObjects, _ctx: &mut Self::Context) -> Self::Result {
         self.read(query::referenced_objects)
+    }
+}
+
+impl Handler<OpenFreedQueue> for RaftNode {
+    type Result = Result<super::freed::FreedQueue, ReadError>;
+
+    fn handle(&mut self, _msg: OpenFreedQueue, _ctx: &mut Self::Context) -> Self::Result {
+        let db = self.db.as_ref().ok_or(ReadError::Closed)?;
+        Ok(super::freed::FreedQueue::new(db.clone()))
     }
 }
 

@@ -4,8 +4,9 @@
 //! Exactly-once apply: the applied log id is written in the same transaction as the
 //! state it produced, one transaction per apply batch, so after a crash the state and the
 //! pointer agree and a restart neither skips nor repeats an entry. Freed object ids are
-//! announced only after that transaction commits, so the reclaimer never deletes shards a
-//! rolled-back state still references.
+//! recorded in the node's freed queue (`super::freed`) in that same transaction and announced
+//! only after it commits, so the reclaimer never deletes shards a rolled-back state still
+//! references, and a crash before it deletes them loses nothing.
 
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
@@ -386,6 +387,12 @@ impl StateMachine {
         if let Some(m) = &membership {
             put_json(&self.db.sm_meta, &mut txn, MEMBERSHIP_KEY, m)?;
         }
+        let freed: Vec<ObjectId> = replies
+            .iter()
+            .flatten()
+            .flat_map(|r| r.freed.iter().copied())
+            .collect();
+        super::freed::record(&self.db, &mut txn, &freed)?;
         txn.commit()?;
         if let Some(tx) = &self.applied_tx {
             for entry in applied {
@@ -394,8 +401,8 @@ impl StateMachine {
         }
         for reply in replies.iter().flatten() {
             if !reply.freed.is_empty() {
-                // The reclaimer may be gone (node stopping); the orphan scan at the next start
-                // finds whatever it did not delete.
+                // Only a wake-up: the ids wait in the freed queue. The reclaimer may be gone
+                // (node stopping); it drains the queue at the next start.
                 let _ = self.freed_tx.send(reply.freed.clone());
             }
         }
