@@ -480,6 +480,24 @@ fn check_conditions(x: &Exchange, v: &ObjectVersion) -> Result<(), S3Error> {
     Ok(())
 }
 
+/// Headers a 304 repeats from the object, as S3 sends them: caches and sync tools revalidate
+/// with the ETag and Last-Modified of the answer, and keep their freshness rules from it.
+const NOT_MODIFIED_HEADERS: [&str; 2] = ["cache-control", "expires"];
+
+/// The 304 answer to a conditional GET or HEAD: no body, but the validators and caching
+/// headers of the version that was not modified.
+fn not_modified(x: &Exchange, v: &ObjectVersion) -> HttpResponse {
+    let mut resp = builder(StatusCode::NOT_MODIFIED, &x.echo);
+    resp.insert_header(("etag", format!("\"{}\"", v.etag)))
+        .insert_header(("last-modified", http_date(v.last_modified_ms)));
+    for name in NOT_MODIFIED_HEADERS {
+        if let Some(val) = v.headers.get(name) {
+            resp.insert_header((name, val.as_str()));
+        }
+    }
+    resp.finish()
+}
+
 /// `response-*` query parameters override these headers on GET.
 const RESPONSE_OVERRIDES: [(&str, &str); 6] = [
     ("response-content-type", "content-type"),
@@ -511,7 +529,12 @@ pub async fn get_object(x: &Exchange, head: bool) -> Result<HttpResponse, S3Erro
         bucket(&x.state, bucket_name).await?;
         return Err(S3Error::new(S3ErrorCode::NoSuchKey));
     };
-    check_conditions(x, &v)?;
+    if let Err(e) = check_conditions(x, &v) {
+        if e.code == S3ErrorCode::NotModified {
+            return Ok(not_modified(x, &v));
+        }
+        return Err(e);
+    }
     let part = match x.target.param("partNumber") {
         Some(n) => super::multipart::part_range(&v, n, header(&x.req, "range").is_some())?,
         None => None,
