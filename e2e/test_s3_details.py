@@ -1,10 +1,11 @@
-"""S3 details clients and caches depend on: 304 answers and listing pagination.
+"""S3 details clients and caches depend on: 304 answers, listing pagination, stored headers.
 
 Proves that a conditional GET or HEAD answered 304 Not Modified still carries the object's
 ETag, Last-Modified and caching headers; that ListBuckets pages by max-buckets and
 continuation-token, filters by prefix and refuses a max-buckets outside 1..10000; that
-ListObjectsV2 takes an empty continuation-token as no token; and that a ListObjects (v1) answer
-keeps its own Prefix unencoded even when boto3 asks for url encoding.
+ListObjectsV2 takes an empty continuation-token as no token; that a ListObjects (v1) answer
+keeps its own Prefix unencoded even when boto3 asks for url encoding; and that Content-Encoding
+comes back exactly as the client sent it, less only the aws-chunked framing token.
 """
 
 from __future__ import annotations
@@ -96,3 +97,27 @@ def test_list_v1_prefix_is_returned_as_sent(s3, bucket):
     page = s3.list_objects(Bucket=bucket, Prefix="dir one/é")
     assert page["Prefix"] == "dir one/é"
     assert [o["Key"] for o in page["Contents"]] == ["dir one/é+x"]
+
+
+@pytest.mark.parametrize("sent,stored", [
+    ("deflate, gzip", "deflate, gzip"),
+    ("gzip,deflate", "gzip,deflate"),
+])
+def test_content_encoding_is_kept_as_sent(s3, bucket, sent, stored):
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x", ContentEncoding=sent)
+    assert s3.head_object(Bucket=bucket, Key="k")["ContentEncoding"] == stored
+    assert s3.get_object(Bucket=bucket, Key="k")["ContentEncoding"] == stored
+
+
+def test_content_encoding_loses_only_the_aws_chunked_token(shared_node, s3, bucket):
+    signer = sigv4.Signer(shared_node.access_key, shared_node.secret_key)
+    path = f"/{bucket}/chunked"
+    headers, body = sigv4.signed_chunked_put(
+        signer, shared_node.s3_addr, path, b"framed body",
+        extra_headers={"content-encoding": "aws-chunked, deflate, gzip"})
+    r = requests.put(f"http://{shared_node.s3_addr}{path}", data=body, headers=headers,
+                     timeout=30)
+    assert r.status_code == 200, r.text
+    got = s3.get_object(Bucket=bucket, Key="chunked")
+    assert got["Body"].read() == b"framed body"
+    assert got["ContentEncoding"] == "deflate, gzip"

@@ -109,12 +109,7 @@ pub(super) fn stored_headers(x: &Exchange) -> BTreeMap<String, String> {
             continue;
         };
         let v = if name == "content-encoding" {
-            // aws-chunked is the transfer framing of this request, not the object's encoding.
-            v.split(',')
-                .map(str::trim)
-                .filter(|e| !e.eq_ignore_ascii_case("aws-chunked") && !e.is_empty())
-                .collect::<Vec<_>>()
-                .join(",")
+            without_aws_chunked(v)
         } else {
             v.to_string()
         };
@@ -123,6 +118,24 @@ pub(super) fn stored_headers(x: &Exchange) -> BTreeMap<String, String> {
         }
     }
     out
+}
+
+/// A Content-Encoding as the client sent it, less the `aws-chunked` token: that token is the
+/// transfer framing of this request, not the object's encoding. Everything else, spacing
+/// included, is kept, as S3 returns it.
+fn without_aws_chunked(v: &str) -> String {
+    if !v
+        .split(',')
+        .any(|e| e.trim().eq_ignore_ascii_case("aws-chunked"))
+    {
+        return v.trim().to_string();
+    }
+    v.split(',')
+        .filter(|e| !e.trim().eq_ignore_ascii_case("aws-chunked") && !e.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(",")
+        .trim()
+        .to_string()
 }
 
 /// The checksum the client declared: a value header, a trailer still to come, or only an
@@ -761,6 +774,18 @@ mod tests {
         assert_eq!(parse_range("bytes=5-1", 100).unwrap(), None);
         assert_eq!(parse_range("bytes=0-1,3-4", 100).unwrap(), None);
         assert_eq!(parse_range("items=0-1", 100).unwrap(), None);
+    }
+
+    #[test]
+    fn content_encoding_keeps_what_was_sent() {
+        assert_eq!(without_aws_chunked("deflate, gzip"), "deflate, gzip");
+        assert_eq!(without_aws_chunked("aws-chunked"), "");
+        assert_eq!(without_aws_chunked("aws-chunked, gzip"), "gzip");
+        assert_eq!(
+            without_aws_chunked("deflate, AWS-Chunked, gzip"),
+            "deflate, gzip"
+        );
+        assert_eq!(without_aws_chunked("gzip,aws-chunked"), "gzip");
     }
 
     #[test]
