@@ -239,8 +239,17 @@ pub struct BucketEntry {
     pub created_ms: u64,
 }
 
+/// What a ListBuckets page says besides its buckets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BucketPage {
+    /// The token for the next page, when more buckets follow.
+    pub continuation_token: Option<String>,
+    /// The request's prefix, echoed when it was given.
+    pub prefix: Option<String>,
+}
+
 /// The ListBuckets body (`ListAllMyBucketsResult`).
-pub fn list_buckets_xml(owner: &Owner, buckets: &[BucketEntry]) -> String {
+pub fn list_buckets_xml(owner: &Owner, buckets: &[BucketEntry], page: &BucketPage) -> String {
     let mut w = Writer::s3_doc("ListAllMyBucketsResult");
     w.owner(owner);
     w.open("Buckets");
@@ -251,6 +260,8 @@ pub fn list_buckets_xml(owner: &Owner, buckets: &[BucketEntry]) -> String {
         w.close();
     }
     w.close();
+    w.leaf_opt("ContinuationToken", page.continuation_token.as_deref());
+    w.leaf_opt("Prefix", page.prefix.as_deref());
     w.finish()
 }
 
@@ -398,7 +409,9 @@ pub fn list_v1_xml(r: &ListV1) -> String {
     let enc = r.encoding_url;
     let mut w = Writer::s3_doc("ListBucketResult");
     w.leaf("Name", &r.bucket);
-    w.leaf("Prefix", &listed(&r.prefix, enc));
+    // S3 never URL-encodes a v1 listing's own Prefix, and SDKs that ask for url encoding do
+    // not decode it there.
+    w.leaf("Prefix", &r.prefix);
     w.leaf("Marker", &listed(&r.marker, enc));
     w.leaf_opt(
         "NextMarker",

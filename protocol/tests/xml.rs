@@ -220,7 +220,11 @@ fn list_buckets_round_trips() {
             created_ms: 1_369_353_600_123,
         },
     ];
-    let root = read_back(&list_buckets_xml(&owner(), &buckets));
+    let root = read_back(&list_buckets_xml(
+        &owner(),
+        &buckets,
+        &BucketPage::default(),
+    ));
     assert_s3_root(&root, "ListAllMyBucketsResult");
     assert_eq!(root.one("Owner").text_of("ID"), "owner-id");
     assert_eq!(root.one("Owner").text_of("DisplayName"), "Hamster & Co");
@@ -236,8 +240,18 @@ fn list_buckets_round_trips() {
         "2013-05-24T00:00:00.123Z"
     );
 
-    let root = read_back(&list_buckets_xml(&owner(), &[]));
+    let root = read_back(&list_buckets_xml(&owner(), &[], &BucketPage::default()));
     assert!(root.one("Buckets").children.is_empty());
+    assert!(root.all("ContinuationToken").is_empty());
+    assert!(root.all("Prefix").is_empty());
+
+    let page = BucketPage {
+        continuation_token: Some("next".into()),
+        prefix: Some("al".into()),
+    };
+    let root = read_back(&list_buckets_xml(&owner(), &buckets[..1], &page));
+    assert_eq!(root.text_of("ContinuationToken"), "next");
+    assert_eq!(root.text_of("Prefix"), "al");
 }
 
 #[test]
@@ -370,7 +384,7 @@ fn list_v2_minimal_page() {
 fn list_v1_round_trips() {
     let r = ListV1 {
         bucket: "bkt".into(),
-        prefix: "p/".into(),
+        prefix: "p/ +".into(),
         delimiter: Some("/".into()),
         marker: "p/a b".into(),
         next_marker: Some("p/z&z".into()),
@@ -398,6 +412,8 @@ fn list_v1_round_trips() {
     assert_eq!(root.text_of("EncodingType"), "url");
     assert_eq!(root.text_of("Marker"), "p/a%20b");
     assert_eq!(root.text_of("NextMarker"), "p/z%26z");
+    // A v1 listing's own Prefix is never encoded; SDKs do not decode it.
+    assert_eq!(root.text_of("Prefix"), "p/ +");
     assert_eq!(url_decode(root.one("Contents").text_of("Key")), "p/b<1>");
 }
 

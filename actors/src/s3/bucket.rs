@@ -30,19 +30,64 @@ fn owner(x: &Exchange) -> Owner {
     }
 }
 
-/// ListBuckets: every bucket, by name; a non-root key sees only the buckets it holds a grant
-/// on.
+/// Most buckets one ListBuckets page returns, and the page size when the request names none.
+pub const LIST_BUCKETS_MAX: usize = 10_000;
+
+/// `max-buckets`: 1 to [`LIST_BUCKETS_MAX`]; anything else is `InvalidArgument`, as on S3.
+fn max_buckets(x: &Exchange) -> Result<usize, S3Error> {
+    match x.target.param("max-buckets") {
+        None => Ok(LIST_BUCKETS_MAX),
+        Some(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=LIST_BUCKETS_MAX).contains(n))
+            .ok_or_else(|| {
+                S3Error::with_message(
+                    S3ErrorCode::InvalidArgument,
+                    format!("max-buckets must be an integer from 1 to {LIST_BUCKETS_MAX}"),
+                )
+            }),
+    }
+}
+
+/// ListBuckets: the buckets by name, filtered by `prefix` and `bucket-region`, a page of
+/// `max-buckets` after the `continuation-token`; a non-root key sees only the buckets it holds
+/// a grant on.
 pub async fn list_buckets(x: &Exchange) -> Result<HttpResponse, S3Error> {
+    let max = max_buckets(x)?;
+    let prefix = x.target.param("prefix").map(str::to_string);
+    let region = x.target.param("bucket-region");
+    let after = match x.target.param("continuation-token") {
+        None | Some("") => None,
+        Some(t) => Some(decode_continuation(t)?),
+    };
     let buckets = read(&x.state, ListBuckets).await?;
-    let entries: Vec<BucketEntry> = buckets
+    let mut entries: Vec<BucketEntry> = buckets
         .into_iter()
         .filter(|b| x.auth.root || x.auth.grants.contains_key(&b.name))
+        .filter(|b| prefix.as_deref().is_none_or(|p| b.name.starts_with(p)))
+        .filter(|b| region.is_none_or(|r| b.region == r))
+        .filter(|b| after.as_deref().is_none_or(|a| b.name.as_str() > a))
         .map(|b| BucketEntry {
             name: b.name,
             created_ms: b.created_ms,
         })
         .collect();
-    Ok(xml_ok(&x.echo, xml::list_buckets_xml(&owner(x), &entries)))
+    let next = if entries.len() > max {
+        entries.truncate(max);
+        entries.last().map(|b| encode_continuation(&b.name))
+    } else {
+        None
+    };
+    let page = xml::BucketPage {
+        continuation_token: next,
+        prefix,
+    };
+    Ok(xml_ok(
+        &x.echo,
+        xml::list_buckets_xml(&owner(x), &entries, &page),
+    ))
 }
 
 /// CreateBucket: validates the name and location, commits the bucket.
@@ -164,10 +209,11 @@ pub async fn list_objects(x: &Exchange, v2: bool) -> Result<HttpResponse, S3Erro
         .map(str::to_string);
     let max_keys = max_keys(x)?;
     let start_after = x.target.param("start-after").map(str::to_string);
+    // An empty token is no token, as S3 answers it (and echoes it back).
     let token = x.target.param("continuation-token").map(str::to_string);
     let marker = x.target.param("marker").map(str::to_string);
     let after = if v2 {
-        match &token {
+        match token.as_deref().filter(|t| !t.is_empty()) {
             Some(t) => Some(decode_continuation(t)?),
             None => start_after.clone(),
         }

@@ -109,12 +109,7 @@ pub(super) fn stored_headers(x: &Exchange) -> BTreeMap<String, String> {
             continue;
         };
         let v = if name == "content-encoding" {
-            // aws-chunked is the transfer framing of this request, not the object's encoding.
-            v.split(',')
-                .map(str::trim)
-                .filter(|e| !e.eq_ignore_ascii_case("aws-chunked") && !e.is_empty())
-                .collect::<Vec<_>>()
-                .join(",")
+            without_aws_chunked(v)
         } else {
             v.to_string()
         };
@@ -123,6 +118,24 @@ pub(super) fn stored_headers(x: &Exchange) -> BTreeMap<String, String> {
         }
     }
     out
+}
+
+/// A Content-Encoding as the client sent it, less the `aws-chunked` token: that token is the
+/// transfer framing of this request, not the object's encoding. Everything else, spacing
+/// included, is kept, as S3 returns it.
+fn without_aws_chunked(v: &str) -> String {
+    if !v
+        .split(',')
+        .any(|e| e.trim().eq_ignore_ascii_case("aws-chunked"))
+    {
+        return v.trim().to_string();
+    }
+    v.split(',')
+        .filter(|e| !e.trim().eq_ignore_ascii_case("aws-chunked") && !e.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(",")
+        .trim()
+        .to_string()
 }
 
 /// The checksum the client declared: a value header, a trailer still to come, or only an
@@ -480,6 +493,24 @@ fn check_conditions(x: &Exchange, v: &ObjectVersion) -> Result<(), S3Error> {
     Ok(())
 }
 
+/// Headers a 304 repeats from the object, as S3 sends them: caches and sync tools revalidate
+/// with the ETag and Last-Modified of the answer, and keep their freshness rules from it.
+const NOT_MODIFIED_HEADERS: [&str; 2] = ["cache-control", "expires"];
+
+/// The 304 answer to a conditional GET or HEAD: no body, but the validators and caching
+/// headers of the version that was not modified.
+fn not_modified(x: &Exchange, v: &ObjectVersion) -> HttpResponse {
+    let mut resp = builder(StatusCode::NOT_MODIFIED, &x.echo);
+    resp.insert_header(("etag", format!("\"{}\"", v.etag)))
+        .insert_header(("last-modified", http_date(v.last_modified_ms)));
+    for name in NOT_MODIFIED_HEADERS {
+        if let Some(val) = v.headers.get(name) {
+            resp.insert_header((name, val.as_str()));
+        }
+    }
+    resp.finish()
+}
+
 /// `response-*` query parameters override these headers on GET.
 const RESPONSE_OVERRIDES: [(&str, &str); 6] = [
     ("response-content-type", "content-type"),
@@ -511,7 +542,12 @@ pub async fn get_object(x: &Exchange, head: bool) -> Result<HttpResponse, S3Erro
         bucket(&x.state, bucket_name).await?;
         return Err(S3Error::new(S3ErrorCode::NoSuchKey));
     };
-    check_conditions(x, &v)?;
+    if let Err(e) = check_conditions(x, &v) {
+        if e.code == S3ErrorCode::NotModified {
+            return Ok(not_modified(x, &v));
+        }
+        return Err(e);
+    }
     let part = match x.target.param("partNumber") {
         Some(n) => super::multipart::part_range(&v, n, header(&x.req, "range").is_some())?,
         None => None,
@@ -738,6 +774,18 @@ mod tests {
         assert_eq!(parse_range("bytes=5-1", 100).unwrap(), None);
         assert_eq!(parse_range("bytes=0-1,3-4", 100).unwrap(), None);
         assert_eq!(parse_range("items=0-1", 100).unwrap(), None);
+    }
+
+    #[test]
+    fn content_encoding_keeps_what_was_sent() {
+        assert_eq!(without_aws_chunked("deflate, gzip"), "deflate, gzip");
+        assert_eq!(without_aws_chunked("aws-chunked"), "");
+        assert_eq!(without_aws_chunked("aws-chunked, gzip"), "gzip");
+        assert_eq!(
+            without_aws_chunked("deflate, AWS-Chunked, gzip"),
+            "deflate, gzip"
+        );
+        assert_eq!(without_aws_chunked("gzip,aws-chunked"), "gzip");
     }
 
     #[test]
