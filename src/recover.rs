@@ -85,7 +85,7 @@ pub fn recover(dir: &Path, confirmed: bool) -> anyhow::Result<()> {
             material,
             ..
         } = &member;
-        let db = MetaDb::open(&dir.meta(), 16 << 30)
+        let db = MetaDb::open(&dir.meta(), hamster_actors::raft::db::META_MAP_BYTES)
             .await
             .context("cannot open the metadata store")?;
         let state = inspect(&db)?;

@@ -620,7 +620,7 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         },
         seed: ids.next_u64(),
         freed_tx,
-        map_size_bytes: 16 << 30,
+        map_size_bytes: hamster_actors::raft::db::META_MAP_BYTES,
         epoch: epoch.clone(),
     };
     let start = StartOptions {

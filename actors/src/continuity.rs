@@ -295,9 +295,11 @@ pub async fn check_meta(dir: &DataDir, cluster_id: &str) -> anyhow::Result<Start
     if size == 0 {
         bail!("{}", lost_message(dir, cluster_id, "is missing or empty"));
     }
-    let db = MetaDb::open(&dir.meta(), 16 << 30).await.with_context(|| {
-        lost_message(dir, cluster_id, "cannot be opened (damaged or truncated?)")
-    })?;
+    let db = MetaDb::open(&dir.meta(), crate::raft::db::META_MAP_BYTES)
+        .await
+        .with_context(|| {
+            lost_message(dir, cluster_id, "cannot be opened (damaged or truncated?)")
+        })?;
     let state = inspect(&db);
     // Close the environment before the Raft node opens it again.
     db.into_closing_event().wait_timeout(Duration::from_secs(5));

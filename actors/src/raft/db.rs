@@ -17,6 +17,12 @@ use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
 /// machine pointers, the snapshot pointer, the freed queue, and two sets of [`StateTables`].
 const TABLE_COUNT: u32 = 5 + 2 * StateTables::COUNT;
 
+/// The map size a node's metadata store is opened with. The map is address space, not disk:
+/// the file grows only as pages are used. It is sized for the state twice over, because an
+/// installing snapshot fills the spare table set beside the live one (ADR-0009): about 20 GiB
+/// at 10^7 objects.
+pub const META_MAP_BYTES: usize = 256 << 30;
+
 /// The `sm_meta` key naming the live set of [`StateTables`] (one byte, 0 or 1; absent is 0).
 pub const LIVE_SET_KEY: &[u8] = b"live_set";
 

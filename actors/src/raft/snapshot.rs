@@ -47,10 +47,10 @@ const VALUE_BYTES_MAX: u32 = 64 << 20;
 /// Records read per slice of a build before it yields.
 const BUILD_SLICE_RECORDS: usize = 1024;
 /// Record bytes per install write transaction.
-const INSTALL_BATCH_BYTES: usize = 4 << 20;
+const INSTALL_BATCH_BYTES: usize = 2 << 20;
 /// A snapshot file is synced each time this many bytes were written since the last sync, so
 /// the final sync (and any one stall) stays short.
-const SYNC_EVERY_BYTES: u64 = 8 << 20;
+const SYNC_EVERY_BYTES: u64 = 2 << 20;
 
 /// Makes file names unique within the process (two builds at one log index).
 static FILE_SEQ: AtomicU64 = AtomicU64::new(1);
