@@ -429,11 +429,6 @@ impl Filling {
         Ok(())
     }
 
-    /// Whether the open write transaction holds enough to commit.
-    fn batch_full(&self) -> bool {
-        self.txn_bytes >= INSTALL_BATCH_BYTES
-    }
-
     /// Adds records from an in-memory list in bounded transactions (an old-format snapshot).
     pub async fn put_all(
         &mut self,
@@ -443,16 +438,27 @@ impl Filling {
         let mut txn = db.env.write_txn()?;
         for (table, k, v) in records {
             self.put(&mut txn, table, &k, &v, false)?;
-            if self.batch_full() {
-                txn.commit()?;
-                self.txn_bytes = 0;
-                tokio::task::yield_now().await;
-                txn = db.env.write_txn()?;
-            }
+            txn = self.next_batch(db, txn).await?;
         }
         txn.commit()?;
         self.txn_bytes = 0;
         Ok(())
+    }
+
+    /// Once the open transaction holds enough, commits it, lets the runtime run others and
+    /// opens the next one; until then hands `txn` back as it is.
+    async fn next_batch<'e>(
+        &mut self,
+        db: &'e MetaDb,
+        txn: heed::RwTxn<'e>,
+    ) -> Result<heed::RwTxn<'e>, DbError> {
+        if self.txn_bytes < INSTALL_BATCH_BYTES {
+            return Ok(txn);
+        }
+        txn.commit()?;
+        self.txn_bytes = 0;
+        tokio::task::yield_now().await;
+        Ok(db.env.write_txn()?)
     }
 
     /// Reads a framed snapshot from `file` into the spare set, checking its end record.
@@ -509,12 +515,7 @@ impl Filling {
             r.exact(&mut value)?;
             self.put(&mut txn, tag[0], &key, &value, true)?;
             records += 1;
-            if self.batch_full() {
-                txn.commit()?;
-                self.txn_bytes = 0;
-                tokio::task::yield_now().await;
-                txn = db.env.write_txn()?;
-            }
+            txn = self.next_batch(db, txn).await?;
         }
         txn.commit()?;
         self.txn_bytes = 0;
