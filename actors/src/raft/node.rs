@@ -32,6 +32,7 @@ use super::log_store::LogStore;
 use super::network::{encode_request, NoPeers, PeerNetwork, Proposed, RaftRequest, RaftResponse};
 use super::query;
 use super::runtime;
+use super::snapshot::InstallTap;
 use super::state_machine::{AppliedEntry, StateMachine};
 use super::types::{NodeInfo, Raft};
 use crate::liveness::LivenessHandle;
@@ -120,6 +121,9 @@ pub struct StartOptions {
     pub bootstrap: bool,
     /// Where to report every applied entry, if anyone watches (the simulation does).
     pub applied_tap: Option<UnboundedSender<AppliedEntry>>,
+    /// Where to report the progress of snapshot installs, if anyone watches (the simulation
+    /// does, to crash a node in the middle of one).
+    pub install_tap: Option<InstallTap>,
     /// The node's liveness detector, fed by every Raft RPC; a private one when not given.
     pub liveness: Option<LivenessHandle>,
 }
@@ -131,6 +135,7 @@ impl StartOptions {
             network: Network::Solo,
             bootstrap: true,
             applied_tap: None,
+            install_tap: None,
             liveness: None,
         }
     }
@@ -774,8 +779,9 @@ impl RaftNode {
         let log_store = LogStore::new(db.clone());
         #[cfg(feature = "fault-injection")]
         let panic_switch = log_store.panic_switch();
-        let state_machine =
-            StateMachine::new(db.clone(), cfg.freed_tx).with_applied_tap(opts.applied_tap);
+        let state_machine = StateMachine::new(db.clone(), cfg.freed_tx)
+            .with_applied_tap(opts.applied_tap)
+            .with_install_tap(opts.install_tap);
         let solo = matches!(opts.network, Network::Solo);
         let liveness = opts
             .liveness
