@@ -251,6 +251,46 @@ impl MetaReader {
             .map_err(|e| ReadError::Storage(e.to_string()))
     }
 
+    /// Every body the local replica's state references, as one read transaction sees it,
+    /// in a [`query::BodyFilter`]. Reads in slices and lets other work run between them, so
+    /// the scan neither stalls this thread nor holds memory in proportion to the store; a
+    /// [`Shutdown`] meanwhile ends it with `Closed`. `seed` places the filter's false claims.
+    pub async fn referenced_bodies(&self, seed: u64) -> Result<query::BodyFilter, ReadError> {
+        let storage = |e: DbError| ReadError::Storage(e.to_string());
+        let db = self
+            .slot
+            .read()
+            .map_err(|_| ReadError::Closed)?
+            .clone()
+            .ok_or(ReadError::Closed)?;
+        let txn = db
+            .env
+            .clone()
+            .static_read_txn()
+            .map_err(|e| storage(e.into()))?;
+        let expected = {
+            let state = db.state(&txn).map_err(storage)?;
+            let objects = state.objects.len(&txn).map_err(|e| storage(e.into()))?;
+            let uploads = state.uploads.len(&txn).map_err(|e| storage(e.into()))?;
+            // Most keys hold one version of one body; an upload holds a few parts.
+            objects + uploads * 8
+        };
+        let mut filter = query::BodyFilter::with_capacity(expected, seed);
+        for uploads in [false, true] {
+            let mut after = None;
+            while query::referenced_slice(&db, &txn, uploads, &mut after, &mut filter)
+                .map_err(storage)?
+                == query::REFERENCED_SLICE_RECORDS
+            {
+                tokio::task::yield_now().await;
+                if self.slot.read().map_or(true, |s| s.is_none()) {
+                    return Err(ReadError::Closed);
+                }
+            }
+        }
+        Ok(filter)
+    }
+
     /// Lets go of the store: later reads answer `Closed`.
     fn close(&self) {
         if let Ok(mut slot) = self.slot.write() {
