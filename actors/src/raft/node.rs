@@ -942,6 +942,12 @@ fn longest_key_bytes(cmd: &Command) -> usize {
             key,
             ..
         }
+        | Command::CompleteUploadIf {
+            upload_id,
+            bucket,
+            key,
+            ..
+        }
         | Command::AbortUpload {
             upload_id,
             bucket,
