@@ -163,3 +163,19 @@ def test_copy_needs_read_on_source(node_factory):
     assert root.get_object(Bucket="dst", Key="b")["Body"].read() == b"copy me"
     # Read on the source alone does not let it write the target.
     denied(lambda: app.copy_object(Bucket="src", Key="c", CopySource=source))
+
+
+def test_a_name_taken_by_another_key_is_bucket_already_exists(node_factory):
+    node = node_factory("keys-taken")
+    ak, sk = create_key(node, "first")
+    oak, osk = create_key(node, "second")
+    first = node.client(ak, sk)
+    second = node.client(oak, osk)
+    first.create_bucket(Bucket="taken")
+    for client, code in ((second, "BucketAlreadyExists"), (first, "BucketAlreadyOwnedByYou")):
+        with pytest.raises(ClientError) as e:
+            client.create_bucket(Bucket="taken")
+        assert harness.error_code(e.value) == code
+        assert harness.http_status(e.value) == 409
+    # The refused key gained nothing on the bucket.
+    assert bucket_names(second) == []

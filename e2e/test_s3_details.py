@@ -7,7 +7,9 @@ ListObjectsV2 takes an empty continuation-token as no token; that a ListObjects 
 keeps its own Prefix unencoded even when boto3 asks for url encoding; and that Content-Encoding
 comes back exactly as the client sent it, less only the aws-chunked framing token; that
 CompleteMultipartUpload honours If-None-Match and If-Match (a refused one keeps the upload), and
-that a retried completion of an upload that went through answers as the first attempt did.
+that a retried completion of an upload that went through answers as the first attempt did;
+and that a presigned URL whose X-Amz-Expires could never be valid (zero, negative, beyond a week)
+is refused with 403 like an expired one.
 """
 
 from __future__ import annotations
@@ -185,3 +187,16 @@ def test_a_retried_completion_answers_as_the_first(s3, bucket):
         s3.complete_multipart_upload(Bucket=bucket, Key="r", UploadId=upload,
                                      MultipartUpload={"Parts": parts})
     assert e.value.response["Error"]["Code"] == "NoSuchUpload"
+
+
+@pytest.mark.parametrize("expires", [0, -7, 604801])
+def test_a_presigned_url_never_valid_is_refused_with_403(s3, bucket, expires):
+    s3.put_object(Bucket=bucket, Key="p", Body=b"presigned")
+    params = {"Bucket": bucket, "Key": "p"}
+    url = s3.generate_presigned_url("get_object", Params=params, ExpiresIn=3600)
+    assert requests.get(url, timeout=10).content == b"presigned"
+    bad = s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expires)
+    assert f"X-Amz-Expires={expires}&" in bad
+    r = requests.get(bad, timeout=10)
+    assert r.status_code == 403, r.text
+    assert "<Code>AccessDenied</Code>" in r.text

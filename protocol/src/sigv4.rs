@@ -419,18 +419,23 @@ fn parse_v4_query(req: &RequestParts, query: &[(String, String)]) -> Result<Pars
             "X-Amz-Algorithm only supports \"AWS4-HMAC-SHA256\"",
         ));
     }
-    let expires_secs: u64 = expires.parse().map_err(|_| {
+    let expires_secs: i64 = expires.parse().map_err(|_| {
         err(
             code,
             format!("X-Amz-Expires '{expires}' should be a number"),
         )
     })?;
-    if !(1..=PRESIGN_EXPIRES_MAX_SECS).contains(&expires_secs) {
+    // A URL that was never valid is refused as AWS refuses one that has run out: 403.
+    if expires_secs < 1 {
+        return Err(err(S3ErrorCode::AccessDenied, "Request has expired"));
+    }
+    if expires_secs > PRESIGN_EXPIRES_MAX_SECS as i64 {
         return Err(err(
-            code,
-            "X-Amz-Expires must be between 1 and 604800 seconds (one week)",
+            S3ErrorCode::AccessDenied,
+            "X-Amz-Expires must be less than a week (in seconds) that is 604800",
         ));
     }
+    let expires_secs = expires_secs as u64;
     let date_ms = parse_amz_date(date).ok_or_else(|| {
         err(
             code,

@@ -115,7 +115,15 @@ pub async fn create_bucket(x: &Exchange, payload: Payload) -> Result<HttpRespons
         created_ms: x.state.clock.now_ms(),
         region: region.clone(),
     };
-    propose(&x.state, Command::CreateBucket(record)).await?;
+    if let Err(e) = propose(&x.state, Command::CreateBucket(record)).await {
+        // Someone else's bucket: the name is taken, and that is all this key may learn.
+        if e.code == S3ErrorCode::BucketAlreadyOwnedByYou
+            && !super::access::may(&x.auth, name, super::access::Need::Owner)
+        {
+            return Err(S3Error::new(S3ErrorCode::BucketAlreadyExists));
+        }
+        return Err(e);
+    }
     if !x.auth.root {
         // The key that made the bucket owns it; without this it could not even see it.
         let grant = Grant {
