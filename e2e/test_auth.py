@@ -2,7 +2,8 @@
 
 Proves, with plain unsigned HTTP requests and with boto3 clients holding wrong credentials, that
 every S3 request must carry a valid SigV4 signature from a known access key: unsigned requests
-get 403 AccessDenied, a wrong secret gets 403 SignatureDoesNotMatch, an unknown key gets 403
+get 403 AccessDenied (404 NoSuchBucket when the bucket they name does not exist, as on S3,
+except an unsigned CreateBucket, which is 403), a wrong secret gets 403 SignatureDoesNotMatch, an unknown key gets 403
 InvalidAccessKeyId, and in each case nothing is read or written (checked afterwards with the
 right credentials).
 """
@@ -43,6 +44,17 @@ def test_unsigned_put_is_refused_and_stores_nothing(shared_node, s3, stored):
     assert r.status_code == 403
     assert "<Code>AccessDenied</Code>" in r.text
     assert [o["Key"] for o in harness.list_all_keys(s3, stored)] == ["private.txt"]
+
+
+def test_unsigned_request_for_a_missing_bucket_is_no_such_bucket(shared_node, stored):
+    for path in ("/no-such-bucket-anon/key", "/no-such-bucket-anon"):
+        r = requests.get(shared_node.endpoint + path, timeout=30)
+        assert r.status_code == 404, r.text
+        assert "<Code>NoSuchBucket</Code>" in r.text
+    # An existing bucket tells an unsigned caller nothing more than AccessDenied.
+    r = requests.get(f"{shared_node.endpoint}/{stored}/no-such-key", timeout=30)
+    assert r.status_code == 403
+    assert "<Code>AccessDenied</Code>" in r.text
 
 
 def test_unsigned_create_bucket_is_refused(shared_node, s3):

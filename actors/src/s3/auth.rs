@@ -9,7 +9,7 @@ use hamster_protocol::s3err::{S3Error, S3ErrorCode};
 use hamster_protocol::sigv4::{self, Auth, PayloadMode, RequestParts, SigningContext};
 
 use super::S3State;
-use crate::raft::node::GetAccessKey;
+use crate::raft::node::{GetAccessKey, GetBucket};
 
 /// Who made the request and how its body is signed.
 pub struct Authenticated {
@@ -38,11 +38,13 @@ pub fn header_pairs(req: &HttpRequest) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Verifies the request's signature; errors are the S3 errors AWS gives.
+/// Verifies the request's signature; errors are the S3 errors AWS gives. An unsigned request
+/// naming `bucket` that does not exist gets NoSuchBucket, as on S3; any other, AccessDenied.
 pub async fn authenticate(
     state: &S3State,
     req: &HttpRequest,
     vhost_bucket: Option<&str>,
+    bucket: Option<&str>,
 ) -> Result<Authenticated, S3Error> {
     let headers = header_pairs(req);
     let parts = RequestParts {
@@ -52,6 +54,16 @@ pub async fn authenticate(
         headers: &headers,
     };
     let Some(auth) = sigv4::parse(&parts)? else {
+        // As S3 does, an unsigned request learns that a bucket does not exist, and nothing
+        // else.
+        if let Some(name) = bucket {
+            if super::meta::read(state, GetBucket(name.to_string()))
+                .await?
+                .is_none()
+            {
+                return Err(S3Error::new(S3ErrorCode::NoSuchBucket));
+            }
+        }
         return Err(S3Error::with_message(
             S3ErrorCode::AccessDenied,
             "Anonymous access is not allowed; sign the request with an access key",
@@ -62,12 +74,8 @@ pub async fn authenticate(
         Auth::V4(a) => sigv4::check_time(a, now_ms)?,
         Auth::V2(a) => sigv4::check_time_v2(a, now_ms)?,
     }
-    let key = state
-        .raft
-        .send(GetAccessKey(auth.access_key().to_string()))
-        .await
-        .map_err(|_| S3Error::new(S3ErrorCode::ServiceUnavailable))?
-        .map_err(|_| S3Error::new(S3ErrorCode::InternalError))?
+    let key = super::meta::read(state, GetAccessKey(auth.access_key().to_string()))
+        .await?
         .ok_or_else(|| S3Error::new(S3ErrorCode::InvalidAccessKeyId))?;
     let (payload, signing) = match &auth {
         Auth::V4(a) => {

@@ -179,7 +179,10 @@ async fn dispatch(
             .map(|r| (op, r))
             .map_err(|e| (op, e));
     }
-    let auth = authenticate(state, &req, t.vhost_bucket.as_deref())
+    // An unsigned request may learn that the bucket it names does not exist, unless it asked
+    // to create it.
+    let existing = t.bucket.as_deref().filter(|_| op != Op::CreateBucket);
+    let auth = authenticate(state, &req, t.vhost_bucket.as_deref(), existing)
         .await
         .map_err(|e| (op, e))?;
     access::check(auth.root, &auth.grants, &op, t.bucket.as_deref()).map_err(|e| (op, e))?;

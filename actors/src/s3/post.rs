@@ -75,12 +75,8 @@ async fn authorize(
     filename: Option<&str>,
 ) -> Result<Accepted, S3Error> {
     let cred = post_policy::credential(form)?;
-    let key = state
-        .raft
-        .send(GetAccessKey(cred.access_key.clone()))
-        .await
-        .map_err(|_| S3Error::new(S3ErrorCode::ServiceUnavailable))?
-        .map_err(|_| S3Error::new(S3ErrorCode::InternalError))?
+    let key = super::meta::read(state, GetAccessKey(cred.access_key.clone()))
+        .await?
         .ok_or_else(|| S3Error::new(S3ErrorCode::InvalidAccessKeyId))?;
     let accepted = post_policy::verify(
         form,
