@@ -8,6 +8,7 @@ mod t110_lost_metadata;
 mod t120_layout;
 mod t130_live_placement;
 mod t140_scrub;
+mod t150_quiet_restart;
 mod t20_leader_crash;
 mod t30_partitions;
 mod t40_snapshot_catch_up;
