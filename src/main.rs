@@ -22,7 +22,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// Hamster: a distributed, S3-compatible object store.
 #[derive(Debug, Parser)]
-#[command(name = "hamster", version = version_line(), disable_version_flag = true)]
+#[command(name = "hamster", version = version_line())]
 struct Cli {
     #[command(subcommand)]
     verb: Verb,
@@ -391,6 +391,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.verb, Verb::Serve(_)) {
+        // A command whose output is piped into `head` or `less` ends quietly when the reader
+        // goes away, as Unix tools do, instead of failing on a write to the closed pipe. The
+        // daemon keeps Rust's default (the signal ignored; a closed socket is an error).
+        // SAFETY: restoring a signal's default disposition before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
