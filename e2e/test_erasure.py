@@ -140,6 +140,17 @@ def test_six_nodes_code_4_plus_2_survive_two_losses_and_repair(node_factory):
     assert harness.http_status(missing.value) == 404
     check_all(s3)
 
+    # A third node down leaves "first" three of its six shards: a passing condition, not
+    # damage, so 503 with Retry-After rather than 500 "run hamster repair" (which could not
+    # help while the nodes are away).
+    third_dead = next(n for n in nodes[1:] if n not in (leader, first_dead, second_dead))
+    third_dead.kill9()
+    with pytest.raises(ClientError) as away:
+        get(s3, bucket, "first")
+    assert harness.http_status(away.value) == 503, away.value.response
+    assert away.value.response["ResponseMetadata"]["HTTPHeaders"].get("retry-after") == "1"
+    third_dead.start()
+
     # Back up: what the degraded writes missed is rebuilt, by the writing node's heal-soon list
     # as their homes answer or by repair, whichever comes first (never both: both run on
     # `via`, which claims each part for one of them); a second sweep is clean.

@@ -829,13 +829,23 @@ impl DataPlane {
         candidates.sort_by_key(|i| (self.is_down(self.home(part, *i)), *i));
         let mut next = 0usize;
         let mut have = 0usize;
+        // Shards that failed only because their node did not answer.
+        let mut away = 0usize;
         while have < k {
             let want = k - have;
             let batch: Vec<u16> = candidates.iter().skip(next).take(want).copied().collect();
             if batch.is_empty() {
-                return Err(ReadError::Lost(format!(
-                    "only {have} of the {k} shards needed verify"
-                )));
+                // Shards set aside before this stripe (an earlier stripe or the data-shard
+                // path failed on them) count as away when their node is known to be down.
+                let earlier = avoid
+                    .iter()
+                    .filter(|i| !candidates.contains(i) && self.is_down(self.home(part, **i)))
+                    .count();
+                let why = format!("only {have} of the {k} shards needed verify");
+                if have + away + earlier >= k {
+                    return Err(ReadError::Unavailable(why));
+                }
+                return Err(ReadError::Lost(why));
             }
             next += batch.len();
             let reads = batch
@@ -851,6 +861,9 @@ impl DataPlane {
                         if let Some(held) = self.inner.warn_read.admit() {
                             warn!(object = %body, part = part.part, shard = i, error = %e, "shard unusable{held}");
                         }
+                        if matches!(e, CallError::Unreachable(_)) {
+                            away += 1;
+                        }
                         avoid.insert(*i);
                     }
                 }
@@ -865,15 +878,23 @@ impl DataPlane {
 pub enum ReadError {
     /// Fewer than `k` shards of a stripe could be read and verified.
     Lost(String),
+    /// Fewer than `k` shards could be read, but with the ones on nodes that are down or did
+    /// not answer there would be enough: the read can succeed once those nodes are back.
+    Unavailable(String),
 }
 
 impl std::fmt::Display for ReadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ReadError::Lost(why) => write!(f, "object data unreadable: {why}"),
+            ReadError::Unavailable(why) => {
+                write!(f, "object data unreadable while nodes are away: {why}")
+            }
         }
     }
 }
+
+impl std::error::Error for ReadError {}
 
 fn below_floor(profile: Profile, durable: usize) -> S3Error {
     below_floor_because(profile, durable, &[])

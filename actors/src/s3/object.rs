@@ -616,6 +616,18 @@ pub async fn get_object(x: &Exchange, head: bool) -> Result<HttpResponse, S3Erro
                 if let Some(held) = x.state.data.admit_lost_warning() {
                     warn!(object = %object, error = %e, "object unreadable{held}");
                 }
+                let away = e
+                    .get_ref()
+                    .and_then(|r| r.downcast_ref::<crate::data::ReadError>())
+                    .is_some_and(|r| matches!(r, crate::data::ReadError::Unavailable(_)));
+                if away {
+                    // Nothing to repair: the shards are on nodes that are down. A retry after
+                    // they return succeeds.
+                    return Err(S3Error::with_message(
+                        S3ErrorCode::ServiceUnavailable,
+                        "the object's data is on nodes that are down; retry once they are back",
+                    ));
+                }
                 return Err(S3Error::with_message(
                     S3ErrorCode::InternalError,
                     "the object's data cannot be read from enough verified shards; run hamster repair",
@@ -695,7 +707,7 @@ impl ReadCursor {
                     .data
                     .read_part(body, p, within..within + take, &mut self.avoid.1)
                     .await
-                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    .map_err(std::io::Error::other)?;
                 self.pos += take;
                 return Ok(Bytes::from(out));
             }

@@ -33,11 +33,19 @@ pub fn xml_ok(echo: &Echo, body: String) -> HttpResponse {
         .body(body)
 }
 
+/// Seconds a 503 asks the client to wait before it tries again.
+const RETRY_AFTER_SECS: &str = "1";
+
 /// The S3 error answer: status from the code, XML body (none for HEAD).
 pub fn error(echo: &Echo, err: &S3Error, extra: &[(&str, &str)]) -> HttpResponse {
     let status =
         StatusCode::from_u16(err.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut b = builder(status, echo);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        // Every 503 here is a passing condition (no leader yet, nodes down, a full queue):
+        // clients that honour the header come back after a second instead of hammering.
+        b.insert_header(("retry-after", RETRY_AFTER_SECS));
+    }
     if echo.head || status == StatusCode::NOT_MODIFIED {
         return b.finish();
     }
