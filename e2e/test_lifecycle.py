@@ -93,6 +93,13 @@ def test_output_piped_into_a_closed_reader_ends_quietly(node_factory):
     assert proc.stdout.strip().endswith("rc=141"), proc.stdout
 
 
+def test_repair_of_a_bucket_that_does_not_exist_is_an_error(node_factory):
+    node = node_factory("repair-nosuch")
+    proc = harness.run_cli(["repair", "--bucket", "nosuch", "--data", str(node.data_dir)])
+    err = one_line_error(proc)
+    assert "no bucket named nosuch" in err, err
+
+
 @pytest.mark.parametrize("flag", ["-h", "--help"])
 def test_help_lists_verbs(flag):
     proc = harness.run_cli([flag])

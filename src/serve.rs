@@ -32,8 +32,8 @@ use hamster_actors::node::{
 use hamster_actors::peer::{raft_protocol, PeerLink, RaftService};
 use hamster_actors::raft::epoch::Epoch;
 use hamster_actors::raft::node::{
-    AddLearner, AdoptEpoch, CatchUp, GetAccessKey, GetLayout, GetReader, GetScrub, Network,
-    OpenFreedQueue, Propose, RaftNode, RaftNodeConfig, RaftStatus, RemoveMember, Shutdown,
+    AddLearner, AdoptEpoch, CatchUp, GetAccessKey, GetBucket, GetLayout, GetReader, GetScrub,
+    Network, OpenFreedQueue, Propose, RaftNode, RaftNodeConfig, RaftStatus, RemoveMember, Shutdown,
     StaleCount, StartOptions, WatchMetrics,
 };
 use hamster_actors::raft::NodeInfo;
@@ -803,6 +803,15 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
                 } => keys.grant(&name, &bucket, grant, false).await,
                 ControlRequest::MintJoinToken { ttl_ms } => tokens.mint(ttl_ms).await,
                 ControlRequest::Repair { bucket } => {
+                    if let Some(b) = &bucket {
+                        if let Ok(Ok(None)) = repair_raft.send(GetBucket(b.clone())).await {
+                            return ControlResponse::Error {
+                                message: format!(
+                                    "there is no bucket named {b}; `hamster repair` without --bucket sweeps every bucket"
+                                ),
+                            };
+                        }
+                    }
                     match repair::repair(
                         &repair_raft,
                         &repair_data,
