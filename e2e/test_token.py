@@ -71,7 +71,9 @@ def mint(node, *args: str) -> str:
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 1, r.stdout
-    assert "hamster serve --token" in r.stderr, r.stderr
+    # The hint is a whole command, this token in it, with the address the joiner must give.
+    assert f"hamster serve --data /var/lib/hamster --cluster-addr ADDRESS:9400 --token '{lines[0]}'" \
+        in r.stderr, r.stderr
     return lines[0]
 
 

@@ -42,7 +42,7 @@ pub fn run(a: TokenArgs) -> anyhow::Result<()> {
     let (token, expires_ms) = mint(&data_dir(&a.data, None), ttl_ms)?;
     println!("{token}");
     eprintln!(
-        "single use, valid for {} (until {}): on the new node run `hamster serve --token <token> --data DIR`",
+        "single use, valid for {} (until {}); on the new machine, with an empty data dir, run:\n  hamster serve --data /var/lib/hamster --cluster-addr ADDRESS:9400 --token '{token}'\nwhere ADDRESS is that machine's address every member can reach (the default, 127.0.0.1, only works on this machine)",
         format_ttl(ttl_ms),
         iso8601_ms(expires_ms)
     );
@@ -130,7 +130,7 @@ impl TokenAdmin {
                 )),
             },
             Ok(Err(ProposeError::NotLeader { .. })) => Err(
-                "this node does not lead the metadata group; run `hamster token` on the leader (see `hamster status`)"
+                "no metadata leader is known right now (an election may be under way); run `hamster token` again in a few seconds"
                     .to_string(),
             ),
             Ok(Err(e)) => Err(format!("the token did not commit: {e}")),
