@@ -1,7 +1,7 @@
 """The `hamster` command behaves as an operator expects over a node's life.
 
 Proves, by running the real binary: `version`, `--version` and `-h` describe the program and list the verbs; a command piped into
-a reader that goes away ends quietly;
+a reader that goes away ends quietly; operator verbs find the node through the config file;
 `init` founds a cluster, prints the S3 credentials it stored (mode 0600, AWS shared-credentials
 format) and refuses a second time; `serve` on an empty directory initialises and prints the S3
 endpoint and keys, or adopts keys given in HAMSTER_ACCESS_KEY/HAMSTER_SECRET_KEY; `status` shows
@@ -91,6 +91,23 @@ def test_output_piped_into_a_closed_reader_ends_quietly(node_factory):
     assert "panicked" not in proc.stderr and "Broken pipe" not in proc.stderr, proc.stderr
     # Ended by SIGPIPE (141), as `yes | head` is; never a panic (101) or an error.
     assert proc.stdout.strip().endswith("rc=141"), proc.stdout
+
+
+def test_operator_verbs_find_the_data_dir_through_the_config_file(node_factory, tmp_path):
+    node = node_factory("by-config")
+    conf = tmp_path / "hamster.toml"
+    conf.write_text(f'data = "{node.data_dir}"\n')
+    nid = json.loads(harness.run_cli(["status", "--json", "--data", str(node.data_dir)]).stdout)[
+        "node_id"]
+    for args, env in ((["status", "--json"], {"HAMSTER_CONFIG": str(conf)}),
+                      (["status", "--json", "--config", str(conf)], None)):
+        proc = harness.run_cli(args, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["node_id"] == nid
+    # Other verbs too: a token minted through the config file's data dir.
+    proc = harness.run_cli(["token", "--config", str(conf)])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("hamster-join-1.")
 
 
 def test_repair_of_a_bucket_that_does_not_exist_is_an_error(node_factory):

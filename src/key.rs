@@ -15,7 +15,7 @@ use hamster_protocol::meta::{AccessKey, Command, Grant};
 use hamster_protocol::wire::{ControlRequest, ControlResponse, KeySummary, NewKey};
 
 use crate::local::ask;
-use crate::{data_dir, DataArg};
+use crate::{cli_data_dir, DataArg};
 
 /// Longest key name.
 pub const KEY_NAME_CHARS_MAX: usize = 64;
@@ -90,18 +90,18 @@ pub fn run(a: KeyArgs) -> anyhow::Result<()> {
     match a.action {
         KeyAction::Create(n) => {
             let req = ControlRequest::CreateKey { name: n.name };
-            match ask(&data_dir(&n.data, None), &req)? {
+            match ask(&cli_data_dir(&n.data)?, &req)? {
                 ControlResponse::KeyCreated(k) => print_new(&k),
                 other => unexpected(other)?,
             }
         }
-        KeyAction::List(l) => match ask(&data_dir(&l.data, None), &ControlRequest::ListKeys)? {
+        KeyAction::List(l) => match ask(&cli_data_dir(&l.data)?, &ControlRequest::ListKeys)? {
             ControlResponse::Keys { keys } => print_table(&keys),
             other => unexpected(other)?,
         },
         KeyAction::Delete(n) => {
             let req = ControlRequest::DeleteKey { name: n.name };
-            match ask(&data_dir(&n.data, None), &req)? {
+            match ask(&cli_data_dir(&n.data)?, &req)? {
                 ControlResponse::KeyDeleted(k) => {
                     println!("deleted key {} ({})", k.name, k.access_key)
                 }
@@ -117,7 +117,7 @@ pub fn run(a: KeyArgs) -> anyhow::Result<()> {
                 bucket: g.bucket.clone(),
                 grant: g.grant(),
             };
-            updated(ask(&data_dir(&g.data, None), &req)?)?;
+            updated(ask(&cli_data_dir(&g.data)?, &req)?)?;
         }
         KeyAction::Deny(g) => {
             // No flag takes away everything on the bucket.
@@ -135,7 +135,7 @@ pub fn run(a: KeyArgs) -> anyhow::Result<()> {
                 bucket: g.bucket.clone(),
                 grant,
             };
-            updated(ask(&data_dir(&g.data, None), &req)?)?;
+            updated(ask(&cli_data_dir(&g.data)?, &req)?)?;
         }
     }
     Ok(())

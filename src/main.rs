@@ -71,9 +71,13 @@ enum Verb {
 /// Where the data directory is.
 #[derive(Debug, Clone, Args)]
 pub struct DataArg {
-    /// Data directory [env: HAMSTER_DATA] [default: ./hamster-data]
+    /// Data directory [env: HAMSTER_DATA] [default: the config file's `data`, else
+    /// ./hamster-data]
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Config file (every flag has a key; flags win) [env: HAMSTER_CONFIG]
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// Options that shape a new node (used by `init` and by `serve` on an empty data dir).
@@ -99,9 +103,6 @@ struct InitArgs {
     data: DataArg,
     #[command(flatten)]
     shape: NodeShape,
-    /// Config file (every flag has a key; flags win) [env: HAMSTER_CONFIG]
-    #[arg(long)]
-    config: Option<PathBuf>,
 }
 
 /// `hamster serve` options.
@@ -130,9 +131,6 @@ pub struct ServeArgs {
     /// Domain for virtual-host-style addressing (bucket.DOMAIN)
     #[arg(long)]
     pub domain: Option<String>,
-    /// Config file (every flag has a key; flags win) [env: HAMSTER_CONFIG]
-    #[arg(long)]
-    pub config: Option<PathBuf>,
     /// Join the cluster this token (from `hamster token`) names; used only on an empty data
     /// dir, ignored once the node is a member
     #[arg(long)]
@@ -329,6 +327,13 @@ pub fn data_dir(arg: &DataArg, file: Option<&config::FileConfig>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("hamster-data"))
 }
 
+/// The data directory an operator verb works on: as [`data_dir`], with the config file named
+/// by `--config` or `HAMSTER_CONFIG` (so a verb finds the node the daemon runs).
+pub fn cli_data_dir(arg: &DataArg) -> anyhow::Result<PathBuf> {
+    let file = file_config(&arg.config)?;
+    Ok(data_dir(arg, file.as_ref()))
+}
+
 /// The config file named by the flag or `HAMSTER_CONFIG`, if any.
 pub fn file_config(flag: &Option<PathBuf>) -> anyhow::Result<Option<config::FileConfig>> {
     let path = flag
@@ -340,17 +345,17 @@ pub fn file_config(flag: &Option<PathBuf>) -> anyhow::Result<Option<config::File
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.verb {
         Verb::Init(a) => {
-            let file = file_config(&a.config)?;
+            let file = file_config(&a.data.config)?;
             let dir = data_dir(&a.data, file.as_ref());
             let outcome = serve::init_dir(&dir, &a.shape, file.as_ref())?;
             serve::print_init(&dir, &outcome, None);
             Ok(())
         }
         Verb::Serve(a) => serve::serve(*a),
-        Verb::Status(a) => status::status(&data_dir(&a.data, None), a.json, a.watch),
+        Verb::Status(a) => status::status(&cli_data_dir(&a.data)?, a.json, a.watch),
         Verb::Key(a) => key::run(a),
         Verb::Token(a) => token::run(a),
-        Verb::Repair(a) => repair::repair(&data_dir(&a.data, None), a.bucket, a.json),
+        Verb::Repair(a) => repair::repair(&cli_data_dir(&a.data)?, a.bucket, a.json),
         Verb::Scrub(a) => {
             use hamster_protocol::scrub::ScrubSwitch;
             let switch = if a.now {
@@ -362,25 +367,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 None
             };
-            scrub_cli::scrub(&data_dir(&a.data, None), switch, a.json)
+            scrub_cli::scrub(&cli_data_dir(&a.data)?, switch, a.json)
         }
         Verb::Drain(a) => layout_cli::drain(
-            &data_dir(&a.data, None),
+            &cli_data_dir(&a.data)?,
             &a.node,
             a.yes,
             a.force,
             a.detach,
             a.json,
         ),
-        Verb::Undrain(a) => {
-            layout_cli::undrain(&data_dir(&a.data, None), &a.node, a.detach, a.json)
-        }
+        Verb::Undrain(a) => layout_cli::undrain(&cli_data_dir(&a.data)?, &a.node, a.detach, a.json),
         Verb::Remove(a) => {
-            layout_cli::remove(&data_dir(&a.data, None), &a.node, a.force, a.yes, a.json)
+            layout_cli::remove(&cli_data_dir(&a.data)?, &a.node, a.force, a.yes, a.json)
         }
-        Verb::Optimize(a) => layout_cli::optimize(&data_dir(&a.data, None), a.detach, a.json),
-        Verb::Recover(a) => recover::recover(&data_dir(&a.data, None), a.confirmed),
-        Verb::RecoverMeta(a) => recover_meta::recover_meta(&data_dir(&a.data, None), &a.peers),
+        Verb::Optimize(a) => layout_cli::optimize(&cli_data_dir(&a.data)?, a.detach, a.json),
+        Verb::Recover(a) => recover::recover(&cli_data_dir(&a.data)?, a.confirmed),
+        Verb::RecoverMeta(a) => recover_meta::recover_meta(&cli_data_dir(&a.data)?, &a.peers),
         Verb::Bench(a) => hamster_bench::run(a),
         Verb::Version => {
             println!("hamster {}", version_line());

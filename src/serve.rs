@@ -400,7 +400,7 @@ fn init_logging(filter: &str, format: LogFormat) {
 
 /// Runs `hamster serve`.
 pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
-    let file = file_config(&a.config)?;
+    let file = file_config(&a.data.config)?;
     let f = file.as_ref();
     let filter = f
         .and_then(|f| f.log.clone())

@@ -20,7 +20,7 @@ use hamster_protocol::token::{check_ttl, format_ttl, parse_ttl, JoinToken, TTL_D
 use hamster_protocol::wire::{ControlRequest, ControlResponse};
 
 use crate::local::ask;
-use crate::{data_dir, DataArg};
+use crate::{cli_data_dir, DataArg};
 
 /// `hamster token` options.
 #[derive(Debug, Args)]
@@ -39,7 +39,7 @@ pub fn run(a: TokenArgs) -> anyhow::Result<()> {
         Some(t) => parse_ttl(t)?,
         None => TTL_DEFAULT_MS,
     };
-    let (token, expires_ms) = mint(&data_dir(&a.data, None), ttl_ms)?;
+    let (token, expires_ms) = mint(&cli_data_dir(&a.data)?, ttl_ms)?;
     println!("{token}");
     eprintln!(
         "single use, valid for {} (until {}); on the new machine, with an empty data dir, run:\n  hamster serve --data /var/lib/hamster --cluster-addr ADDRESS:9400 --token '{token}'\nwhere ADDRESS is that machine's address every member can reach (the default, 127.0.0.1, only works on this machine)",
