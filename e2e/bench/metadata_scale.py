@@ -340,6 +340,8 @@ def measure_level(level: int, filled: int, ctx: dict, args) -> tuple[dict, int]:
     row["lmdb_bytes"] = lmdb
     row["lmdb_bytes_per_object"] = lmdb / level if level else None
     row["snapshot"] = latest_snapshot(node.log_text())
+    # Other work on the machine shares the cores with client and server; keep a trace of it.
+    row["loadavg_1m"] = os.getloadavg()[0]
 
     log(f"level {level}: restart")
     row["stop_s"] = node.stop()
