@@ -16,7 +16,8 @@ level N, in increasing order, it fills the store up to N objects of 4 KiB with
               during the small-object phase
   LMDB        allocated bytes of DATA/meta/data.mdb (st_blocks * 512: the map is sparse)
               per stored object; the file also holds the Raft log
-  snapshot    the latest "snapshot built" log line's bytes=, records= and ms= fields
+  snapshot    the latest "snapshot built" log line's bytes=, records= and ms= fields (a
+              binary without them: the newest snapshot file's size, "not logged")
   restart     SIGTERM, wait for the exit, start again: seconds until the S3 port answers an
               unauthenticated request (the S3 listener opens only once the node serves)
   catch-up    at the largest level only, last: a second node joins with a token; seconds
@@ -299,6 +300,20 @@ def latest_snapshot(text: str) -> dict | None:
     return found
 
 
+def snapshot_file_bytes(data: Path) -> int | None:
+    """The size of the newest finished snapshot file, or None when there is none: evidence of
+    a build from a binary that does not log its fields."""
+    newest = None
+    for p in (data / "meta" / "snapshots").glob("*.snap"):
+        try:
+            st = p.stat()
+        except FileNotFoundError:  # replaced by a newer one meanwhile
+            continue
+        if newest is None or st.st_mtime > newest.st_mtime:
+            newest = st
+    return newest.st_size if newest else None
+
+
 def figure(figures: list[dict], name: str, concurrency: int | None = None) -> dict | None:
     for f in figures:
         if f["name"] == name and (concurrency is None or f["concurrency"] == concurrency):
@@ -340,6 +355,7 @@ def measure_level(level: int, filled: int, ctx: dict, args) -> tuple[dict, int]:
     row["lmdb_bytes"] = lmdb
     row["lmdb_bytes_per_object"] = lmdb / level if level else None
     row["snapshot"] = latest_snapshot(node.log_text())
+    row["snapshot_file_bytes"] = snapshot_file_bytes(node.data)
     # Other work on the machine shares the cores with client and server; keep a trace of it.
     row["loadavg_1m"] = os.getloadavg()[0]
 
@@ -367,11 +383,10 @@ def catch_up(ctx: dict, args) -> dict:
         mine, theirs = joiner.applied_index(), node.applied_index()
         if mine is not None and theirs is not None and mine >= theirs:
             took = time.monotonic() - t0
-            text = joiner.log_text()
+            # A snapshot file on the joiner means it was sent one rather than the whole log.
             return {"seconds": took, "applied_index": mine,
                     "leader_index_at_join": leader_at_start,
-                    "snapshot_lines": sum(1 for line in text.splitlines()
-                                          if "snapshot" in line.lower())}
+                    "joiner_snapshot_file_bytes": snapshot_file_bytes(joiner.data)}
         time.sleep(0.1)
     raise RuntimeError(f"the joiner did not catch up within {CATCH_UP_TIMEOUT_S:.0f}s")
 
@@ -411,9 +426,13 @@ def table(rows: list[dict], catch: dict | None) -> str:
                          f"{r['small_peak_mib'][k]:.0f}")
         per = r["lmdb_bytes_per_object"]
         cells.append(f"{per:,.0f}" if per else "-")
-        s = r["snapshot"]
-        cells.append(f"{s['bytes'] / MIB:.1f} MiB, {s['records']:,} rec, {s['ms']} ms"
-                     if s else "none yet")
+        s, file_bytes = r["snapshot"], r.get("snapshot_file_bytes")
+        if s:
+            cells.append(f"{s['bytes'] / MIB:.1f} MiB, {s['records']:,} rec, {s['ms']} ms")
+        elif file_bytes:
+            cells.append(f"not logged; file {file_bytes / MIB:.1f} MiB")
+        else:
+            cells.append("none yet")
         cells.append(f"{r['restart_s']:.2f}")
         c = catch if (catch and r is rows[-1]) else None
         cells.append(f"{c['seconds']:.1f}" if c else "-")
