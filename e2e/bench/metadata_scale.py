@@ -281,22 +281,27 @@ def lmdb_bytes(data: Path) -> int:
     return st.st_blocks * 512
 
 
-SNAPSHOT_FIELDS = ("bytes", "records", "ms")
+# Fields of a "snapshot built" line: bytes and ms are needed, records is shown when logged.
+SNAPSHOT_FIELDS = ("bytes", "ms", "records")
+SNAPSHOT_FIELDS_NEEDED = 2
 
 
 def latest_snapshot(text: str) -> dict | None:
-    """The fields of the last "snapshot built" log line that carries them."""
+    """The fields of the last "snapshot built" log line that carries them, and how many such
+    lines there were."""
     found = None
+    count = 0
     for line in text.splitlines():
         if "snapshot built" not in line:
             continue
         fields = {}
         for name in SNAPSHOT_FIELDS:
-            m = re.search(rf"\b{name}[=:]\s*\"?(\d+)", line)
+            m = re.search(rf"\b{name}=\"?(\d+)", line)
             if m:
                 fields[name] = int(m.group(1))
-        if len(fields) == len(SNAPSHOT_FIELDS):
-            found = fields
+        if all(name in fields for name in SNAPSHOT_FIELDS[:SNAPSHOT_FIELDS_NEEDED]):
+            count += 1
+            found = dict(fields, builds_logged=count)
     return found
 
 
@@ -428,7 +433,9 @@ def table(rows: list[dict], catch: dict | None) -> str:
         cells.append(f"{per:,.0f}" if per else "-")
         s, file_bytes = r["snapshot"], r.get("snapshot_file_bytes")
         if s:
-            cells.append(f"{s['bytes'] / MIB:.1f} MiB, {s['records']:,} rec, {s['ms']} ms")
+            records = f", {s['records']:,} rec" if "records" in s else ""
+            cells.append(f"{s['bytes'] / MIB:.1f} MiB{records}, {s['ms']} ms "
+                         f"({s['builds_logged']} built)")
         elif file_bytes:
             cells.append(f"not logged; file {file_bytes / MIB:.1f} MiB")
         else:
@@ -497,16 +504,20 @@ def main() -> int:
         if mem is not None:
             mem.close()
         procs.stop_all()
-        if args.keep_data:
-            log(f"data left in {base}")
-        else:
-            shutil.rmtree(base, ignore_errors=True)
-    if args.json:
-        print(json.dumps({"levels": rows, "catch_up": catch}, indent=1))
-    elif rows:
-        print(table(rows, catch))
-        if catch:
-            print(f"\ncatch-up at {rows[-1]['objects']:,} objects: {catch}")
+        try:
+            # The figures first: removing millions of shard files takes minutes.
+            if args.json:
+                print(json.dumps({"levels": rows, "catch_up": catch}, indent=1), flush=True)
+            elif rows:
+                print(table(rows, catch))
+                if catch:
+                    print(f"\ncatch-up at {rows[-1]['objects']:,} objects: {catch}", flush=True)
+        finally:
+            if args.keep_data:
+                log(f"data left in {base}")
+            else:
+                log(f"removing {base}")
+                shutil.rmtree(base, ignore_errors=True)
     return status
 
 
