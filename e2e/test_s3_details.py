@@ -5,7 +5,9 @@ ETag, Last-Modified and caching headers; that ListBuckets pages by max-buckets a
 continuation-token, filters by prefix and refuses a max-buckets outside 1..10000; that
 ListObjectsV2 takes an empty continuation-token as no token; that a ListObjects (v1) answer
 keeps its own Prefix unencoded even when boto3 asks for url encoding; and that Content-Encoding
-comes back exactly as the client sent it, less only the aws-chunked framing token.
+comes back exactly as the client sent it, less only the aws-chunked framing token; that
+CompleteMultipartUpload honours If-None-Match and If-Match (a refused one keeps the upload), and
+that a retried completion of an upload that went through answers as the first attempt did.
 """
 
 from __future__ import annotations
@@ -121,3 +123,65 @@ def test_content_encoding_loses_only_the_aws_chunked_token(shared_node, s3, buck
     got = s3.get_object(Bucket=bucket, Key="chunked")
     assert got["Body"].read() == b"framed body"
     assert got["ContentEncoding"] == "deflate, gzip"
+
+
+def _one_part_upload(s3, bucket: str, key: str, body: bytes) -> tuple[str, list[dict]]:
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    part = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=body)
+    return upload, [{"PartNumber": 1, "ETag": part["ETag"]}]
+
+
+def test_complete_multipart_honours_if_none_match_and_if_match(s3, bucket):
+    existing = s3.put_object(Bucket=bucket, Key="k", Body=b"first")
+    upload, parts = _one_part_upload(s3, bucket, "k", b"second")
+    with pytest.raises(ClientError) as e:
+        s3.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=upload,
+                                     MultipartUpload={"Parts": parts}, IfNoneMatch="*")
+    assert harness.http_status(e.value) == 412
+    assert e.value.response["Error"]["Code"] == "PreconditionFailed"
+    with pytest.raises(ClientError) as e:
+        s3.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=upload,
+                                     MultipartUpload={"Parts": parts},
+                                     IfMatch='"0123456789abcdef0123456789abcdef"')
+    assert harness.http_status(e.value) == 412
+    # Nothing was overwritten, and the upload is still there to complete.
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"first"
+    listed = s3.list_parts(Bucket=bucket, Key="k", UploadId=upload)
+    assert [p["PartNumber"] for p in listed["Parts"]] == [1]
+    done = s3.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=upload,
+                                        MultipartUpload={"Parts": parts},
+                                        IfMatch=existing["ETag"])
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"second"
+    assert s3.head_object(Bucket=bucket, Key="k")["ETag"] == done["ETag"]
+    # If-None-Match: * on a key that does not exist creates it; If-Match on one does not.
+    upload, parts = _one_part_upload(s3, bucket, "fresh", b"new")
+    with pytest.raises(ClientError) as e:
+        s3.complete_multipart_upload(Bucket=bucket, Key="fresh", UploadId=upload,
+                                     MultipartUpload={"Parts": parts}, IfMatch="*")
+    assert harness.http_status(e.value) == 404
+    s3.complete_multipart_upload(Bucket=bucket, Key="fresh", UploadId=upload,
+                                 MultipartUpload={"Parts": parts}, IfNoneMatch="*")
+    assert s3.get_object(Bucket=bucket, Key="fresh")["Body"].read() == b"new"
+
+
+def test_a_retried_completion_answers_as_the_first(s3, bucket):
+    upload, parts = _one_part_upload(s3, bucket, "r", b"retried body")
+    first = s3.complete_multipart_upload(Bucket=bucket, Key="r", UploadId=upload,
+                                         MultipartUpload={"Parts": parts})
+    again = s3.complete_multipart_upload(Bucket=bucket, Key="r", UploadId=upload,
+                                         MultipartUpload={"Parts": parts})
+    assert again["ETag"] == first["ETag"]
+    assert again["Key"] == "r"
+    # A completion naming other parts than what the key holds is still NoSuchUpload, and so
+    # is one after the key was overwritten.
+    with pytest.raises(ClientError) as e:
+        s3.complete_multipart_upload(
+            Bucket=bucket, Key="r", UploadId=upload,
+            MultipartUpload={"Parts": [{"PartNumber": 1,
+                                        "ETag": '"0123456789abcdef0123456789abcdef"'}]})
+    assert e.value.response["Error"]["Code"] == "NoSuchUpload"
+    s3.put_object(Bucket=bucket, Key="r", Body=b"other")
+    with pytest.raises(ClientError) as e:
+        s3.complete_multipart_upload(Bucket=bucket, Key="r", UploadId=upload,
+                                     MultipartUpload={"Parts": parts})
+    assert e.value.response["Error"]["Code"] == "NoSuchUpload"

@@ -629,6 +629,7 @@ async fn run_node(s: Settings) -> anyhow::Result<()> {
         // joiner, or a member rebuilding lost metadata, waits for the leader to fill it.
         bootstrap: founder && mode == StartMode::First,
         applied_tap: None,
+        install_tap: None,
         liveness: Some(liveness.clone()),
     };
     let raft = RaftNode::start_supervised(raft_config, start, &supervision)

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::metrics::Metrics;
 use crate::raft::freed::{FreedEntry, FreedQueue};
-use crate::raft::node::{CatchUp, RaftNode, RaftStatus, ReferencedObjects};
+use crate::raft::node::{CatchUp, GetReader, RaftNode, RaftStatus};
 use crate::s3::Offload;
 use crate::shards::ShardStore;
 use crate::supervise::Supervision;
@@ -30,6 +30,11 @@ pub const SWEEP_WAIT_MAX: Duration = Duration::from_secs(10);
 /// Orphan bodies a sweep may always remove; above this it removes at most half of the bodies
 /// on disk unless told otherwise (see [`SweepGuard`]).
 pub const SWEEP_ORPHANS_FREE_MAX: usize = 100;
+/// Orphan bodies one sweep removes at most (their ids are held until removed); the next start
+/// takes the rest.
+pub const SWEEP_ORPHANS_PER_START_MAX: usize = 1 << 18;
+/// Shard directories the sweep lists per step (of the 65,536 a full store has).
+const SWEEP_DIRS_PER_STEP: usize = 64;
 
 /// What keeps the orphan sweep from trusting a state younger than the shards.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -179,12 +184,12 @@ pub async fn sweep_orphans(
 ) -> anyhow::Result<Swept> {
     let _lift = LiftOnDrop(fence);
     let listed = shards.clone();
-    let stored = offload
-        .run(move || listed.list())
+    let dirs = offload
+        .run(move || listed.shard_dirs())
         .await
         .map_err(|e| anyhow::anyhow!("{e:?}"))?
-        .map_err(|e| anyhow::anyhow!("cannot list shard files: {e}"))?;
-    if stored.is_empty() {
+        .map_err(|e| anyhow::anyhow!("cannot list shard directories: {e}"))?;
+    if dirs.is_empty() {
         // Nothing to sweep (a fresh node): no need to wait for a leader.
         return Ok(Swept::default());
     }
@@ -208,10 +213,14 @@ pub async fn sweep_orphans(
         );
         return Ok(Swept::default());
     }
-    // References first, then the queue: a body freed between the two reads is in the queue.
-    let referenced = raft
-        .send(ReferencedObjects)
-        .await?
+    // References first (one read transaction), then the queue: a body freed between the two
+    // reads is in the queue. The references are kept in a filter that may claim an orphan is
+    // referenced (it stays until a later sweep) but never the reverse; the applied index
+    // seeds it, so the next start's sweep errs on other bodies.
+    let reader = raft.send(GetReader).await?;
+    let referenced = reader
+        .referenced_bodies(applied)
+        .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let q = queue.clone();
     let queued = offload
@@ -219,16 +228,31 @@ pub async fn sweep_orphans(
         .await
         .map_err(|e| anyhow::anyhow!("{e:?}"))?
         .map_err(|e| anyhow::anyhow!("cannot read the freed queue: {e}"))?;
-    let bodies: BTreeSet<ObjectId> = stored.iter().map(|s| s.id).collect();
-    let orphans: BTreeSet<ObjectId> = bodies
-        .iter()
-        .filter(|id| !referenced.contains(id) && !queued.contains(id))
-        .copied()
-        .collect();
-    if !sweep_allowed(orphans.len(), bodies.len(), guard.unbounded) {
+    // The shard files, a few directories at a time: only the orphans found are kept.
+    let (mut stored, mut orphans, mut beyond) = (0usize, BTreeSet::new(), 0usize);
+    for step in dirs.chunks(SWEEP_DIRS_PER_STEP) {
+        let (listed, step) = (shards.clone(), step.to_vec());
+        let bodies = offload
+            .run(move || listed.bodies_in(&step))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?
+            .map_err(|e| anyhow::anyhow!("cannot list shard files: {e}"))?;
+        stored += bodies.len();
+        for id in bodies {
+            if referenced.may_contain(&id) || queued.contains(&id) {
+                continue;
+            }
+            if orphans.len() < SWEEP_ORPHANS_PER_START_MAX {
+                orphans.insert(id);
+            } else {
+                beyond += 1;
+            }
+        }
+    }
+    if !sweep_allowed(orphans.len() + beyond, stored, guard.unbounded) {
         warn!(
-            orphans = orphans.len(),
-            stored = bodies.len(),
+            orphans = orphans.len() + beyond,
+            stored,
             "not sweeping orphan shards: the metadata references fewer than half of the bodies on disk, which looks like lost or old metadata rather than interrupted writes; if that is expected (metadata restored from a backup on purpose, or a mass delete this node learnt of only through a snapshot), start once with --sweep-all-orphans"
         );
         return Ok(Swept::default());
@@ -258,6 +282,12 @@ pub async fn sweep_orphans(
         info!(
             bodies = removed,
             "removed the shard files of orphan bodies (no committed version references them and the freed queue does not name them: writes a crash cut short, or frees this node learnt of through a snapshot)"
+        );
+    }
+    if beyond > 0 {
+        info!(
+            bodies = beyond,
+            "more orphan bodies than one sweep removes; the next start removes them"
         );
     }
     Ok(Swept { orphans, removed })

@@ -389,6 +389,24 @@ impl ShardStore {
         Ok(out)
     }
 
+    /// The fan-out directories shards sit in, for a walk that lists them one at a time.
+    pub fn shard_dirs(&self) -> io::Result<Vec<PathBuf>> {
+        leaf_dirs(&*self.disk, &self.root)
+    }
+
+    /// The distinct bodies with shard files in `dirs` (as [`ShardStore::shard_dirs`] names
+    /// them; every shard of a body sits in the same one), in id order.
+    pub fn bodies_in(&self, dirs: &[PathBuf]) -> io::Result<Vec<ObjectId>> {
+        let mut shards = Vec::new();
+        for dir in dirs {
+            self.list_dir(dir, &mut shards)?;
+        }
+        let mut ids: Vec<ObjectId> = shards.into_iter().map(|s| s.id).collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
     fn list_dir(&self, dir: &Path, out: &mut Vec<StoredShard>) -> io::Result<()> {
         for entry in self.disk.read_dir(dir)? {
             let Some((id, part, index)) = parse_shard_file_name(&entry.name) else {

@@ -113,6 +113,7 @@ impl Member {
             network: Network::Peers(PeerLink::new(&self.material).unwrap()),
             bootstrap,
             applied_tap: None,
+            install_tap: None,
             liveness: None,
         };
         let node = RaftNode::start_with(cfg, opts)

@@ -379,6 +379,21 @@ pub enum Command {
         /// The new version, assembled by the proposer from the upload's parts.
         version: ObjectVersion,
     },
+    /// [`Command::CompleteUpload`] only if the key's current state is as `expect` says
+    /// (CompleteMultipartUpload with `If-None-Match: *` or `If-Match`); otherwise refused, and
+    /// the upload stays as it was.
+    CompleteUploadIf {
+        /// Upload id.
+        upload_id: String,
+        /// Bucket name.
+        bucket: String,
+        /// Object key.
+        key: String,
+        /// The new version, assembled by the proposer from the upload's parts.
+        version: ObjectVersion,
+        /// What the current state must be.
+        expect: Expect,
+    },
     /// Abort an upload and free its parts.
     AbortUpload {
         /// Upload id.
@@ -702,6 +717,26 @@ pub trait MetaStore {
     fn put_scrub(&mut self, state: &crate::scrub::ScrubState) -> Result<(), Self::Error>;
 }
 
+/// Why a conditional write's `expect` does not hold for `bucket/key`'s current version, if it
+/// does not: `If-None-Match: *` needs no current version, `If-Match` one with a listed ETag
+/// (`*` for any), and with no current version at all answers NoSuchKey as S3 does.
+fn unmet<S: MetaStore>(
+    store: &mut S,
+    bucket: &str,
+    key: &str,
+    expect: &Expect,
+) -> Result<Option<Refusal>, S::Error> {
+    let current = store.versions(bucket, key)?;
+    let current = current.as_ref().and_then(|l| l.current());
+    Ok(match (expect, current) {
+        (Expect::Absent, None) => None,
+        (Expect::Absent, Some(_)) => Some(Refusal::PreconditionFailed),
+        (Expect::Etag(_), None) => Some(Refusal::NoSuchKey),
+        (Expect::Etag(tags), Some(v)) if tags.iter().any(|t| t == "*" || *t == v.etag) => None,
+        (Expect::Etag(_), Some(_)) => Some(Refusal::PreconditionFailed),
+    })
+}
+
 /// Stores `version` as the key's current version; answers the bodies it no longer needs.
 fn put_version<S: MetaStore>(
     store: &mut S,
@@ -812,16 +847,8 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
             version,
             expect,
         } => {
-            let current = store.versions(bucket, key)?;
-            let current = current.as_ref().and_then(|l| l.current());
-            let holds = match (expect, current) {
-                (Expect::Absent, None) => true,
-                (Expect::Absent, Some(_)) => false,
-                (Expect::Etag(_), None) => return Ok(Applied::refused(Refusal::NoSuchKey)),
-                (Expect::Etag(tags), Some(v)) => tags.iter().any(|t| t == "*" || *t == v.etag),
-            };
-            if !holds {
-                return Ok(Applied::refused(Refusal::PreconditionFailed));
+            if let Some(refusal) = unmet(store, bucket, key, expect)? {
+                return Ok(Applied::refused(refusal));
             }
             let put = Command::PutObject {
                 bucket: bucket.clone(),
@@ -960,6 +987,27 @@ pub fn apply<S: MetaStore>(store: &mut S, cmd: &Command) -> Result<Applied, S::E
             store.delete_upload(bucket, key, upload_id)?;
             applied.freed.append(&mut unused);
             Ok(applied)
+        }
+        Command::CompleteUploadIf {
+            upload_id,
+            bucket,
+            key,
+            version,
+            expect,
+        } => {
+            if store.upload(bucket, key, upload_id)?.is_none() {
+                return Ok(Applied::refused(Refusal::NoSuchUpload));
+            }
+            if let Some(refusal) = unmet(store, bucket, key, expect)? {
+                return Ok(Applied::refused(refusal));
+            }
+            let complete = Command::CompleteUpload {
+                upload_id: upload_id.clone(),
+                bucket: bucket.clone(),
+                key: key.clone(),
+                version: version.clone(),
+            };
+            apply(store, &complete)
         }
         Command::AbortUpload {
             upload_id,
@@ -1474,6 +1522,78 @@ mod tests {
             },
         );
         assert_eq!(del.freed, vec![ObjectId([99; 16]), ObjectId([11; 16])]);
+    }
+
+    /// A conditional completion is judged against the key's current version when it applies;
+    /// a refused one leaves the upload in place for a retry or an abort.
+    #[test]
+    fn conditional_completion_is_judged_at_apply_time_and_keeps_the_upload() {
+        let mut s = MemStore::default();
+        run(
+            &mut s,
+            Command::CreateBucket(BucketRecord {
+                name: "b".into(),
+                created_ms: 1,
+                region: String::new(),
+            }),
+        );
+        let id = "1".repeat(32);
+        let upload = Upload {
+            upload_id: id.clone(),
+            bucket: "b".into(),
+            key: "k".into(),
+            initiated_ms: 1,
+            content_type: "x/y".into(),
+            headers: BTreeMap::new(),
+            user_meta: BTreeMap::new(),
+            checksum_algo: None,
+            parts: BTreeMap::new(),
+        };
+        run(&mut s, Command::CreateUpload(upload));
+        run(
+            &mut s,
+            Command::PutUploadPart {
+                upload_id: id.clone(),
+                bucket: "b".into(),
+                key: "k".into(),
+                part: upload_part(1, 20),
+            },
+        );
+        let mut v = version(21);
+        v.parts = vec![upload_part(1, 20).layout];
+        let complete_if = |expect| Command::CompleteUploadIf {
+            upload_id: id.clone(),
+            bucket: "b".into(),
+            key: "k".into(),
+            version: v.clone(),
+            expect,
+        };
+        // No object yet: If-Match cannot hold.
+        let a = run(&mut s, complete_if(Expect::Etag(vec!["*".into()])));
+        assert_eq!(a.refused, Some(Refusal::NoSuchKey));
+        let existing = version(30);
+        let etag = existing.etag.clone();
+        run(
+            &mut s,
+            Command::PutObject {
+                bucket: "b".into(),
+                key: "k".into(),
+                version: existing,
+            },
+        );
+        let a = run(&mut s, complete_if(Expect::Absent));
+        assert_eq!(a.refused, Some(Refusal::PreconditionFailed));
+        let a = run(&mut s, complete_if(Expect::Etag(vec!["other".into()])));
+        assert_eq!(a.refused, Some(Refusal::PreconditionFailed));
+        assert_eq!(s.uploads.len(), 1, "a refused completion keeps the upload");
+        let a = run(&mut s, complete_if(Expect::Etag(vec![etag])));
+        assert_eq!(a.refused, None);
+        assert_eq!(a.freed, vec![ObjectId([30; 16])]);
+        assert!(s.uploads.is_empty());
+        assert_eq!(
+            run(&mut s, complete_if(Expect::Absent)).refused,
+            Some(Refusal::NoSuchUpload)
+        );
     }
 
     #[test]

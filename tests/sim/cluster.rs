@@ -26,6 +26,7 @@ use hamster_actors::raft::node::{
     AddLearner, ChangeMembership, CompactLog, GetLayout, GetObject, GetReader, Network,
     OpenFreedQueue, StartOptions, WatchMetrics,
 };
+use hamster_actors::raft::snapshot::InstallTap;
 use hamster_actors::raft::{NodeInfo, Propose, RaftNode, RaftNodeConfig, Shutdown};
 use hamster_actors::reclaim::{OrphanSweep, Reclaimer, SweepFence};
 use hamster_actors::s3::uploads::{UploadGate, UploadLimits};
@@ -147,6 +148,8 @@ pub struct Sim {
     layout_config: RefCell<Option<LayoutConfig>>,
     /// How every node started from now on runs its scrubber, if the scenario asked.
     scrub_config: RefCell<Option<ScrubConfig>>,
+    /// Nodes whose snapshot installs a scenario follows, from their next start on.
+    install_taps: RefCell<BTreeMap<u64, InstallTap>>,
 }
 
 /// A temporary directory on a memory file system when there is one (fsync is free there).
@@ -173,6 +176,7 @@ impl Sim {
             retired: RefCell::new(BTreeSet::new()),
             layout_config: RefCell::new(None),
             scrub_config: RefCell::new(None),
+            install_taps: RefCell::new(BTreeMap::new()),
         })
     }
 
@@ -286,6 +290,7 @@ impl Sim {
             network: Network::Peers(link),
             bootstrap,
             applied_tap: Some(applied_tx),
+            install_tap: self.install_taps.borrow().get(&id).cloned(),
             liveness: Some(liveness.clone()),
         };
         let addr = RaftNode::start_with(cfg, opts)
@@ -769,6 +774,16 @@ impl Sim {
             .map_err(|e| format!("compacting node {leader}'s log: {e}"))?;
         event!(self.trace, "node {leader} compacted its log up to {purged}");
         Ok(purged)
+    }
+
+    /// Follows node `id`'s snapshot installs from its next start on, in `tap`'s batch size
+    /// (`None` stops following).
+    pub fn tap_installs(&self, id: u64, tap: Option<InstallTap>) {
+        let mut taps = self.install_taps.borrow_mut();
+        match tap {
+            Some(t) => taps.insert(id, t),
+            None => taps.remove(&id),
+        };
     }
 
     /// Has every node started from now on run a layout manager migrating at `config`'s pace

@@ -17,6 +17,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{OptionalSend, StorageIOError};
 
 use super::db::{get_json, put_json, DbError, MetaDb};
+use super::state_machine::applied_index_in;
 use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
 pub(crate) const VOTE_KEY: &[u8] = b"vote";
@@ -161,17 +162,34 @@ impl LogStore {
     }
 
     fn purge_upto(&self, log_id: &LogId) -> Result<(), DbError> {
-        let upto = index_key(log_id.index);
         self.write(|txn| {
-            // The pointer moves in the same transaction as the deletion, so after a crash the
-            // log state never claims entries that are gone.
-            put_json(&self.db.raft, txn, PURGED_KEY, log_id)?;
-            self.db
-                .log
-                .delete_range(txn, &(Bound::Unbounded, Bound::Included(&upto[..])))?;
-            Ok(())
+            // openraft asks for the purge that follows a snapshot install as soon as it hands
+            // the install to the state machine, not once the install is done. Purged then, a
+            // crash in the middle of a long install would leave a log that starts past what the
+            // (old) state has applied, and a node that cannot start. Such a purge is left to
+            // the install, which does it in the commit that makes the snapshot live.
+            if applied_index_in(&self.db, txn)? < Some(log_id.index) {
+                tracing::debug!(upto = %log_id, "log purge left to the snapshot install");
+                return Ok(());
+            }
+            purge_in(&self.db, txn, log_id)
         })
     }
+}
+
+/// In `txn`, drops every log entry up to `log_id` and records it as the last purged, unless
+/// the log was purged that far already. The pointer moves in the same transaction as the
+/// deletion, so after a crash the log state never claims entries that are gone.
+pub(crate) fn purge_in(db: &MetaDb, txn: &mut heed::RwTxn, log_id: &LogId) -> Result<(), DbError> {
+    let purged: Option<LogId> = get_json(&db.raft, txn, PURGED_KEY)?;
+    if purged.is_some_and(|p| p.index >= log_id.index) {
+        return Ok(());
+    }
+    put_json(&db.raft, txn, PURGED_KEY, log_id)?;
+    let upto = index_key(log_id.index);
+    db.log
+        .delete_range(txn, &(Bound::Unbounded, Bound::Included(&upto[..])))?;
+    Ok(())
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {

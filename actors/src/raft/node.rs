@@ -32,6 +32,7 @@ use super::log_store::LogStore;
 use super::network::{encode_request, NoPeers, PeerNetwork, Proposed, RaftRequest, RaftResponse};
 use super::query;
 use super::runtime;
+use super::snapshot::InstallTap;
 use super::state_machine::{AppliedEntry, StateMachine};
 use super::types::{NodeInfo, Raft};
 use crate::liveness::LivenessHandle;
@@ -120,6 +121,9 @@ pub struct StartOptions {
     pub bootstrap: bool,
     /// Where to report every applied entry, if anyone watches (the simulation does).
     pub applied_tap: Option<UnboundedSender<AppliedEntry>>,
+    /// Where to report the progress of snapshot installs, if anyone watches (the simulation
+    /// does, to crash a node in the middle of one).
+    pub install_tap: Option<InstallTap>,
     /// The node's liveness detector, fed by every Raft RPC; a private one when not given.
     pub liveness: Option<LivenessHandle>,
 }
@@ -131,6 +135,7 @@ impl StartOptions {
             network: Network::Solo,
             bootstrap: true,
             applied_tap: None,
+            install_tap: None,
             liveness: None,
         }
     }
@@ -244,6 +249,46 @@ impl MetaReader {
             .map_err(|e| ReadError::Storage(e.to_string()))?;
         q.read_in(&db, &txn)
             .map_err(|e| ReadError::Storage(e.to_string()))
+    }
+
+    /// Every body the local replica's state references, as one read transaction sees it,
+    /// in a [`query::BodyFilter`]. Reads in slices and lets other work run between them, so
+    /// the scan neither stalls this thread nor holds memory in proportion to the store; a
+    /// [`Shutdown`] meanwhile ends it with `Closed`. `seed` places the filter's false claims.
+    pub async fn referenced_bodies(&self, seed: u64) -> Result<query::BodyFilter, ReadError> {
+        let storage = |e: DbError| ReadError::Storage(e.to_string());
+        let db = self
+            .slot
+            .read()
+            .map_err(|_| ReadError::Closed)?
+            .clone()
+            .ok_or(ReadError::Closed)?;
+        let txn = db
+            .env
+            .clone()
+            .static_read_txn()
+            .map_err(|e| storage(e.into()))?;
+        let expected = {
+            let state = db.state(&txn).map_err(storage)?;
+            let objects = state.objects.len(&txn).map_err(|e| storage(e.into()))?;
+            let uploads = state.uploads.len(&txn).map_err(|e| storage(e.into()))?;
+            // Most keys hold one version of one body; an upload holds a few parts.
+            objects + uploads * 8
+        };
+        let mut filter = query::BodyFilter::with_capacity(expected, seed);
+        for uploads in [false, true] {
+            let mut after = None;
+            while query::referenced_slice(&db, &txn, uploads, &mut after, &mut filter)
+                .map_err(storage)?
+                == query::REFERENCED_SLICE_RECORDS
+            {
+                tokio::task::yield_now().await;
+                if self.slot.read().map_or(true, |s| s.is_none()) {
+                    return Err(ReadError::Closed);
+                }
+            }
+        }
+        Ok(filter)
     }
 
     /// Lets go of the store: later reads answer `Closed`.
@@ -774,8 +819,9 @@ impl RaftNode {
         let log_store = LogStore::new(db.clone());
         #[cfg(feature = "fault-injection")]
         let panic_switch = log_store.panic_switch();
-        let state_machine =
-            StateMachine::new(db.clone(), cfg.freed_tx).with_applied_tap(opts.applied_tap);
+        let state_machine = StateMachine::new(db.clone(), cfg.freed_tx)
+            .with_applied_tap(opts.applied_tap)
+            .with_install_tap(opts.install_tap);
         let solo = matches!(opts.network, Network::Solo);
         let liveness = opts
             .liveness
@@ -891,6 +937,12 @@ fn longest_key_bytes(cmd: &Command) -> usize {
             ..
         }
         | Command::CompleteUpload {
+            upload_id,
+            bucket,
+            key,
+            ..
+        }
+        | Command::CompleteUploadIf {
             upload_id,
             bucket,
             key,

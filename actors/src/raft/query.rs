@@ -259,6 +259,122 @@ pub fn referenced_objects(db: &MetaDb, txn: &RoTxn) -> Result<BTreeSet<ObjectId>
     Ok(out)
 }
 
+/// Bits per expected id in a [`BodyFilter`]: with [`FILTER_PROBES`] probes about 1% of the
+/// ids never inserted look present.
+const FILTER_BITS_PER_ID: u64 = 10;
+/// Bit positions each id sets and checks.
+const FILTER_PROBES: u64 = 7;
+/// The smallest filter, in bits.
+const FILTER_BITS_MIN: u64 = 1 << 16;
+
+/// A set of body ids that never forgets one that was added and wrongly claims a small share
+/// (about 1%) of the others, in under two bytes per id: the orphan sweep asks it "may this body
+/// be referenced?", so the sweep's memory does not grow with the number of objects. A false
+/// claim keeps an orphan until a later sweep, whose different `seed` places it elsewhere.
+pub struct BodyFilter {
+    words: Vec<u64>,
+    /// Bit count minus one (the bit count is a power of two).
+    mask: u64,
+    seed: u64,
+}
+
+impl BodyFilter {
+    /// An empty filter sized for about `ids` ids.
+    pub fn with_capacity(ids: u64, seed: u64) -> Self {
+        let bits = ids
+            .saturating_mul(FILTER_BITS_PER_ID)
+            .max(FILTER_BITS_MIN)
+            .next_power_of_two();
+        BodyFilter {
+            words: vec![0; (bits / 64) as usize],
+            mask: bits - 1,
+            seed,
+        }
+    }
+
+    /// The filter's size in bytes.
+    pub fn bytes(&self) -> usize {
+        self.words.len() * 8
+    }
+
+    fn probes(&self, id: &ObjectId) -> impl Iterator<Item = u64> {
+        let (lo, hi) = id.0.split_at(8);
+        let a = mix(u64::from_le_bytes(lo.try_into().expect("8 bytes")) ^ self.seed);
+        let b = mix(u64::from_le_bytes(hi.try_into().expect("8 bytes")) ^ a) | 1;
+        let mask = self.mask;
+        (0..FILTER_PROBES).map(move |i| a.wrapping_add(i.wrapping_mul(b)) & mask)
+    }
+
+    /// Adds `id`.
+    pub fn insert(&mut self, id: &ObjectId) {
+        for bit in self.probes(id).collect::<Vec<_>>() {
+            self.words[(bit / 64) as usize] |= 1 << (bit % 64);
+        }
+    }
+
+    /// False only when `id` was never added.
+    pub fn may_contain(&self, id: &ObjectId) -> bool {
+        self.probes(id)
+            .all(|bit| self.words[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+    }
+}
+
+/// SplitMix64's finaliser: spreads every input bit over the output.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Records one read slice handles.
+pub const REFERENCED_SLICE_RECORDS: usize = 1024;
+
+/// Adds the bodies referenced by up to [`REFERENCED_SLICE_RECORDS`] records of the objects
+/// (`uploads` false) or uploads table after `after`, and moves `after` to the last record read.
+/// Returns how many records it read.
+pub fn referenced_slice(
+    db: &MetaDb,
+    txn: &RoTxn,
+    uploads: bool,
+    after: &mut Option<Vec<u8>>,
+    filter: &mut BodyFilter,
+) -> Result<usize, DbError> {
+    let state = db.state(txn)?;
+    let table = if uploads {
+        state.uploads
+    } else {
+        state.objects
+    };
+    let lower = match after.as_deref() {
+        Some(k) => std::ops::Bound::Excluded(k),
+        None => std::ops::Bound::Unbounded,
+    };
+    let mut read = 0;
+    for item in table
+        .range(txn, &(lower, std::ops::Bound::Unbounded))?
+        .take(REFERENCED_SLICE_RECORDS)
+    {
+        let (k, bytes) = item?;
+        if uploads {
+            let upload: hamster_protocol::meta::Upload = serde_json::from_slice(bytes)?;
+            for body in upload.parts.values().filter_map(|p| p.layout.body) {
+                filter.insert(&body);
+            }
+        } else {
+            let list: VersionList = serde_json::from_slice(bytes)?;
+            for body in list.versions.iter().flat_map(|v| v.bodies()) {
+                filter.insert(&body);
+            }
+        }
+        read += 1;
+        if read == REFERENCED_SLICE_RECORDS {
+            *after = Some(k.to_vec());
+        }
+    }
+    Ok(read)
+}
+
 /// One page of a bucket listing.
 pub fn list_objects(
     db: &MetaDb,
@@ -361,5 +477,53 @@ impl KeyCursor for ObjectCursor<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+
+    fn ids(rng: &mut ChaCha8Rng, n: usize) -> Vec<ObjectId> {
+        (0..n).map(|_| ObjectId(rng.gen())).collect()
+    }
+
+    /// Every added id is found, and at the load it was sized for the filter wrongly claims
+    /// only a few percent of the others; another seed errs on other ids.
+    #[test]
+    fn the_body_filter_never_forgets_and_rarely_invents() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for n in [0usize, 1, 1_000, 50_000] {
+            let added = ids(&mut rng, n);
+            let others = ids(&mut rng, 20_000);
+            let mut a = BodyFilter::with_capacity(n as u64, 1);
+            let mut b = BodyFilter::with_capacity(n as u64, 2);
+            for id in &added {
+                a.insert(id);
+                b.insert(id);
+            }
+            assert!(added
+                .iter()
+                .all(|id| a.may_contain(id) && b.may_contain(id)));
+            let wrong_a: Vec<_> = others.iter().filter(|id| a.may_contain(id)).collect();
+            let wrong_b = others.iter().filter(|id| b.may_contain(id)).count();
+            assert!(
+                wrong_a.len() * 100 < others.len() * 3,
+                "{n}: {}",
+                wrong_a.len()
+            );
+            assert!(wrong_b * 100 < others.len() * 3, "{n}: {wrong_b}");
+            let both = wrong_a.iter().filter(|id| b.may_contain(id)).count();
+            assert!(
+                both * 10 <= wrong_a.len().max(10),
+                "{n}: {both} of {}",
+                wrong_a.len()
+            );
+        }
+        // Under two bytes per id at ten million ids.
+        assert!(BodyFilter::with_capacity(10_000_000, 0).bytes() <= 20_000_000);
     }
 }

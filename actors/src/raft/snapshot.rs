@@ -357,17 +357,29 @@ impl Pointers {
     }
 }
 
+/// Lets an observer (the simulation) follow an install batch by batch, with batches as small
+/// as it chooses, so that it can crash the node between two of them.
+#[derive(Debug, Clone)]
+pub struct InstallTap {
+    /// Bytes per install transaction, instead of [`INSTALL_BATCH_BYTES`].
+    pub batch_bytes: usize,
+    /// Counts the committed batches of the install in progress (reset as one begins).
+    pub batches: tokio::sync::watch::Sender<u64>,
+}
+
 /// Where a snapshot install stands: the spare set being filled, and what it holds so far.
 pub struct Filling {
     set: usize,
     tables: StateTables,
     pointers: Pointers,
     txn_bytes: usize,
+    batch_bytes: usize,
+    tap: Option<InstallTap>,
 }
 
 impl Filling {
     /// Empties the spare set (what an interrupted install or the previous state left there).
-    pub fn begin(db: &MetaDb) -> Result<Filling, DbError> {
+    pub fn begin(db: &MetaDb, tap: Option<InstallTap>) -> Result<Filling, DbError> {
         let mut txn = db.env.write_txn()?;
         let set = 1 - db.live_set(&txn)?;
         let tables = db.sets[set];
@@ -375,11 +387,16 @@ impl Filling {
             t.clear(&mut txn)?;
         }
         txn.commit()?;
+        if let Some(tap) = &tap {
+            tap.batches.send_replace(0);
+        }
         Ok(Filling {
             set,
             tables,
             pointers: Pointers::default(),
             txn_bytes: 0,
+            batch_bytes: tap.as_ref().map_or(INSTALL_BATCH_BYTES, |t| t.batch_bytes),
+            tap,
         })
     }
 
@@ -452,11 +469,14 @@ impl Filling {
         db: &'e MetaDb,
         txn: heed::RwTxn<'e>,
     ) -> Result<heed::RwTxn<'e>, DbError> {
-        if self.txn_bytes < INSTALL_BATCH_BYTES {
+        if self.txn_bytes < self.batch_bytes {
             return Ok(txn);
         }
         txn.commit()?;
         self.txn_bytes = 0;
+        if let Some(tap) = &self.tap {
+            tap.batches.send_modify(|n| *n += 1);
+        }
         tokio::task::yield_now().await;
         Ok(db.env.write_txn()?)
     }

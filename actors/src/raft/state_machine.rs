@@ -25,8 +25,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::db::{get_json, object_key, put_json, stale_key, DbError, MetaDb};
+use super::log_store;
 use super::query;
-use super::snapshot::{self, Filling, SnapFile};
+use super::snapshot::{self, Filling, InstallTap, SnapFile};
 use super::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -312,6 +313,8 @@ pub struct StateMachine {
     freed_tx: UnboundedSender<Vec<ObjectId>>,
     /// Told of every entry once its apply has committed, when someone watches.
     applied_tx: Option<UnboundedSender<AppliedEntry>>,
+    /// Follows snapshot installs, when someone watches.
+    install_tap: Option<InstallTap>,
 }
 
 impl StateMachine {
@@ -324,7 +327,14 @@ impl StateMachine {
             db,
             freed_tx,
             applied_tx: None,
+            install_tap: None,
         }
+    }
+
+    /// Also reports the progress of every snapshot install on `tap`, in its batch size.
+    pub fn with_install_tap(mut self, tap: Option<InstallTap>) -> Self {
+        self.install_tap = tap;
+        self
     }
 
     /// Also reports every applied entry on `tx` (after its transaction commits).
@@ -418,7 +428,8 @@ impl StateMachine {
     /// live together with the applied pointer, the membership and the snapshot pointer, in one
     /// commit. Until that commit the old state is untouched.
     async fn install(&self, meta: &SnapshotMeta, file: &mut SnapFile) -> Result<(), DbError> {
-        let mut filling = Filling::begin(&self.db)?;
+        let started = tokio::time::Instant::now();
+        let mut filling = Filling::begin(&self.db, self.install_tap.clone())?;
         let legacy = is_legacy(file)?;
         if legacy {
             let body = read_legacy(file)?;
@@ -437,7 +448,12 @@ impl StateMachine {
         let mut txn = self.db.env.write_txn()?;
         filling.go_live(&self.db, &mut txn)?;
         match &meta.last_log_id {
-            Some(applied) => put_json(&self.db.sm_meta, &mut txn, APPLIED_KEY, applied)?,
+            Some(applied) => {
+                put_json(&self.db.sm_meta, &mut txn, APPLIED_KEY, applied)?;
+                // The purge openraft asked for when the install began (the log store left it
+                // for this commit): the log now starts after the snapshot.
+                log_store::purge_in(&self.db, &mut txn, applied)?;
+            }
             None => {
                 self.db.sm_meta.delete(&mut txn, APPLIED_KEY)?;
             }
@@ -454,6 +470,11 @@ impl StateMachine {
         }
         txn.commit()?;
         filling.clear_old(&self.db)?;
+        tracing::info!(
+            id = %meta.snapshot_id,
+            ms = started.elapsed().as_millis() as u64,
+            "snapshot installed"
+        );
         match kept {
             Some(path) => {
                 self.db
@@ -502,6 +523,19 @@ impl StateMachine {
             None => Ok(None),
         }
     }
+}
+
+/// The index of the last entry `db`'s live state has applied, if any (for checks on a
+/// stopped node's store).
+pub fn applied_index(db: &MetaDb) -> Result<Option<u64>, DbError> {
+    let txn = db.env.read_txn()?;
+    applied_index_in(db, &txn)
+}
+
+/// The index of the last entry the live state has applied, as `txn` sees it.
+pub(crate) fn applied_index_in(db: &MetaDb, txn: &heed::RoTxn) -> Result<Option<u64>, DbError> {
+    let applied: Option<LogId> = get_json(&db.sm_meta, txn, APPLIED_KEY)?;
+    Ok(applied.map(|l| l.index))
 }
 
 /// Where the current snapshot is kept: its file in the snapshot directory and what it covers.
@@ -686,10 +720,16 @@ impl SnapshotBuilder {
             snapshot_id,
         };
         let dir = self.db.snapshot_dir();
+        let started = tokio::time::Instant::now();
         let mut file = snapshot::write(&self.db, txn, &dir, &meta.snapshot_id).await?;
-        self.db
-            .snapshot_bytes
-            .store(file.file_mut().metadata()?.len(), Ordering::Relaxed);
+        let bytes = file.file_mut().metadata()?.len();
+        tracing::info!(
+            id = %meta.snapshot_id,
+            bytes,
+            ms = started.elapsed().as_millis() as u64,
+            "snapshot built"
+        );
+        self.db.snapshot_bytes.store(bytes, Ordering::Relaxed);
         let mut txn = self.db.env.write_txn()?;
         let stored: Option<CurrentSnapshot> =
             get_json(&self.db.snapshot, &txn, SNAPSHOT_CURRENT_KEY)?;
@@ -921,6 +961,37 @@ mod tests {
         let mut whole = received(&db_b, &mut file, len, None);
         sm_b.install(&built.meta, &mut whole).await.unwrap();
         assert_eq!(digest(&db_b), digest(&db_a));
+    }
+
+    /// openraft asks for the purge covered by a snapshot as the install starts: the log keeps
+    /// its entries (and its purge pointer) until the install's own commit, so a crash in
+    /// between reopens on a log that still matches the old state.
+    #[actix_rt::test]
+    async fn the_purge_asked_for_at_an_install_waits_for_its_commit() {
+        use openraft::storage::RaftLogStorage;
+        let mut rng = ChaCha8Rng::seed_from_u64(23);
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (db_a, _sm_a) = open(dir_a.path()).await;
+        let (db_b, sm_b) = open(dir_b.path()).await;
+        fill_random(&db_a, &mut rng, 40, 90);
+        fill_random(&db_b, &mut rng, 10, 4);
+        let purged = |db: &MetaDb| -> Option<LogId> {
+            get_json(&db.raft, &db.env.read_txn().unwrap(), log_store::PURGED_KEY).unwrap()
+        };
+        let built = SnapshotBuilder { db: db_a.clone() }.build().await.unwrap();
+        let upto = built.meta.last_log_id.unwrap();
+        let mut log = super::super::log_store::LogStore::new(db_b.clone());
+        log.purge(upto).await.unwrap();
+        assert_eq!(purged(&db_b), None, "purged ahead of the applied state");
+        // Below the applied state, a purge happens at once.
+        let mine = applied(&db_b).unwrap();
+        log.purge(mine).await.unwrap();
+        assert_eq!(purged(&db_b), Some(mine));
+        let mut file = built.snapshot;
+        let len = file_len(&mut file);
+        let mut whole = received(&db_b, &mut file, len, None);
+        sm_b.install(&built.meta, &mut whole).await.unwrap();
+        assert_eq!(purged(&db_b), Some(upto));
     }
 
     /// A format-1 snapshot (one JSON document, as members before framed snapshots send) still

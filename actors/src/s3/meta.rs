@@ -59,6 +59,12 @@ pub async fn propose(state: &S3State, cmd: Command) -> Result<Applied, S3Error> 
             key,
             version,
             ..
+        }
+        | Command::CompleteUploadIf {
+            bucket,
+            key,
+            version,
+            ..
         } => Some((bucket.clone(), key.clone(), version.bodies())),
         _ => None,
     };

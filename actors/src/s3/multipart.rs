@@ -33,7 +33,7 @@ use super::object::{
 use super::request::header;
 use super::response::{builder, xml_ok};
 use super::XML_BODY_BYTES_MAX;
-use crate::raft::node::{GetUpload, ListUploads};
+use crate::raft::node::{GetObject, GetUpload, ListUploads};
 
 /// Smallest size of every part but the last, as on S3.
 pub const PART_BYTES_MIN: u64 = 5 * 1024 * 1024;
@@ -427,7 +427,10 @@ pub async fn upload_part_copy(x: &Exchange) -> Result<HttpResponse, S3Error> {
     ))
 }
 
-/// CompleteMultipartUpload.
+/// CompleteMultipartUpload. With `If-None-Match: *` or `If-Match` the commit itself judges the
+/// condition (racing writers cannot both win). A retry of a completion that went through (the
+/// client timed out and sent it again) answers as the first did, as S3 does, rather than
+/// NoSuchUpload.
 pub async fn complete(x: &Exchange, payload: Payload) -> Result<HttpResponse, S3Error> {
     let (bucket_name, key) = names(x);
     validate_key(key)?;
@@ -439,7 +442,14 @@ pub async fn complete(x: &Exchange, payload: Payload) -> Result<HttpResponse, S3
     );
     let doc = reader.read_all(XML_BODY_BYTES_MAX).await?;
     let wanted = parse_complete_multipart(&doc)?;
-    let upload = get_upload(x).await?;
+    let upload = match get_upload(x).await {
+        Ok(u) => u,
+        Err(e) if e.code == S3ErrorCode::NoSuchUpload => {
+            return completed_before(x, &wanted).await?.ok_or(e)
+        }
+        Err(e) => return Err(e),
+    };
+    super::object::check_put_conditions(x, bucket_name, key).await?;
     let parts = select_parts(&upload, &wanted)?;
     let md5s: Vec<&str> = parts.iter().map(|p| p.layout.md5.as_str()).collect();
     let etag = multipart_etag(&md5s).ok_or_else(|| S3Error::new(S3ErrorCode::InternalError))?;
@@ -462,33 +472,94 @@ pub async fn complete(x: &Exchange, payload: Payload) -> Result<HttpResponse, S3
         checksums: checksums.clone(),
         parts: parts.iter().map(|p| p.layout.clone()).collect(),
     };
-    propose(
+    let (upload_id, bucket, key) = (
+        upload.upload_id.clone(),
+        bucket_name.to_string(),
+        key.to_string(),
+    );
+    let cmd = match super::object::put_expectation(x) {
+        None => Command::CompleteUpload {
+            upload_id,
+            bucket,
+            key,
+            version,
+        },
+        Some(expect) => Command::CompleteUploadIf {
+            upload_id,
+            bucket,
+            key,
+            version,
+            expect,
+        },
+    };
+    match propose(&x.state, cmd).await {
+        Ok(_) => {}
+        // A retry that raced the first attempt and lost.
+        Err(e) if e.code == S3ErrorCode::NoSuchUpload => {
+            return completed_before(x, &wanted).await?.ok_or(e)
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(completion_response(x, etag, &checksums))
+}
+
+/// The answer to a completion of an upload that is gone, when the key's current version is
+/// what completing it with `wanted` made (same parts, same ETag): the first attempt succeeded.
+async fn completed_before(
+    x: &Exchange,
+    wanted: &[(u32, String)],
+) -> Result<Option<HttpResponse>, S3Error> {
+    let (bucket_name, key) = names(x);
+    let md5s: Vec<&str> = wanted.iter().map(|(_, m)| m.as_str()).collect();
+    let Some(etag) = multipart_etag(&md5s) else {
+        return Ok(None);
+    };
+    let list = read(
         &x.state,
-        Command::CompleteUpload {
-            upload_id: upload.upload_id.clone(),
+        GetObject {
             bucket: bucket_name.to_string(),
             key: key.to_string(),
-            version,
         },
     )
     .await?;
+    let Some(current) = list.as_ref().and_then(|l| l.current()) else {
+        return Ok(None);
+    };
+    let same_parts = current.parts.len() == wanted.len()
+        && current
+            .parts
+            .iter()
+            .zip(wanted)
+            .all(|(p, (n, m))| p.part == *n && p.md5 == *m);
+    if current.etag != etag || !same_parts {
+        return Ok(None);
+    }
+    Ok(Some(completion_response(x, etag, &current.checksums)))
+}
+
+/// The CompleteMultipartUpload result document (and checksum headers) for `etag`.
+fn completion_response(
+    x: &Exchange,
+    etag: String,
+    checksums: &BTreeMap<String, String>,
+) -> HttpResponse {
+    let (bucket_name, key) = names(x);
     let host = header(&x.req, "host").unwrap_or("localhost");
     let location = match &x.target.vhost_bucket {
         Some(_) => format!("http://{host}/{}", url_encode(key)),
         None => format!("http://{host}/{bucket_name}/{}", url_encode(key)),
     };
     let mut resp = builder(StatusCode::OK, &x.echo);
-    for (algo, v) in &checksums {
+    for (algo, v) in checksums {
         resp.insert_header((format!("x-amz-checksum-{algo}"), v.as_str()));
     }
-    Ok(resp
-        .content_type("application/xml")
+    resp.content_type("application/xml")
         .body(xml::complete_multipart_xml(&CompleteResult {
             location,
             bucket: bucket_name.to_string(),
             key: key.to_string(),
             etag,
-        })))
+        }))
 }
 
 /// AbortMultipartUpload: 204; the parts' shards are reclaimed once the abort commits.

@@ -214,7 +214,11 @@ fn put_conditions(
 /// calls this before reading the body so a doomed upload writes nothing; the decisive check is
 /// the one the commit itself makes (`Command::PutObjectIf`), so racing conditional PUTs cannot
 /// both win.
-async fn check_put_conditions(x: &Exchange, bucket_name: &str, key: &str) -> Result<(), S3Error> {
+pub(super) async fn check_put_conditions(
+    x: &Exchange,
+    bucket_name: &str,
+    key: &str,
+) -> Result<(), S3Error> {
     let if_match = header(&x.req, "if-match");
     let if_none_match = header(&x.req, "if-none-match");
     if if_match.is_none() && if_none_match.is_none() {
@@ -295,7 +299,7 @@ pub(super) async fn stream_into(
 }
 
 /// The precondition a conditional PUT carries into its commit.
-fn put_expectation(x: &Exchange) -> Option<Expect> {
+pub(super) fn put_expectation(x: &Exchange) -> Option<Expect> {
     if header(&x.req, "if-none-match").is_some() {
         return Some(Expect::Absent);
     }

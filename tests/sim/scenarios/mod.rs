@@ -11,6 +11,7 @@ mod t140_scrub;
 mod t20_leader_crash;
 mod t30_partitions;
 mod t40_snapshot_catch_up;
+mod t41_install_crash;
 mod t50_membership_growth;
 pub mod t60_recover;
 mod t61_recover_returning_nodes;
