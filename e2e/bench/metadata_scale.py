@@ -468,6 +468,8 @@ def main() -> int:
         ap.error("--levels must be increasing positive counts")
 
     signal.signal(signal.SIGTERM, interrupted)
+    # Also when started in the background, where a shell leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     base = Path(tempfile.mkdtemp(prefix="hamster-metadata-scale-"))
     logs = base / "logs"
     logs.mkdir()
