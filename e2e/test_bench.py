@@ -67,3 +67,37 @@ def test_wrong_secret_is_one_line_and_a_failure(node):
     assert r.stdout.strip() == ""
     lines = [ln for ln in r.stderr.strip().splitlines() if ln]
     assert len(lines) == 1, r.stderr
+
+
+def test_fill_keeps_its_objects_and_list_existing_counts_them(node):
+    """A fill writes exactly --count objects in blocks of 100 and leaves them (and the bucket
+    it created) in place; list-existing then lists them without errors, by key and, with a
+    delimiter, by block."""
+    n = 250
+    r = harness.run_cli(
+        ["bench", "--endpoint", node.endpoint, "--access-key", node.access_key,
+         "--secret-key", node.secret_key, "--bucket", "fill-e2e", "--workload", "fill",
+         "--count", str(n), "--concurrency", "1", "--json", "--quiet"],
+        timeout=180)
+    assert r.returncode == 0, r.stderr
+    fill = figures(r.stdout)[f"FILL {n} x 4KiB c=1"]
+    assert (fill["ops"], fill["errors"], fill["bytes"]) == (n, 0, n * 4096), fill
+    assert f"kept: {n} filled object(s) under s3://fill-e2e/fill/" in r.stderr, r.stderr
+    s3 = node.client()
+    keys = [o["Key"] for o in harness.list_all_keys(s3, "fill-e2e")]
+    assert len(keys) == n and all(k.startswith("fill/") for k in keys), keys[:5]
+    dirs = s3.list_objects_v2(Bucket="fill-e2e", Prefix="fill/", Delimiter="/")
+    assert len(dirs.get("CommonPrefixes", [])) == 3, dirs  # blocks 0, 1 and 2 of one worker
+
+    for extra, unit in (([], "keys/s"), (["--delimiter", "/"], "entries/s")):
+        r = harness.run_cli(
+            ["bench", "--endpoint", node.endpoint, "--access-key", node.access_key,
+             "--secret-key", node.secret_key, "--bucket", "fill-e2e",
+             "--workload", "list-existing", "--prefix", "fill/", *extra, "--duration", "1",
+             "--json", "--quiet"],
+            timeout=60)
+        assert r.returncode == 0, r.stderr
+        (f,) = figures(r.stdout).values()
+        assert f["errors"] == 0 and f["unit"] == unit and f["value"] > 0, f
+    # Listing wrote nothing and removed nothing.
+    assert len(harness.list_all_keys(s3, "fill-e2e")) == n

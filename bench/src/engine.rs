@@ -14,6 +14,9 @@ use crate::stats::Tally;
 
 /// Keys per ListObjectsV2 page (the S3 maximum).
 pub const LIST_PAGE_KEYS: u32 = 1000;
+/// Objects a fill worker writes under one "directory" (`PREFIX-BLOCK/N`), so a delimiter
+/// listing of the fill has one common prefix per this many objects.
+pub const FILL_DIR_OBJECTS: u64 = 100;
 /// Consecutive transport failures after which a worker gives up: the endpoint is gone, and
 /// spinning on refused connections until the deadline would only inflate the error count.
 const TRANSPORT_STREAK_MAX: u32 = 20;
@@ -57,12 +60,21 @@ pub enum Op {
     Delete,
     /// DELETE the worker's objects and any whose state is unknown; no figure is taken.
     Cleanup,
+    /// PUT a new object of `size` bytes at `PREFIX-BLOCK/N` and forget it: a fill of millions
+    /// of objects keeps no key in memory, and nothing deletes them afterwards.
+    Fill {
+        /// The object size.
+        size: u64,
+    },
     /// Page through ListObjectsV2 under `prefix` again and again; a complete pass must
-    /// return `expect_keys` when given.
+    /// return `expect_keys` when given. With a delimiter, common prefixes count as items
+    /// beside keys.
     List {
         /// The listed prefix.
         prefix: String,
-        /// Keys a full pass must return.
+        /// The delimiter, if the listing rolls keys up into common prefixes.
+        delimiter: Option<String>,
+        /// Keys (and common prefixes) a full pass must return.
         expect_keys: Option<u64>,
     },
     /// 70% GET, 20% PUT (of `sizes`), 10% DELETE over the worker's own objects.
@@ -179,10 +191,12 @@ impl Worker {
                 Some(key) => self.delete(key).await,
                 None => Step::Done,
             },
+            Op::Fill { size } => self.fill(*size).await,
             Op::List {
                 prefix,
+                delimiter,
                 expect_keys,
-            } => self.list(prefix, *expect_keys).await,
+            } => self.list(prefix, delimiter.as_deref(), *expect_keys).await,
             Op::Mixed { sizes } => self.mixed(*sizes).await,
         }
     }
@@ -193,7 +207,7 @@ impl Worker {
         match op {
             Op::Get | Op::Head | Op::Delete => !self.keys.is_empty(),
             Op::Cleanup => self.object_count() > 0,
-            Op::Put { .. } | Op::List { .. } | Op::Mixed { .. } => true,
+            Op::Put { .. } | Op::Fill { .. } | Op::List { .. } | Op::Mixed { .. } => true,
         }
     }
 
@@ -223,6 +237,30 @@ impl Worker {
                 self.orphans.push(key);
                 Step::Err(e)
             }
+        }
+    }
+
+    /// The key of the fill's next object: [`FILL_DIR_OBJECTS`] to a directory.
+    fn fill_key(&mut self) -> String {
+        let seq = self.seq;
+        self.seq += 1;
+        format!(
+            "{}-{}/{}",
+            self.prefix,
+            seq / FILL_DIR_OBJECTS,
+            seq % FILL_DIR_OBJECTS
+        )
+    }
+
+    async fn fill(&mut self, size: u64) -> Step {
+        let key = self.fill_key();
+        let body = self.body(size);
+        match self.conn.put_object(&self.bucket, &key, body).await {
+            Ok(()) => Step::Ok {
+                bytes: size,
+                items: 0,
+            },
+            Err(e) => Step::Err(e),
         }
     }
 
@@ -256,15 +294,27 @@ impl Worker {
         }
     }
 
-    async fn list(&mut self, prefix: &str, expect_keys: Option<u64>) -> Step {
+    async fn list(
+        &mut self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        expect_keys: Option<u64>,
+    ) -> Step {
         let token = self.list_token.take();
         let page = self
             .conn
-            .list_page(&self.bucket, prefix, token.as_deref(), LIST_PAGE_KEYS)
+            .list_page(
+                &self.bucket,
+                prefix,
+                delimiter,
+                token.as_deref(),
+                LIST_PAGE_KEYS,
+            )
             .await;
         match page {
             Ok(page) => {
-                self.list_pass_keys += page.keys;
+                let entries = page.keys + page.prefixes;
+                self.list_pass_keys += entries;
                 match page.next {
                     Some(next) => self.list_token = Some(next),
                     None => {
@@ -278,7 +328,7 @@ impl Worker {
                 }
                 Step::Ok {
                     bytes: page.bytes,
-                    items: page.keys,
+                    items: entries,
                 }
             }
             Err(e) => {

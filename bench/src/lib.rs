@@ -2,7 +2,8 @@
 //! with `hamster_protocol::sigv4` (path-style, `UNSIGNED-PAYLOAD` bodies shared from one
 //! pattern buffer), keeps one HTTP/1.1 connection per worker, and reports throughput and
 //! latency figures: large-object MiB/s at 1 and N streams, 1 MiB and 4 KiB ops/s with
-//! p50/p99/p999, LIST keys/s and a mixed workload.
+//! p50/p99/p999, LIST keys/s and a mixed workload; for metadata at scale it also fills a bucket
+//! with many small objects that it keeps, and times listings of what is already there.
 //!
 //! Modules: `size` and `credentials` read the command line, `signer` and `s3` talk to the
 //! endpoint, `engine` drives workers, `stats` and `output` report, `workloads` is the run.
@@ -68,12 +69,19 @@ pub struct BenchArgs {
     /// Seconds each figure runs for at most
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
-    /// Requests each figure makes at most
+    /// Requests each figure makes at most; for fill, the objects to write (required)
     #[arg(long)]
     pub count: Option<u64>,
     /// Keys the list workload fills the bucket with before listing
     #[arg(long, default_value_t = 10_000)]
     pub list_keys: u64,
+    /// Prefix whose existing objects list-existing lists (required for it)
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Delimiter for list-existing: keys roll up into common prefixes, and the figure counts
+    /// entries (keys and common prefixes) per second
+    #[arg(long)]
+    pub delimiter: Option<String>,
     /// One JSON object per figure on stdout instead of a table
     #[arg(long)]
     pub json: bool,
@@ -109,6 +117,11 @@ pub enum Workload {
     List,
     /// 70% GET, 20% PUT, 10% DELETE of 4 KiB and 64 KiB objects
     Mixed,
+    /// 4 KiB PUT of --count objects under fill/RUN-…, kept (never deleted), ops/s and latency
+    Fill,
+    /// ListObjectsV2 keys/s over the objects already under --prefix (entries/s with
+    /// --delimiter); writes nothing
+    ListExisting,
 }
 
 /// Validated options with credentials resolved.
@@ -136,6 +149,10 @@ pub struct Settings {
     pub count: Option<u64>,
     /// Keys for the list workload.
     pub list_keys: u64,
+    /// The prefix list-existing lists.
+    pub prefix: Option<String>,
+    /// The delimiter list-existing rolls keys up at.
+    pub delimiter: Option<String>,
     /// JSON output.
     pub json: bool,
     /// No progress line.
@@ -183,6 +200,19 @@ impl Settings {
                 workloads.push(w);
             }
         }
+        if workloads.contains(&Workload::Fill) && args.count.is_none() {
+            bail!("--workload fill needs --count N, the number of objects to write and keep");
+        }
+        let lists_existing = workloads.contains(&Workload::ListExisting);
+        if lists_existing && args.prefix.is_none() {
+            bail!("--workload list-existing needs --prefix P, under which the objects are listed");
+        }
+        if !lists_existing && (args.prefix.is_some() || args.delimiter.is_some()) {
+            bail!("--prefix and --delimiter apply only to --workload list-existing");
+        }
+        if args.delimiter.as_deref() == Some("") {
+            bail!("--delimiter must not be empty");
+        }
         Ok(Settings {
             endpoint: args.endpoint,
             region: args.region,
@@ -195,6 +225,8 @@ impl Settings {
             duration: Duration::from_secs_f64(args.duration),
             count: args.count,
             list_keys: args.list_keys,
+            prefix: args.prefix,
+            delimiter: args.delimiter,
             json: args.json,
             quiet: args.quiet,
             keep: args.keep,
@@ -209,7 +241,11 @@ impl Settings {
             let size = match w {
                 Workload::LargePut | Workload::LargeGet => self.size,
                 Workload::Put1m | Workload::Get1m => 1 << 20,
-                Workload::Small | Workload::List | Workload::Mixed => 64 << 10,
+                Workload::Small
+                | Workload::List
+                | Workload::Mixed
+                | Workload::Fill
+                | Workload::ListExisting => 64 << 10,
             };
             largest = largest.max(size);
         }
@@ -296,5 +332,56 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no credentials"));
+    }
+
+    /// A fill needs its object count; it is what --count means for it.
+    #[test]
+    fn fill_needs_a_count() {
+        let creds = ["--access-key=a", "--secret-key=s"];
+        let err = settings(&[creds[0], creds[1], "--workload=fill"]).unwrap_err();
+        assert!(err.to_string().contains("--count"), "{err}");
+        let err = settings(&[creds[0], creds[1], "--workload=small,fill"]).unwrap_err();
+        assert!(err.to_string().contains("fill needs --count"), "{err}");
+        let s = settings(&[creds[0], creds[1], "--workload=fill", "--count=1000000"]).unwrap();
+        assert_eq!(
+            (s.workloads, s.count),
+            (vec![Workload::Fill], Some(1_000_000))
+        );
+        assert!(settings(&[creds[0], creds[1], "--workload=fill", "--count=0"]).is_err());
+    }
+
+    /// Listing what exists needs a prefix (the empty one is allowed: the whole bucket); the
+    /// prefix and delimiter are refused where nothing would read them.
+    #[test]
+    fn list_existing_options() {
+        let creds = ["--access-key=a", "--secret-key=s"];
+        let with = |extra: &[&str]| {
+            let mut argv = creds.to_vec();
+            argv.extend_from_slice(extra);
+            settings(&argv)
+        };
+        let err = with(&["--workload=list-existing"]).unwrap_err();
+        assert!(err.to_string().contains("--prefix"), "{err}");
+        let s = with(&["--workload=list-existing", "--prefix=fill/"]).unwrap();
+        assert_eq!((s.prefix.as_deref(), s.delimiter), (Some("fill/"), None));
+        let s = with(&["--workload=list-existing", "--prefix=", "--delimiter=/"]).unwrap();
+        assert_eq!(
+            (s.prefix.as_deref(), s.delimiter.as_deref()),
+            (Some(""), Some("/"))
+        );
+        assert!(with(&["--workload=list-existing", "--prefix=a", "--delimiter="]).is_err());
+        let err = with(&["--workload=small", "--prefix=fill/"]).unwrap_err();
+        assert!(
+            err.to_string().contains("only to --workload list-existing"),
+            "{err}"
+        );
+        assert!(with(&["--delimiter=/"]).is_err());
+        let s = with(&[
+            "--workload=fill,list-existing",
+            "--count=10",
+            "--prefix=fill/",
+        ])
+        .unwrap();
+        assert_eq!(s.workloads, vec![Workload::Fill, Workload::ListExisting]);
     }
 }

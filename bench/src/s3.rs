@@ -178,6 +178,8 @@ fn unescape(s: &str) -> String {
 pub struct ListPage {
     /// How many `<Key>` entries the page held.
     pub keys: u64,
+    /// How many `<CommonPrefixes>` entries it held (only a delimiter listing has any).
+    pub prefixes: u64,
     /// The continuation token when the listing is truncated.
     pub next: Option<String>,
     /// The response body size.
@@ -190,6 +192,7 @@ pub fn parse_list_page(xml: &str) -> Result<ListPage, String> {
         return Err("the listing response is not a ListBucketResult".to_string());
     }
     let keys = xml.matches("<Key>").count() as u64;
+    let prefixes = xml.matches("<CommonPrefixes>").count() as u64;
     let truncated = xml_text(xml, "IsTruncated").as_deref() == Some("true");
     let next = xml_text(xml, "NextContinuationToken");
     if truncated && next.is_none() {
@@ -197,6 +200,7 @@ pub fn parse_list_page(xml: &str) -> Result<ListPage, String> {
     }
     Ok(ListPage {
         keys,
+        prefixes,
         next: if truncated { next } else { None },
         bytes: xml.len() as u64,
     })
@@ -469,22 +473,17 @@ impl Conn {
             .await
     }
 
-    /// One ListObjectsV2 page of up to `max_keys` keys under `prefix`.
+    /// One ListObjectsV2 page of up to `max_keys` entries under `prefix`, rolled up at
+    /// `delimiter` when given.
     pub async fn list_page(
         &mut self,
         bucket: &str,
         prefix: &str,
+        delimiter: Option<&str>,
         token: Option<&str>,
         max_keys: u32,
     ) -> Result<ListPage, OpError> {
-        let mut query = format!(
-            "list-type=2&max-keys={max_keys}&prefix={}",
-            uri_encode(prefix.as_bytes(), false)
-        );
-        if let Some(token) = token {
-            query.push_str("&continuation-token=");
-            query.push_str(&uri_encode(token.as_bytes(), false));
-        }
+        let query = list_query(prefix, delimiter, token, max_keys);
         let path = bucket_path(bucket);
         self.exchange(
             Method::GET,
@@ -502,7 +501,7 @@ impl Conn {
 
     /// ListObjectsV2 with one key at most: succeeds iff the bucket exists and may be read.
     pub async fn probe_bucket(&mut self, bucket: &str) -> Result<(), OpError> {
-        self.list_page(bucket, "", None, 1).await.map(|_| ())
+        self.list_page(bucket, "", None, None, 1).await.map(|_| ())
     }
 
     /// CreateBucket; outside `us-east-1` the region goes in a `LocationConstraint` as AWS needs.
@@ -523,6 +522,26 @@ impl Conn {
         self.exchange(Method::DELETE, &path, "", Bytes::new(), 0, drain_ok)
             .await
     }
+}
+
+/// The query of a ListObjectsV2 request, its parameters in canonical (sorted) order.
+fn list_query(prefix: &str, delimiter: Option<&str>, token: Option<&str>, max_keys: u32) -> String {
+    let mut query = String::new();
+    if let Some(token) = token {
+        query.push_str("continuation-token=");
+        query.push_str(&uri_encode(token.as_bytes(), false));
+        query.push('&');
+    }
+    if let Some(delimiter) = delimiter {
+        query.push_str("delimiter=");
+        query.push_str(&uri_encode(delimiter.as_bytes(), false));
+        query.push('&');
+    }
+    query.push_str(&format!(
+        "list-type=2&max-keys={max_keys}&prefix={}",
+        uri_encode(prefix.as_bytes(), false)
+    ));
+    query
 }
 
 fn bucket_path(bucket: &str) -> String {
@@ -648,6 +667,27 @@ mod tests {
         )
         .is_err());
         assert!(parse_list_page("<Error><Code>NoSuchBucket</Code></Error>").is_err());
+        assert_eq!(
+            (page.prefixes, parse_list_page(last).unwrap().prefixes),
+            (0, 0)
+        );
+        let rolled = "<ListBucketResult><Prefix>fill/</Prefix><Delimiter>/</Delimiter><IsTruncated>false</IsTruncated><Contents><Key>fill/x</Key></Contents><CommonPrefixes><Prefix>fill/a-0/</Prefix></CommonPrefixes><CommonPrefixes><Prefix>fill/a-1/</Prefix></CommonPrefixes></ListBucketResult>";
+        let page = parse_list_page(rolled).unwrap();
+        assert_eq!((page.keys, page.prefixes, page.next), (1, 2, None));
+    }
+
+    /// Listing queries go out with their parameters sorted and encoded, the delimiter and
+    /// token only when given.
+    #[test]
+    fn listing_queries() {
+        assert_eq!(
+            list_query("fill/", None, None, 1000),
+            "list-type=2&max-keys=1000&prefix=fill%2F"
+        );
+        assert_eq!(
+            list_query("a b", Some("/"), Some("t=1"), 5),
+            "continuation-token=t%3D1&delimiter=%2F&list-type=2&max-keys=5&prefix=a%20b"
+        );
     }
 
     /// Error text reads as status, S3 code and message.

@@ -106,6 +106,8 @@ pub enum Metric {
     OpsPerSec,
     /// Listed keys per second.
     KeysPerSec,
+    /// Listed entries (keys and common prefixes) per second.
+    EntriesPerSec,
 }
 
 impl Metric {
@@ -115,6 +117,7 @@ impl Metric {
             Metric::MibPerSec => "MiB/s",
             Metric::OpsPerSec => "ops/s",
             Metric::KeysPerSec => "keys/s",
+            Metric::EntriesPerSec => "entries/s",
         }
     }
 }
@@ -133,7 +136,7 @@ pub struct Figure {
     pub concurrency: usize,
     /// The figure itself, in `unit`.
     pub value: f64,
-    /// `MiB/s`, `ops/s` or `keys/s`.
+    /// `MiB/s`, `ops/s`, `keys/s` or `entries/s`.
     pub unit: &'static str,
     /// Successful requests.
     pub ops: u64,
@@ -182,7 +185,7 @@ impl FigureSpec {
         let value = match self.metric {
             Metric::MibPerSec => per_sec(tally.bytes as f64 / MIB),
             Metric::OpsPerSec => per_sec(tally.ops as f64),
-            Metric::KeysPerSec => per_sec(tally.items as f64),
+            Metric::KeysPerSec | Metric::EntriesPerSec => per_sec(tally.items as f64),
         };
         let pct = |q: f64| {
             if self.latency {
@@ -282,6 +285,8 @@ mod tests {
         assert_eq!(spec(Metric::MibPerSec, false).figure(&t, two).value, 8.0);
         assert_eq!(spec(Metric::OpsPerSec, true).figure(&t, two).value, 1.0);
         assert_eq!(spec(Metric::KeysPerSec, true).figure(&t, two).value, 250.0);
+        let entries = spec(Metric::EntriesPerSec, true).figure(&t, two);
+        assert_eq!((entries.value, entries.unit), (250.0, "entries/s"));
         assert_eq!(spec(Metric::MibPerSec, false).figure(&t, two).p50_ms, None);
         let f = spec(Metric::OpsPerSec, true).figure(&t, two);
         assert_eq!(f.p50_ms, Some(0.001));

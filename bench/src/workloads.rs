@@ -14,7 +14,7 @@ use crate::output::Output;
 use crate::s3::{Conn, Endpoint, OpError};
 use crate::signer::Signer;
 use crate::size::format_size;
-use crate::stats::{FigureSpec, Metric};
+use crate::stats::{FigureSpec, Metric, Tally};
 use crate::{Settings, Workload};
 
 const KIB: u64 = 1 << 10;
@@ -29,6 +29,8 @@ const SMALL_HIGH_CONCURRENCY: usize = 64;
 const GET_1M_OBJECTS_PER_WORKER: u64 = 4;
 /// Objects each worker starts the mixed workload with.
 const MIXED_OBJECTS_PER_WORKER: u64 = 32;
+/// Where the fill workload's objects go: `fill/RUN-WORKER-BLOCK/N`.
+const FILL_PREFIX: &str = "fill/";
 
 /// One run of `hamster bench`.
 pub struct Bench {
@@ -45,6 +47,8 @@ pub struct Bench {
     figures_with_errors: usize,
     /// Objects cleanup could not delete.
     leftovers: u64,
+    /// Objects the fill wrote and kept (and those of unknown state after a failed PUT).
+    filled: u64,
 }
 
 impl Bench {
@@ -76,6 +80,7 @@ impl Bench {
             cancel: Arc::new(AtomicBool::new(false)),
             figures_with_errors: 0,
             leftovers: 0,
+            filled: 0,
         })
     }
 
@@ -184,6 +189,12 @@ impl Bench {
 
     /// Deletes the bucket if this run created it, and says what was left behind.
     async fn finish(&mut self, created: bool) {
+        if self.filled > 0 {
+            eprintln!(
+                "kept: {} filled object(s) under s3://{}/{FILL_PREFIX}{}-*",
+                self.filled, self.bucket, self.run_prefix
+            );
+        }
         if self.settings.keep {
             eprintln!(
                 "kept: objects under s3://{}/{}/",
@@ -197,7 +208,7 @@ impl Bench {
                 self.leftovers, self.bucket, self.run_prefix
             );
         }
-        if created && self.leftovers == 0 {
+        if created && self.leftovers == 0 && self.filled == 0 {
             if let Err(e) = self.conn().delete_bucket(&self.bucket).await {
                 eprintln!(
                     "warning: cannot delete bucket {} created for this run: {e}",
@@ -216,6 +227,8 @@ impl Bench {
             Workload::Small => self.small().await,
             Workload::List => self.list().await,
             Workload::Mixed => self.mixed().await,
+            Workload::Fill => self.fill().await,
+            Workload::ListExisting => self.list_existing().await,
         }
     }
 
@@ -223,9 +236,20 @@ impl Bench {
 
     /// `n` connected workers writing under `RUN/NAME/ID`.
     async fn workers(&self, name: &str, n: usize) -> anyhow::Result<Vec<Worker>> {
+        self.workers_under(name, n, |id| format!("{}/{name}/{id}", self.run_prefix))
+            .await
+    }
+
+    /// `n` connected workers of workload `name`, worker `ID` writing under `prefix(ID)`.
+    async fn workers_under(
+        &self,
+        name: &str,
+        n: usize,
+        prefix: impl Fn(usize) -> String,
+    ) -> anyhow::Result<Vec<Worker>> {
         let mut workers = Vec::with_capacity(n);
         for id in 0..n {
-            let prefix = format!("{}/{name}/{id}", self.run_prefix);
+            let prefix = prefix(id);
             let seed = (id as u64) << 32 ^ name.len() as u64;
             let mut w = Worker::new(
                 self.conn(),
@@ -254,21 +278,33 @@ impl Bench {
 
     /// Runs one timed figure and prints it.
     async fn figure(&mut self, workers: Vec<Worker>, op: Op, spec: FigureSpec) -> Vec<Worker> {
+        let limits = self.timed();
+        self.figure_within(workers, op, spec, limits).await.0
+    }
+
+    /// Runs one figure within `limits` and prints it; returns the workers and what they
+    /// counted (also when Ctrl-C cut the figure short and it was not printed).
+    async fn figure_within(
+        &mut self,
+        workers: Vec<Worker>,
+        op: Op,
+        spec: FigureSpec,
+        limits: Limits,
+    ) -> (Vec<Worker>, Tally) {
         let progress = self.out.progress(&spec.label);
-        let (workers, tally, elapsed) =
-            drive(workers, op, self.timed(), progress.counters.clone()).await;
+        let (workers, tally, elapsed) = drive(workers, op, limits, progress.counters.clone()).await;
         drop(progress);
         if self.cancelled() {
             // A figure cut short by Ctrl-C is not a measurement of anything.
             eprintln!("{}: cut short, not reported", spec.label);
-            return workers;
+            return (workers, tally);
         }
         let figure = spec.figure(&tally, elapsed);
         if figure.errors > 0 {
             self.figures_with_errors += 1;
         }
         self.out.figure(&figure);
-        workers
+        (workers, tally)
     }
 
     /// Untimed writes that a figure reads from; any failure stops the workload.
@@ -490,6 +526,7 @@ impl Bench {
             let lister = self.workers("list-reader", 1).await?;
             let op = Op::List {
                 prefix: format!("{}/list/", self.run_prefix),
+                delimiter: None,
                 expect_keys: Some(n),
             };
             let spec = spec(
@@ -503,6 +540,75 @@ impl Bench {
             self.figure(lister, op, spec).await;
         }
         self.cleanup(writers).await;
+        Ok(())
+    }
+
+    /// `--count` 4 KiB PUTs at the chosen concurrency, kept: worker `W` writes
+    /// `fill/RUN-W-BLOCK/N`, [`crate::engine::FILL_DIR_OBJECTS`] objects to a block, so that a listing of
+    /// `fill/` with delimiter `/` has one common prefix per that many objects. Workers keep no
+    /// keys, so the count may run to millions; `--duration` does not cut a fill short.
+    async fn fill(&mut self) -> anyhow::Result<()> {
+        let c = self.settings.concurrency;
+        let n = self
+            .settings
+            .count
+            .expect("Settings refuses fill without --count");
+        let run = self.run_prefix.clone();
+        let workers = self
+            .workers_under("fill", c, |id| format!("{FILL_PREFIX}{run}-{id}"))
+            .await?;
+        let spec = spec(
+            "fill",
+            format!("FILL {n} x 4KiB c={c}"),
+            Some(SMALL_BYTES),
+            c,
+            Metric::OpsPerSec,
+            true,
+        );
+        let limits = Limits {
+            count_max: Some(n),
+            cancel: Some(self.cancel.clone()),
+            ..Limits::default()
+        };
+        let (_, tally) = self
+            .figure_within(workers, Op::Fill { size: SMALL_BYTES }, spec, limits)
+            .await;
+        self.filled += tally.ops + tally.errors;
+        Ok(())
+    }
+
+    /// LIST throughput of one client paging through what is already under `--prefix`
+    /// (written by a fill or anything else), rolled up at `--delimiter` when given.
+    async fn list_existing(&mut self) -> anyhow::Result<()> {
+        let prefix = self
+            .settings
+            .prefix
+            .clone()
+            .expect("Settings refuses list-existing without --prefix");
+        let delimiter = self.settings.delimiter.clone();
+        let lister = self.workers("list-existing", 1).await?;
+        let (label, metric) = match &delimiter {
+            None => (
+                format!("LIST '{prefix}', {LIST_PAGE_KEYS}/page"),
+                Metric::KeysPerSec,
+            ),
+            Some(d) => (
+                format!("LIST '{prefix}' by '{d}', {LIST_PAGE_KEYS}/page"),
+                Metric::EntriesPerSec,
+            ),
+        };
+        let name = if delimiter.is_some() {
+            "list-existing-delimited"
+        } else {
+            "list-existing"
+        };
+        let op = Op::List {
+            prefix,
+            delimiter,
+            expect_keys: None,
+        };
+        self.figure(lister, op, spec(name, label, None, 1, metric, true))
+            .await;
         Ok(())
     }
 
