@@ -1455,8 +1455,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn multipart_replaces_parts_completes_and_frees_what_is_unused() {
+    /// A store with bucket `b` and an empty upload `id` for key `k`.
+    fn store_with_upload(id: &str) -> MemStore {
         let mut s = MemStore::default();
         run(
             &mut s,
@@ -1466,9 +1466,8 @@ mod tests {
                 region: String::new(),
             }),
         );
-        let id = "0".repeat(32);
         let upload = Upload {
-            upload_id: id.clone(),
+            upload_id: id.to_string(),
             bucket: "b".into(),
             key: "k".into(),
             initiated_ms: 1,
@@ -1482,6 +1481,13 @@ mod tests {
             run(&mut s, Command::CreateUpload(upload)),
             Applied::default()
         );
+        s
+    }
+
+    #[test]
+    fn multipart_replaces_parts_completes_and_frees_what_is_unused() {
+        let id = "0".repeat(32);
+        let mut s = store_with_upload(&id);
         let put = |n, body| Command::PutUploadPart {
             upload_id: id.clone(),
             bucket: "b".into(),
@@ -1528,28 +1534,8 @@ mod tests {
     /// a refused one leaves the upload in place for a retry or an abort.
     #[test]
     fn conditional_completion_is_judged_at_apply_time_and_keeps_the_upload() {
-        let mut s = MemStore::default();
-        run(
-            &mut s,
-            Command::CreateBucket(BucketRecord {
-                name: "b".into(),
-                created_ms: 1,
-                region: String::new(),
-            }),
-        );
         let id = "1".repeat(32);
-        let upload = Upload {
-            upload_id: id.clone(),
-            bucket: "b".into(),
-            key: "k".into(),
-            initiated_ms: 1,
-            content_type: "x/y".into(),
-            headers: BTreeMap::new(),
-            user_meta: BTreeMap::new(),
-            checksum_algo: None,
-            parts: BTreeMap::new(),
-        };
-        run(&mut s, Command::CreateUpload(upload));
+        let mut s = store_with_upload(&id);
         run(
             &mut s,
             Command::PutUploadPart {

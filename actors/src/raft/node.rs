@@ -235,14 +235,18 @@ impl MetaReader {
         }
     }
 
-    /// Answers `q` from the local replica as it is now.
-    pub fn read<Q: LocalRead>(&self, q: &Q) -> Result<Q::Output, ReadError> {
-        let db = self
-            .slot
+    /// The store, unless a [`Shutdown`] let go of it.
+    fn db(&self) -> Result<MetaDb, ReadError> {
+        self.slot
             .read()
             .map_err(|_| ReadError::Closed)?
             .clone()
-            .ok_or(ReadError::Closed)?;
+            .ok_or(ReadError::Closed)
+    }
+
+    /// Answers `q` from the local replica as it is now.
+    pub fn read<Q: LocalRead>(&self, q: &Q) -> Result<Q::Output, ReadError> {
+        let db = self.db()?;
         let txn = db
             .env
             .read_txn()
@@ -257,12 +261,7 @@ impl MetaReader {
     /// [`Shutdown`] meanwhile ends it with `Closed`. `seed` places the filter's false claims.
     pub async fn referenced_bodies(&self, seed: u64) -> Result<query::BodyFilter, ReadError> {
         let storage = |e: DbError| ReadError::Storage(e.to_string());
-        let db = self
-            .slot
-            .read()
-            .map_err(|_| ReadError::Closed)?
-            .clone()
-            .ok_or(ReadError::Closed)?;
+        let db = self.db()?;
         let txn = db
             .env
             .clone()
