@@ -394,15 +394,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.verb, Verb::Serve(_)) {
-        // A command whose output is piped into `head` or `less` ends quietly when the reader
-        // goes away, as Unix tools do, instead of failing on a write to the closed pipe. The
-        // daemon keeps Rust's default (the signal ignored; a closed socket is an error).
-        // SAFETY: restoring a signal's default disposition before any thread is started.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
-    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
